@@ -1,0 +1,127 @@
+"""Reverse-mode differentiation of an ONNX graph into standard ONNX nodes.
+
+The engine owns everything rules share: finding the nodes between ``wrt`` and the seeded
+tensors, the reverse topological sweep, summing the gradients of tensors with several
+consumers, and the three-state op check (rule / non-differentiable / unsupported).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import onnx
+
+from onnxcam.autodiff import rules as _rules  # noqa: F401  (fills the rule table)
+from onnxcam.autodiff.emitter import Emitter
+from onnxcam.autodiff.registry import RuleContext, is_zero, lookup
+from onnxcam.errors import NotDifferentiableError, UnsupportedOpError
+from onnxcam.graph import GraphView, load_model
+
+__all__ = ["backward", "Gradients"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gradients:
+    """The rewritten model and, per ``wrt`` tensor, the name of the tensor holding its gradient."""
+
+    model: onnx.ModelProto
+    names: dict[str, str]
+
+
+def backward(
+    model: onnx.ModelProto,
+    seeds: Mapping[str, str],
+    wrt: Sequence[str],
+    *,
+    prefix: str = "onnxcam/grad",
+    view: GraphView | None = None,
+) -> Gradients:
+    """Append nodes computing the gradient of ``Σ_t <seeds[t], t>`` with respect to each ``wrt``.
+
+    ``seeds`` maps forward tensors to tensors of the same shape that hold the incoming
+    gradient (the cotangent); a one-hot seed on logits gives ∂logit[target]/∂wrt.
+    The caller's model is not changed. Gradient tensors are not added as graph outputs.
+    """
+    model = load_model(model)
+    view = view or GraphView(model)
+    emit = Emitter(view, prefix=prefix)
+    active = _active_tensors(view, seeds, wrt)
+
+    grads: dict[str, list[str]] = defaultdict(list)
+    for tensor, seed in seeds.items():
+        grads[tensor].append(seed)
+
+    for node in reversed(view.nodes):
+        if not any(out in grads for out in node.output):
+            continue
+        needs = [bool(name) and name in active for name in node.input]
+        if not any(needs):
+            continue
+        _apply_rule(node, emit, grads, needs, view, wrt, seeds)
+
+    names = {}
+    for target in wrt:
+        if not grads.get(target):
+            raise NotDifferentiableError(
+                f"the score does not depend on '{target}' through differentiable ops; "
+                "choose a layer the score is computed from"
+            )
+        names[target] = _total(emit, grads, target)
+
+    model.graph.node.extend(emit.nodes)
+    model.graph.initializer.extend(emit.initializers)
+    log.debug("backward: %d nodes, %d constants added", len(emit.nodes), len(emit.initializers))
+    return Gradients(model, names)
+
+
+def _apply_rule(node, emit, grads, needs, view, wrt, seeds):
+    if is_zero(node.op_type) and node.domain in ("", "ai.onnx"):
+        return
+    rule = lookup(node.op_type, view.opset) if node.domain in ("", "ai.onnx") else None
+    if rule is None:
+        raise UnsupportedOpError(
+            f"no gradient rule for {_op_label(node)} node '{node.name}' (opset {view.opset}) "
+            f"on the path from {', '.join(map(repr, wrt))} to {', '.join(map(repr, seeds))}; "
+            "choose a later layer, or open an issue asking for this op"
+        )
+    output_grads = [_total(emit, grads, out) if grads.get(out) else None for out in node.output]
+    ctx = RuleContext(node=node, emit=emit, grads=output_grads, needs=needs)
+    input_grads = list(rule.fn(ctx))
+    if len(input_grads) != len(node.input):
+        raise AssertionError(
+            f"gradient rule for {node.op_type} returned {len(input_grads)} gradients for {len(node.input)} inputs"
+        )
+    for name, need, grad in zip(node.input, needs, input_grads):
+        if need and grad is not None:
+            grads[name].append(grad)
+
+
+def _total(emit: Emitter, grads: dict[str, list[str]], tensor: str) -> str:
+    """Sum the gradient contributions of ``tensor`` once, and remember the sum."""
+    terms = grads[tensor]
+    if len(terms) > 1:
+        grads[tensor] = [emit.sum(terms)]
+    return grads[tensor][0]
+
+
+def _op_label(node: onnx.NodeProto) -> str:
+    return f"{node.domain}:{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+
+
+def _active_tensors(view: GraphView, seeds: Mapping[str, str], wrt: Sequence[str]) -> set[str]:
+    """Float tensors that depend on some ``wrt`` and that some seeded tensor depends on."""
+    for name in [*wrt, *seeds]:
+        if name not in view.producers and name not in view.graph_inputs and name not in view.initializers:
+            raise NotDifferentiableError(f"tensor '{name}' is not in the model")
+    downstream = set(wrt)
+    for node in view.nodes:  # nodes are in topological order
+        if is_zero(node.op_type):
+            continue
+        if any(i in downstream for i in node.input if i):
+            downstream.update(o for o in node.output if o and view.is_float(o))
+    return downstream & view.ancestors(seeds)

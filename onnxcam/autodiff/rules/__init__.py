@@ -1,0 +1,14 @@
+"""Gradient rules, one module per family of ops. Importing this package fills the rule table."""
+
+from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registrations)
+    activation,
+    conv,
+    elementwise,
+    linalg,
+    nondiff,
+    norm,
+    pool,
+    reduce,
+    resize,
+    shape,
+)

@@ -1,0 +1,202 @@
+"""A read-only view of an ONNX model: producers, consumers, inferred shapes and types, constants.
+
+``GraphView`` never mutates the ``ModelProto`` it is given; rewrites copy the model first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from onnxcam.errors import ModelError
+
+__all__ = ["GraphView", "load_model", "FLOAT_TYPES"]
+
+log = logging.getLogger(__name__)
+
+FLOAT_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+    }
+)
+
+
+def load_model(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Load a model from a path, serialized bytes or a ModelProto (which is copied)."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        return model
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            return onnx.load_from_string(bytes(source))
+        path = Path(source)
+        if not path.is_file():
+            raise ModelError(f"model file '{path}' not found; pass the path of an .onnx file")
+        return onnx.load(str(path))
+    except ModelError:
+        raise
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise ModelError(f"cannot read ONNX model from {_describe(source)}: {exc}") from None
+
+
+def _describe(source) -> str:
+    return "bytes" if isinstance(source, (bytes, bytearray)) else f"'{source}'"
+
+
+class GraphView:
+    """Read-only facts about the main graph of a model, with shapes inferred once."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.graph = model.graph
+        self.opset = _default_opset(model)
+        self._inferred = _infer_shapes(model)
+        self._types = _collect_types(self._inferred.graph)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.nodes = list(self.graph.node)
+
+    # --- structure -------------------------------------------------------------------------
+    @cached_property
+    def producers(self) -> dict[str, onnx.NodeProto]:
+        return {out: node for node in self.nodes for out in node.output if out}
+
+    @cached_property
+    def consumers(self) -> dict[str, list[onnx.NodeProto]]:
+        users: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in self.nodes:
+            for name in node.input:
+                if name:
+                    users[name].append(node)
+        for out in self.graph.output:
+            users.setdefault(out.name, [])
+        return users
+
+    @cached_property
+    def graph_inputs(self) -> list[str]:
+        """Inputs a caller feeds (initializers that double as inputs are excluded)."""
+        return [i.name for i in self.graph.input if i.name not in self.initializers]
+
+    @property
+    def graph_outputs(self) -> list[str]:
+        return [o.name for o in self.graph.output]
+
+    def all_names(self) -> set[str]:
+        names = {i.name for i in self.graph.input} | set(self.initializers)
+        for node in self.nodes:
+            names.update(node.input)
+            names.update(node.output)
+        names.update(node.name for node in self.nodes)
+        return names
+
+    def node_by_name(self, name: str) -> onnx.NodeProto | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def ancestors(self, names) -> set[str]:
+        """Every tensor that the given tensors depend on, themselves included."""
+        seen: set[str] = set()
+        stack = [n for n in names if n]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            node = self.producers.get(name)
+            if node is not None:
+                stack.extend(i for i in node.input if i)
+        return seen
+
+    # --- types and shapes --------------------------------------------------------------------
+    def elem_type(self, name: str) -> int | None:
+        if name in self.initializers:
+            return self.initializers[name].data_type
+        entry = self._types.get(name)
+        return entry[0] if entry else None
+
+    def np_dtype(self, name: str) -> np.dtype:
+        elem = self.elem_type(name)
+        if elem is None:
+            return np.dtype(np.float32)
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+
+    def is_float(self, name: str) -> bool:
+        elem = self.elem_type(name)
+        return elem is None or elem in FLOAT_TYPES
+
+    def shape(self, name: str) -> tuple[int | None, ...] | None:
+        """Inferred shape with ``None`` for unknown dims, or ``None`` when the rank is unknown."""
+        if name in self.initializers:
+            return tuple(self.initializers[name].dims)
+        entry = self._types.get(name)
+        return entry[1] if entry else None
+
+    def rank(self, name: str) -> int | None:
+        shape = self.shape(name)
+        return None if shape is None else len(shape)
+
+    # --- constants -----------------------------------------------------------------------------
+    def const_value(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or of a ``Constant`` node's output, else ``None``."""
+        if not name:
+            return None
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            return _constant_node_value(node)
+        return None
+
+    def is_const(self, name: str) -> bool:
+        return self.const_value(name) is not None
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise ModelError("model imports no default (ai.onnx) opset; re-export it with a standard exporter")
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # inference failing is not fatal: rules then see fewer shapes
+        log.warning("ONNX shape inference failed (%s); continuing with declared shapes only", exc)
+        return model
+
+
+def _collect_types(graph: onnx.GraphProto) -> dict[str, tuple[int, tuple[int | None, ...] | None]]:
+    types = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        if not info.type.HasField("tensor_type"):
+            continue
+        tensor_type = info.type.tensor_type
+        shape = None
+        if tensor_type.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
+        types[info.name] = (tensor_type.elem_type, shape)
+    return types
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None

@@ -1,0 +1,218 @@
+"""Procedural "shapes on clutter" images for the onnxcam demo model.
+
+Every image holds exactly one filled object -- a circle, square, triangle or
+cross -- in a random colour, at a random size, rotation and position, on a
+cluttered background: a smooth two-colour gradient, short thin line segments
+and small dots (all much smaller than the object), with pixel noise on top.
+Because the generator knows where it drew the object, every sample comes with
+a tight bounding box, which makes the images handy for checking that a saliency
+map (Grad-CAM) points at the object rather than at the clutter.
+
+Only numpy and OpenCV are used. All randomness comes from the
+``numpy.random.Generator`` passed in, so a given generator state always yields
+the same images. Images are returned as uint8 arrays in RGB order; convert
+them with ``cv2.cvtColor(image, cv2.COLOR_RGB2BGR)`` before ``cv2.imwrite``.
+
+The geometry is expressed for 64x64 images and scales with ``size``, so
+``make_sample(rng, size=256)`` draws the same kind of scene at four times the
+resolution.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+IMAGE_SIZE = 64
+
+# Geometry at the reference resolution (IMAGE_SIZE); scaled by size / IMAGE_SIZE.
+_OBJECT_EXTENT_PX = (16.0, 28.0)  # width/height of the object's bounding box
+_SEGMENT_LENGTH_PX = (4.0, 10.0)  # clutter line segments
+_DOT_RADIUS_PX = (1.0, 2.0)  # clutter dots
+_SEGMENT_COUNT = (2, 7)  # inclusive range
+_DOT_COUNT = (2, 7)  # inclusive range
+_NOISE_STD = 6.0  # grey levels, independent of resolution
+_MIN_COLOUR_DISTANCE = 110.0  # Euclidean RGB distance object vs. local background
+_COLOUR_TRIES = 64
+_POLY_SHIFT = 4  # fractional bits for sub-pixel polygon vertices
+_CIRCLE_VERTICES = 64
+
+
+def _scale(size: int) -> float:
+    """Factor from reference (64 px) geometry to an image of ``size`` pixels."""
+    return size / IMAGE_SIZE
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random RGB colour as float64 (3,)."""
+    return rng.uniform(0.0, 255.0, size=3)
+
+
+def _gradient_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth linear blend between two random colours, float64 (size, size, 3)."""
+    start, end = _random_colour(rng), _random_colour(rng)
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    coords = (np.arange(size) + 0.5) / size - 0.5
+    xs, ys = np.meshgrid(coords, coords)
+    projection = xs * np.cos(angle) + ys * np.sin(angle)
+    t = (projection - projection.min()) / max(np.ptp(projection), 1e-9)
+    return start * (1.0 - t[..., None]) + end * t[..., None]
+
+
+def _draw_segments(rng: np.random.Generator, canvas: np.ndarray, scale: float) -> None:
+    """Draw a few short, thin line segments of random colours onto ``canvas``."""
+    size = canvas.shape[0]
+    thickness = max(1, round(scale))
+    for _ in range(rng.integers(_SEGMENT_COUNT[0], _SEGMENT_COUNT[1] + 1)):
+        start = rng.uniform(0.0, size, size=2)
+        length = rng.uniform(*_SEGMENT_LENGTH_PX) * scale
+        angle = rng.uniform(0.0, np.pi)
+        end = start + length * np.array([np.cos(angle), np.sin(angle)])
+        cv2.line(
+            canvas,
+            tuple(int(v) for v in np.round(start)),
+            tuple(int(v) for v in np.round(end)),
+            _random_colour(rng).tolist(),
+            thickness,
+            cv2.LINE_AA,
+        )
+
+
+def _draw_dots(rng: np.random.Generator, canvas: np.ndarray, scale: float) -> None:
+    """Draw a few small filled dots of random colours onto ``canvas``."""
+    size = canvas.shape[0]
+    for _ in range(rng.integers(_DOT_COUNT[0], _DOT_COUNT[1] + 1)):
+        centre = rng.uniform(0.0, size, size=2)
+        radius = max(1, round(rng.uniform(*_DOT_RADIUS_PX) * scale))
+        cv2.circle(
+            canvas,
+            tuple(int(v) for v in np.round(centre)),
+            radius,
+            _random_colour(rng).tolist(),
+            -1,
+            cv2.LINE_AA,
+        )
+
+
+def _cluttered_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Gradient plus small line/dot distractors, float64 (size, size, 3), no noise yet."""
+    canvas = np.ascontiguousarray(_gradient_background(rng, size))
+    scale = _scale(size)
+    _draw_segments(rng, canvas, scale)
+    _draw_dots(rng, canvas, scale)
+    return canvas
+
+
+def _unit_outline(class_index: int) -> np.ndarray:
+    """Outline of a class's shape as (N, 2) vertices centred on the origin."""
+    name = CLASSES[class_index]
+    if name == "circle":
+        theta = np.linspace(0.0, 2.0 * np.pi, _CIRCLE_VERTICES, endpoint=False)
+        return np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    if name == "square":
+        return np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    if name == "triangle":
+        theta = np.pi / 2.0 + np.array([0.0, 2.0, 4.0]) * np.pi / 3.0
+        return np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    if name == "cross":
+        a = 0.36  # half the arm width, relative to the arm length
+        return np.array(
+            [
+                [-a, -1.0], [a, -1.0], [a, -a], [1.0, -a], [1.0, a], [a, a],
+                [a, 1.0], [-a, 1.0], [-a, a], [-1.0, a], [-1.0, -a], [-a, -a],
+            ]
+        )
+    raise ValueError(f"unknown class index {class_index}")
+
+
+def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate (N, 2) points about the origin by ``angle`` radians."""
+    c, s = np.cos(angle), np.sin(angle)
+    return points @ np.array([[c, s], [-s, c]])
+
+
+def _place_outline(
+    rng: np.random.Generator, class_index: int, size: int
+) -> np.ndarray:
+    """Randomly rotate, scale and position a shape fully inside the image.
+
+    Returns the outline as (N, 2) float pixel coordinates (x, y).
+    """
+    points = _rotate(_unit_outline(class_index), rng.uniform(0.0, 2.0 * np.pi))
+    extent = rng.uniform(*_OBJECT_EXTENT_PX) * _scale(size)
+    points = points - points.min(axis=0)
+    points = points * (extent / points.max())
+    span = points.max(axis=0)
+    margin = 1.0
+    offset = rng.uniform(margin, size - margin - span, size=2)
+    return points + offset
+
+
+def _object_mask(outline: np.ndarray, size: int) -> np.ndarray:
+    """Filled (aliased) mask of a polygon outline, bool (size, size)."""
+    mask = np.zeros((size, size), dtype=np.uint8)
+    vertices = np.round(outline * (1 << _POLY_SHIFT)).astype(np.int32)
+    cv2.fillPoly(mask, [vertices], 1, cv2.LINE_8, _POLY_SHIFT)
+    return mask.astype(bool)
+
+
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box (x0, y0, x1, y1), exclusive end, around the True pixels."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _distinct_colour(
+    rng: np.random.Generator, local_background: np.ndarray
+) -> np.ndarray:
+    """A random colour far (in RGB) from ``local_background``'s mean colour."""
+    reference = local_background.reshape(-1, 3).mean(axis=0)
+    best, best_distance = None, -1.0
+    for _ in range(_COLOUR_TRIES):
+        colour = _random_colour(rng)
+        distance = float(np.linalg.norm(colour - reference))
+        if distance >= _MIN_COLOUR_DISTANCE:
+            return colour
+        if distance > best_distance:
+            best, best_distance = colour, distance
+    return best
+
+
+def _add_noise(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """Add Gaussian pixel noise and quantise to uint8."""
+    noisy = canvas + rng.normal(0.0, _NOISE_STD, size=canvas.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def make_sample(
+    rng: np.random.Generator, size: int = IMAGE_SIZE
+) -> tuple[np.ndarray, int, tuple[int, int, int, int]]:
+    """Draw one random image.
+
+    Returns ``(image, class_index, box)``: ``image`` is uint8 (size, size, 3)
+    in RGB order, ``class_index`` indexes :data:`CLASSES`, and ``box`` is
+    ``(x0, y0, x1, y1)`` in pixels (inclusive start, exclusive end) tightly
+    around the object's pixels.
+    """
+    class_index = int(rng.integers(len(CLASSES)))
+    canvas = _cluttered_background(rng, size)
+    mask = _object_mask(_place_outline(rng, class_index, size), size)
+    canvas[mask] = _distinct_colour(rng, canvas[mask])
+    return _add_noise(rng, canvas), class_index, _tight_box(mask)
+
+
+def make_batch(
+    rng: np.random.Generator, n: int, size: int = IMAGE_SIZE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw ``n`` images with :func:`make_sample`.
+
+    Returns ``(images, labels, boxes)``: uint8 (n, size, size, 3) RGB,
+    int64 (n,), and int64 (n, 4) boxes as ``(x0, y0, x1, y1)``.
+    """
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    labels = np.empty(n, dtype=np.int64)
+    boxes = np.empty((n, 4), dtype=np.int64)
+    for i in range(n):
+        images[i], labels[i], boxes[i] = make_sample(rng, size)
+    return images, labels, boxes

@@ -1,0 +1,1 @@
+"""Finite-difference cases for the gradient rules, one module per rules module."""

@@ -1,0 +1,3 @@
+"""Finite-difference cases (in progress)."""
+
+CASES = []
