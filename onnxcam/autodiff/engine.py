@@ -20,7 +20,7 @@ from onnxcam.autodiff.registry import RuleContext, is_zero, lookup
 from onnxcam.errors import NotDifferentiableError, UnsupportedOpError
 from onnxcam.graph import GraphView, load_model
 
-__all__ = ["backward", "Gradients"]
+__all__ = ["backward", "emit_backward", "Gradients"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ def backward(
     wrt: Sequence[str],
     *,
     prefix: str = "onnxcam/grad",
-    view: GraphView | None = None,
 ) -> Gradients:
     """Append nodes computing the gradient of ``Σ_t <seeds[t], t>`` with respect to each ``wrt``.
 
@@ -48,14 +47,25 @@ def backward(
     The caller's model is not changed. Gradient tensors are not added as graph outputs.
     """
     model = load_model(model)
-    view = view or GraphView(model)
-    emit = Emitter(view, prefix=prefix)
-    active = _active_tensors(view, seeds, wrt)
+    emit = Emitter(GraphView(model), prefix=prefix)
+    names = emit_backward(emit, seeds, wrt)
+    model.graph.node.extend(emit.nodes)
+    model.graph.initializer.extend(emit.initializers)
+    return Gradients(model, names)
 
+
+def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str]) -> dict[str, str]:
+    """Emit the backward pass through ``emit``; returns the gradient tensor name per ``wrt``.
+
+    Seed tensors may be ones that ``emit`` has already created (they need not be in the view).
+    """
+    view = emit.view
+    active = _active_tensors(view, seeds, wrt)
     grads: dict[str, list[str]] = defaultdict(list)
     for tensor, seed in seeds.items():
         grads[tensor].append(seed)
 
+    first_node = len(emit.nodes)
     for node in reversed(view.nodes):
         if not any(out in grads for out in node.output):
             continue
@@ -72,11 +82,8 @@ def backward(
                 "choose a layer the score is computed from"
             )
         names[target] = _total(emit, grads, target)
-
-    model.graph.node.extend(emit.nodes)
-    model.graph.initializer.extend(emit.initializers)
-    log.debug("backward: %d nodes, %d constants added", len(emit.nodes), len(emit.initializers))
-    return Gradients(model, names)
+    log.debug("backward: %d nodes added", len(emit.nodes) - first_node)
+    return names
 
 
 def _apply_rule(node, emit, grads, needs, view, wrt, seeds):

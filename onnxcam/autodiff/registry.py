@@ -63,7 +63,8 @@ class RuleContext:
     def attr(self, name: str, default=None):
         for attribute in self.node.attribute:
             if attribute.name == name:
-                return helper.get_attribute_value(attribute)
+                value = helper.get_attribute_value(attribute)
+                return value.decode() if isinstance(value, bytes) else value  # STRING attributes
         return default
 
     def shape(self, tensor: str) -> tuple[int | None, ...] | None:

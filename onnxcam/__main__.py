@@ -1,0 +1,5 @@
+"""``python -m onnxcam`` runs the CLI."""
+
+from onnxcam.cli import main
+
+main()

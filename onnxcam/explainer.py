@@ -1,0 +1,178 @@
+"""The Python API: ``Explainer(model).explain(images)`` → CAMs, targets and scores.
+
+An explainer exports the explain model once (or takes one already exported), builds its ONNX
+Runtime session once, and is safe to call from several threads (ORT sessions are).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxcam.errors import InputError, OnnxCamError, TargetError
+from onnxcam.export import CAM_OUTPUTS, TARGET_INPUT, export, is_explain_model, read_metadata
+from onnxcam.graph import GraphView, load_model
+from onnxcam.imageio import decode_image, read_labels, resolve_preprocess
+from onnxcam.runtime import check_single_runtime, make_session
+
+__all__ = ["Explainer", "Explanation", "load_explain_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Explanation:
+    """The result of one ``explain`` call, one entry per sample."""
+
+    cam: np.ndarray  # (N, H, W) float32 in [0, 1], at the model's input size
+    target: np.ndarray  # (N,) int64: the class explained
+    scores: np.ndarray  # (N,) float32: the score of that class that was differentiated
+    outputs: dict[str, np.ndarray]  # the model's own outputs (e.g. logits)
+    layer: str
+    method: str
+    provider: str
+    images: list[np.ndarray] | None = field(default=None, repr=False)  # decoded BGR originals, if given
+
+
+def load_explain_model(path) -> onnx.ModelProto:
+    """Load an explain model written by ``onnxcam export`` (errors if it is a plain model)."""
+    model = load_model(path)
+    if not is_explain_model(model):
+        raise OnnxCamError(f"'{path}' is not an onnxcam explain model; export it first: onnxcam export MODEL -o OUT.cam.onnx")
+    return model
+
+
+class Explainer:
+    """Explains a model's decisions with a CAM method computed inside the ONNX graph.
+
+    ``model`` is a path, serialized bytes or a ModelProto — a plain model (exported in memory
+    with ``layer``, ``method``, ``score``, ``layout``, ``input_shape``) or an explain model.
+    ``provider`` is "auto" (CUDA when usable, else CPU), "cpu" or "cuda".
+    ``preprocess`` (a :class:`Preprocess`, a preset name or a dict) applies to images given as
+    paths or bytes; by default the sidecar JSON beside the model, else the ``imagenet`` preset.
+    """
+
+    def __init__(self, model, layer: str = "auto", method: str = "gradcam", provider: str = "auto",
+                 preprocess=None, score: str = "logit", layout: str = "auto", input_shape=None,
+                 output: str | None = None, threads: int | None = None):
+        warning = check_single_runtime()
+        if warning:
+            log.warning(warning)
+        path = model if isinstance(model, (str, Path)) else None
+        proto = load_model(model)
+        if is_explain_model(proto):
+            self._check_matches(proto, layer, method)
+            self.export_seconds = 0.0
+        else:
+            exported = export(proto, layer=layer, method=method, score=score, layout=layout,
+                              input_shape=input_shape, output=output)
+            proto, self.export_seconds = exported.model, exported.seconds
+        self.model = proto
+        self.metadata = read_metadata(proto)
+        self.layer = self.metadata["layer"]
+        self.method = self.metadata["method"]
+        self.layout = self.metadata["input_layout"]
+        self.input_name = self.metadata["input"]
+        view = GraphView(proto)
+        self.input_shape = view.shape(self.input_name)
+        self.num_classes = view.shape(self.metadata["score_tensor"])[1]
+        self.model_outputs = [o for o in view.graph_outputs if o not in CAM_OUTPUTS and o not in ("activations", "gradients")]
+        self.exposed = [o for o in ("activations", "gradients") if o in view.graph_outputs]
+        self.preprocess = resolve_preprocess(path, preprocess)
+        self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
+        self._session = make_session(proto.SerializeToString(), provider, threads=threads)
+        self.provider = self._session.provider
+        self.provider_reason = self._session.reason
+
+    @staticmethod
+    def _check_matches(proto, layer, method):
+        meta = read_metadata(proto)
+        if layer not in (None, "", "auto") and layer != meta.get("layer"):
+            raise OnnxCamError(f"this explain model was exported for layer '{meta.get('layer')}', not '{layer}'; export it again")
+        if method != meta.get("method"):
+            raise OnnxCamError(f"this explain model was exported for method '{meta.get('method')}', not '{method}'; export it again")
+
+    # --- inputs ----------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The model input's (height, width), if static."""
+        hw = self.input_shape[2:4] if self.layout == "NCHW" else self.input_shape[1:3]
+        return None if None in hw else tuple(hw)
+
+    def _image_size(self) -> tuple[int, int]:
+        size = self.preprocess.size or self.input_size
+        if size is None:
+            raise InputError("the model's input size is dynamic; give one (sidecar 'size', --size HxW, or Preprocess(size=...))")
+        if self.input_size and tuple(size) != tuple(self.input_size):
+            raise InputError(f"pre-processing size {tuple(size)} differs from the model's input size {self.input_size}")
+        return tuple(size)
+
+    def prepare(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Decode paths/bytes (or take BGR arrays) and build the input batch."""
+        decoded = [decode_image(item) if isinstance(item, (str, Path, bytes, bytearray, memoryview)) else item
+                   for item in images]
+        return self.preprocess.batch(decoded, self._image_size(), self.layout), decoded
+
+    def _as_batch(self, inputs) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        if isinstance(inputs, np.ndarray) and inputs.dtype != np.uint8:
+            batch = inputs[None] if inputs.ndim == len(self.input_shape) - 1 else inputs
+            self._check_batch(batch)
+            return np.ascontiguousarray(batch, dtype=np.float32), None
+        if isinstance(inputs, (str, Path, bytes, bytearray, memoryview)) or (
+            isinstance(inputs, np.ndarray) and inputs.dtype == np.uint8
+        ):
+            inputs = [inputs]
+        return self.prepare(list(inputs))
+
+    def _check_batch(self, batch: np.ndarray) -> None:
+        expected = self.input_shape
+        if batch.ndim != len(expected) or any(e is not None and e != d for e, d in zip(expected[1:], batch.shape[1:])):
+            raise InputError(f"input batch has shape {batch.shape}; the model expects {expected} (None = any)")
+
+    def _targets(self, target, n: int) -> np.ndarray:
+        if target is None:
+            return np.full(n, -1, dtype=np.int64)
+        values = np.atleast_1d(np.asarray(target))
+        if values.dtype.kind not in "iu":
+            raise TargetError(f"target must be integer class indices, got {target!r}")
+        if values.size == 1:
+            values = np.full(n, int(values[0]))
+        if values.size != n:
+            raise TargetError(f"got {values.size} targets for {n} samples; give one per sample, or one for all")
+        bad = [int(v) for v in values if v >= self.num_classes or v < -1] if self.num_classes else []
+        if bad:
+            raise TargetError(f"target {bad[0]} is out of range: the model has {self.num_classes} classes (0..{self.num_classes - 1}; -1 = top-1)")
+        return values.astype(np.int64)
+
+    # --- running -----------------------------------------------------------------------------
+    def explain(self, inputs, target=None) -> Explanation:
+        """Explain a preprocessed float batch, or images (paths, encoded bytes, BGR uint8 arrays).
+
+        ``target``: None (top-1 per sample), one class index for all, or one per sample (-1 = top-1).
+        """
+        batch, decoded = self._as_batch(inputs)
+        targets = self._targets(target, batch.shape[0])
+        names = [*CAM_OUTPUTS, *self.model_outputs, *self.exposed]
+        try:
+            values = self._session.run(names, {self.input_name: batch, TARGET_INPUT: targets})
+        except Exception as exc:  # ORT raises its own types for bad feeds
+            raise InputError(f"ONNX Runtime could not run the explain model on this input: {exc}") from None
+        result = dict(zip(names, values))
+        outputs = {name: result[name] for name in [*self.model_outputs, *self.exposed]}
+        return Explanation(result["cam"], result["cam_target"], result["cam_score"], outputs,
+                           self.layer, self.method, self.provider, decoded)
+
+    def label(self, index: int) -> str:
+        if self.labels and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return str(index)
+
+    def save(self, path) -> None:
+        from onnxcam.render import write_atomically
+
+        write_atomically(path, self.model.SerializeToString())
+

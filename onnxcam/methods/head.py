@@ -1,0 +1,45 @@
+"""The part every CAM shares, as graph nodes: ReLU, normalise, resize to the input, normalise.
+
+It follows pytorch-grad-cam's recipe so that users moving from it see the same maps: ReLU;
+per image x −= min, x /= (max + 1e-7) at feature resolution; bilinear resize to the input
+size (ONNX Resize, linear, half_pixel — what OpenCV's ``cv2.resize`` INTER_LINEAR computes);
+per image min-max once more. An all-zero map stays all zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxcam.autodiff.emitter import Emitter
+
+__all__ = ["finish_cam", "EPSILON"]
+
+EPSILON = 1e-7
+
+
+def normalize_per_image(e: Emitter, x: str) -> str:
+    """(x − min) / (max − min + ε) per image over axes 1.. of a (N, 1, h, w) tensor."""
+    axes = [1, 2, 3]
+    shifted = e.sub(x, e.reduce("ReduceMin", x, axes))
+    return e.div(shifted, e.add(e.reduce("ReduceMax", shifted, axes), e.scalar(EPSILON, x)))
+
+
+def resize_to(e: Emitter, x: str, image: str, layout: str) -> str:
+    """Bilinear resize of (N, 1, h, w) to the spatial size of ``image`` (NCHW or NHWC)."""
+    image_shape = e.shape(image)
+    hw = e.slice(image_shape, [2] if layout == "NCHW" else [1], [4] if layout == "NCHW" else [3], [0])
+    sizes = e.op("Concat", e.slice(e.shape(x), [0], [2], [0]), hw, axis=0)
+    if e.opset >= 13:
+        roi, scales = None, None
+    else:  # opset 11 wants roi and scales present, if empty
+        roi = e.const(np.zeros(0, np.float32), hint="roi")
+        scales = e.const(np.zeros(0, np.float32), hint="scales")
+    return e.op("Resize", x, roi, scales, sizes, mode="linear", coordinate_transformation_mode="half_pixel",
+                dtype_of=x)
+
+
+def finish_cam(e: Emitter, raw: str, image: str, layout: str) -> str:
+    """The final (N, H, W) map in [0, 1] from a raw (N, 1, h, w) map."""
+    cam = normalize_per_image(e, e.op("Relu", raw))
+    cam = normalize_per_image(e, resize_to(e, cam, image, layout))
+    return e.squeeze(cam, [1])

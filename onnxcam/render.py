@@ -1,0 +1,79 @@
+"""Turning CAMs into pictures (colormap overlays, 16-bit heatmaps) and writing files atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from onnxcam.errors import OnnxCamError, OutputError
+
+__all__ = ["COLORMAPS", "overlay", "colorize", "heatmap16", "encode_png", "write_atomically"]
+
+COLORMAPS = {
+    "jet": cv2.COLORMAP_JET,
+    "turbo": cv2.COLORMAP_TURBO,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "magma": cv2.COLORMAP_MAGMA,
+    "plasma": cv2.COLORMAP_PLASMA,
+    "hot": cv2.COLORMAP_HOT,
+    "bone": cv2.COLORMAP_BONE,
+}
+
+
+def _resized(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.ndim != 2:
+        raise OnnxCamError(f"a CAM must be 2-D (H, W), got shape {cam.shape}")
+    if cam.shape != (height, width):
+        cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(cam, 0.0, 1.0)
+
+
+def colorize(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """A BGR uint8 picture of a [0, 1] map."""
+    if colormap not in COLORMAPS:
+        raise OnnxCamError(f"unknown colormap '{colormap}'; choose one of: {', '.join(COLORMAPS)}")
+    return cv2.applyColorMap(np.round(np.clip(cam, 0, 1) * 255).astype(np.uint8), COLORMAPS[colormap])
+
+
+def overlay(image_bgr: np.ndarray, cam: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """The map, coloured and resized to the image, blended over it (BGR uint8, the image's size)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise OnnxCamError(f"alpha {alpha} is outside [0, 1]")
+    height, width = image_bgr.shape[:2]
+    heat = colorize(_resized(cam, height, width), colormap)
+    return cv2.addWeighted(heat, alpha, image_bgr, 1.0 - alpha, 0.0)
+
+
+def heatmap16(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The map at (height, width) as 16-bit integers (0..65535 for 0..1)."""
+    return np.round(_resized(cam, height, width) * 65535.0).astype(np.uint16)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OutputError("OpenCV could not encode a PNG")
+    return data.tobytes()
+
+
+def write_atomically(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write into '{path.parent}': {exc.strerror or exc}; choose a writable folder") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from None

@@ -1,0 +1,133 @@
+"""ONNX Runtime sessions: choosing the execution provider, with a CUDA → CPU fallback that says why.
+
+``auto`` takes CUDA when it really works (a driver is present and the CUDA execution provider
+loads), else the CPU; asking for ``cuda`` where it cannot work falls back to the CPU with a
+warning. Either way one log line says which provider runs and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+
+import onnxruntime as ort
+
+__all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime"]
+
+log = logging.getLogger(__name__)
+
+PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+_ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-training", "onnxruntime-directml", "onnxruntime-openvino")
+
+
+@dataclass
+class Session:
+    """An inference session and the provider it actually runs on."""
+
+    session: ort.InferenceSession
+    provider: str  # "cuda" or "cpu"
+    reason: str
+
+    def run(self, output_names, feeds):
+        return self.session.run(output_names, feeds)
+
+
+def make_session(model_bytes: bytes, provider: str = "auto", threads: int | None = None) -> Session:
+    """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU."""
+    if provider not in PROVIDER_CHOICES:
+        from onnxcam.errors import OnnxCamError
+
+        raise OnnxCamError(f"unknown provider '{provider}'; choose one of {', '.join(PROVIDER_CHOICES)}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if provider in ("auto", "cuda"):
+        problem = _cuda_problem()
+        if problem is None:
+            session = _quiet_session(model_bytes, options, [_CUDA, _CPU])
+            if session.get_providers()[0] == _CUDA:
+                return _chosen(Session(session, "cuda", "CUDA execution provider loaded"))
+            problem = "the CUDA execution provider failed to load (CUDA 12/13 or cuDNN 9 libraries missing? try: pip install 'onnxcam[cuda]')"
+        fallback = Session(ort.InferenceSession(model_bytes, options, providers=[_CPU]), "cpu", problem)
+        if provider == "cuda":
+            log.warning("CUDA was asked for but cannot be used: %s; running on the CPU", problem)
+            return fallback
+        return _chosen(fallback)
+    return _chosen(Session(ort.InferenceSession(model_bytes, options, providers=[_CPU]), "cpu", "CPU asked for"))
+
+
+def _chosen(session: Session) -> Session:
+    log.info("ONNX Runtime provider: %s (%s)", session.provider.upper(), session.reason)
+    return session
+
+
+def _cuda_problem() -> str | None:
+    """Why CUDA cannot be used, or ``None`` when it is worth trying."""
+    if _CUDA not in ort.get_available_providers():
+        return f"this onnxruntime build ({_ort_distribution()}) has no CUDA execution provider"
+    if not _has_nvidia_driver():
+        return "no NVIDIA driver found (libcuda could not be loaded)"
+    return None
+
+
+def _has_nvidia_driver() -> bool:
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    found = ctypes.util.find_library("cuda")
+    if found:
+        names.append(found)
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _quiet_session(model_bytes: bytes, options, providers) -> ort.InferenceSession:
+    """Create a session with ORT's own error spam about missing CUDA libraries silenced."""
+    if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
+        try:  # loads CUDA/cuDNN from the nvidia-* wheels that 'onnxcam[cuda]' installs
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001  (best effort; the session below reports the real state)
+            pass
+    ort.set_default_logger_severity(4)
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=providers)
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def _installed_ort_packages() -> list[str]:
+    found = []
+    for name in _ORT_PACKAGES:
+        try:
+            metadata.version(name)
+            found.append(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _ort_distribution() -> str:
+    found = _installed_ort_packages()
+    return found[0] if len(found) == 1 else "onnxruntime"
+
+
+def check_single_runtime() -> str | None:
+    """A warning when several ONNX Runtime packages are installed (they overwrite each other)."""
+    found = _installed_ort_packages()
+    if len(found) > 1:
+        return (
+            f"several ONNX Runtime packages are installed ({', '.join(found)}); they share one module and "
+            f"break each other: keep one, e.g. pip uninstall {' '.join(n for n in found if n != 'onnxruntime-gpu')}"
+        )
+    return None
