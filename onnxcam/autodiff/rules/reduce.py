@@ -1,1 +1,71 @@
-"""Gradient rules: (in progress)."""
+"""Gradient rules: reductions (ReduceSum, ReduceMean, ReduceMax) in their attribute and input forms."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxcam.autodiff.registry import RuleContext, register
+
+# Opset from which each reduction takes its axes as an optional second input.
+_AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18}
+
+
+def _reduced_axes(ctx: RuleContext) -> list[int] | None:
+    """The sorted, non-negative reduced axes of input 0, or ``None`` when the op is the identity."""
+    rank = ctx.rank(ctx.inputs[0])
+    if ctx.opset >= _AXES_INPUT_SINCE[ctx.node.op_type]:
+        axes = [] if ctx.input(1) is None else ctx.require_const(1, "axes input").ravel().tolist()
+        if not axes and ctx.attr("noop_with_empty_axes", 0):
+            return None
+    else:
+        axes = list(ctx.attr("axes", []) or [])
+    if not axes:
+        return list(range(rank))
+    return sorted({int(a) % rank for a in axes})
+
+
+def _spread(ctx: RuleContext, tensor: str, axes: list[int]) -> str:
+    """``tensor`` (shaped like Y) with the reduced axes kept as size-1 dims."""
+    return tensor if ctx.attr("keepdims", 1) else ctx.emit.unsqueeze(tensor, axes)
+
+
+def _grads(ctx: RuleContext, dx: str) -> list[str | None]:
+    return [dx] + [None] * (len(ctx.inputs) - 1)
+
+
+@register("ReduceSum")
+def reduce_sum(ctx: RuleContext):
+    """dX = dY expanded over the reduced axes"""
+    axes = _reduced_axes(ctx)
+    if axes is None:
+        return _grads(ctx, ctx.dy)
+    return _grads(ctx, ctx.emit.expand_like(_spread(ctx, ctx.dy, axes), ctx.inputs[0]))
+
+
+@register("ReduceMean")
+def reduce_mean(ctx: RuleContext):
+    """dX = dY expanded over the reduced axes / (number of reduced elements)"""
+    e, x = ctx.emit, ctx.inputs[0]
+    axes = _reduced_axes(ctx)
+    if axes is None:
+        return _grads(ctx, ctx.dy)
+    shape = ctx.shape(x)
+    dims = [shape[a] for a in axes] if shape is not None else [None]
+    if all(d is not None for d in dims):
+        count = e.scalar(float(np.prod(dims, dtype=np.int64)), ctx.dy)
+    else:  # |X| / |Y| elements, read at run time
+        sizes = [e.cast_like(e.op("Size", t), ctx.dy) for t in (x, ctx.outputs[0])]
+        count = e.div(*sizes)
+    return _grads(ctx, e.expand_like(e.div(_spread(ctx, ctx.dy, axes), count), x))
+
+
+@register("ReduceMax")
+def reduce_max(ctx: RuleContext):
+    """dX = dY at the maxima (X = Y), shared equally among ties"""
+    e, x = ctx.emit, ctx.inputs[0]
+    axes = _reduced_axes(ctx)
+    if axes is None:
+        return _grads(ctx, ctx.dy)
+    at_max = e.cast_like(e.op("Equal", x, _spread(ctx, ctx.outputs[0], axes)), x)
+    ties = e.reduce_sum(at_max, axes, keepdims=True)
+    return _grads(ctx, e.mul(at_max, e.div(_spread(ctx, ctx.dy, axes), ties)))
