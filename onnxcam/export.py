@@ -90,7 +90,7 @@ def export(
     gradients = emit_backward(emit, {plan.score: seed}, [activations])[activations]
     a_nchw, g_nchw = (activations, gradients) if plan.layer.layout == "NCHW" else (
         emit.transpose(activations, [0, 3, 1, 2]), emit.transpose(gradients, [0, 3, 1, 2]))
-    cam = finish_cam(emit, chosen.build(emit, a_nchw, g_nchw), plan.image, plan.layout)
+    cam = finish_cam(emit, chosen.build(emit, a_nchw, g_nchw, plan), plan.image, plan.layout)
 
     outputs = {"cam": cam, "cam_target": target, "cam_score": cam_score}
     exposed = {"activations": activations, "gradients": gradients}

@@ -1,8 +1,10 @@
 """The CAM methods, one registry that the exporter, the API, the CLI and the docs all read.
 
-A method turns the target layer's activations A and gradients G (both NCHW in the graph) into a
-raw class activation map of shape (N, 1, h, w); :mod:`onnxcam.methods.head` then applies the
-shared ReLU, normalisation and resize.
+A method's ``build(emit, A, G, plan)`` turns the target layer's activations A and gradients G
+(both NCHW tensors in the graph; G is ``None`` for gradient-free methods) into a raw class
+activation map of shape (N, 1, h, w); :mod:`onnxcam.methods.head` then applies the shared ReLU,
+normalisation and resize. ``plan`` tells what is explained (layer, score), for methods that
+need more of the model (CAM reads the classifier's weights).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods import gradcam
+from onnxcam.plan import Plan
 
 __all__ = ["Method", "METHODS", "get_method", "method_names"]
 
@@ -22,7 +25,7 @@ class Method:
     name: str
     title: str
     paper: str
-    build: Callable[[Emitter, str, str], str]  # (emitter, A, G) -> raw cam (N, 1, h, w)
+    build: Callable[[Emitter, str, str | None, Plan], str]  # (emitter, A, G, plan) -> raw cam (N, 1, h, w)
     needs_gradients: bool = True
     passes: int = 1
 
