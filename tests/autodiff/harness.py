@@ -82,7 +82,7 @@ def build_forward(case: Case, opset: int) -> onnx.ModelProto:
     node = helper.make_node(case.op, names, outputs, name=f"{case.op}_under_test", **case.attrs)
     graph = helper.make_graph(
         [node], "case", inputs,
-        [helper.make_tensor_value_info(o, _output_type(case, opset), None) for o in outputs],
+        [helper.make_tensor_value_info(o, _output_type(case, k), None) for k, o in enumerate(outputs)],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -90,9 +90,13 @@ def build_forward(case: Case, opset: int) -> onnx.ModelProto:
     return model
 
 
-def _output_type(case: Case, opset: int) -> int:
-    """The element type of the op's outputs: float, unless the case casts to another type."""
-    return case.attrs.get("to", onnx.TensorProto.FLOAT) if case.op == "Cast" else onnx.TensorProto.FLOAT
+def _output_type(case: Case, k: int) -> int:
+    """The element type of output ``k``: float, but for Cast's target type and MaxPool's Indices."""
+    if case.op == "Cast":
+        return case.attrs.get("to", onnx.TensorProto.FLOAT)
+    if case.op == "MaxPool" and k == 1:
+        return onnx.TensorProto.INT64
+    return onnx.TensorProto.FLOAT
 
 
 def build_gradient(
@@ -106,8 +110,9 @@ def build_gradient(
     for k, y in enumerate(outputs):
         elem_type = helper.np_dtype_to_tensor_dtype(y.dtype)
         model.graph.output.append(helper.make_tensor_value_info(f"y{k}", elem_type, list(y.shape)))
-        model.graph.input.append(helper.make_tensor_value_info(f"u{k}", elem_type, list(y.shape)))
-        seeds[f"y{k}"] = f"u{k}"
+        if y.dtype.kind == "f":  # integer outputs (indices) get no cotangent
+            model.graph.input.append(helper.make_tensor_value_info(f"u{k}", elem_type, list(y.shape)))
+            seeds[f"y{k}"] = f"u{k}"
     result = backward(model, seeds, list(wrt))
     grad_model = result.model
     grad_names = [result.names[w] for w in wrt]
@@ -129,16 +134,18 @@ def check_case(case: Case, opset: int) -> None:
 
     fwd = session(forward)
     outputs = fwd.run([f"y{k}" for k in range(case.outputs)], feeds)
-    cotangents = [np.asarray(rng.standard_normal(y.shape), dtype=y.dtype) for y in outputs]
+    cotangents = [np.asarray(rng.standard_normal(y.shape), dtype=y.dtype) if y.dtype.kind == "f" else None
+                  for y in outputs]
 
     grad_model, grad_names = build_gradient(forward, outputs, {w: feeds[w].shape for w in wrt})
     onnx.checker.check_model(grad_model, full_check=True)
-    grad_feeds = dict(feeds, **{f"u{k}": u for k, u in enumerate(cotangents)})
+    grad_feeds = dict(feeds, **{f"u{k}": u for k, u in enumerate(cotangents) if u is not None})
     grads = session(grad_model).run(grad_names, grad_feeds)
 
     def score(x_feeds) -> float:
         ys = fwd.run([f"y{k}" for k in range(case.outputs)], x_feeds)
-        return sum(float(np.dot(u.ravel().astype(np.float64), y.ravel().astype(np.float64))) for u, y in zip(cotangents, ys))
+        return sum(float(np.dot(u.ravel().astype(np.float64), y.ravel().astype(np.float64)))
+                   for u, y in zip(cotangents, ys) if u is not None)
 
     for name, grad in zip(wrt, grads):
         assert grad.shape == feeds[name].shape, f"gradient of {name} has shape {grad.shape}, input has {feeds[name].shape}"

@@ -98,7 +98,7 @@ def _scales_and_sizes(ctx: RuleContext, rank: int, axes: list[int]):
         else:
             n_out = sizes[i] if sizes is not None else y_shape[a]
         if n_in is None or n_out is None:
-            ctx.fail(f"axis {a} is resized, so its size must be static in input and output "
+            ctx.fail(f"the size of axis {a}, which scales or sizes name, must be static in input and output "
                      f"(they are {n_in} and {n_out})")
         result[a] = (n_in, n_out, scale if scales is not None else _F(n_out) / _F(n_in))
     return result

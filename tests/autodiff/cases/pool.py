@@ -37,6 +37,8 @@ CASES = [
     max_case((2, 3, 8, 8), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), "k3-s2-p1",
              opsets=(11, 12, 21)),
     max_case((2, 3, 6, 6), dict(kernel_shape=[2, 2], strides=[2, 2]), "k2-s2"),
+    max_case((2, 3, 8, 8), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), "with-indices",
+             opsets=(11, 13, 21), outputs=2),
     max_case((1, 2, 5, 6), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "k3-s1-overlap"),
     max_case((1, 2, 7, 7), dict(kernel_shape=[2, 2], strides=[3, 3]), "stride-past-kernel"),
     max_case((1, 2, 8, 7), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), "ceil"),
