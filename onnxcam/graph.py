@@ -168,10 +168,31 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        return shape_inference.infer_shapes(_without_weights(model), check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference failing is not fatal: rules then see fewer shapes
         log.warning("ONNX shape inference failed (%s); continuing with declared shapes only", exc)
         return model
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large initializers are declared inputs instead: same shapes, far less to copy.
+
+    Small initializers stay, since data propagation reads their values (Reshape's shape, ...).
+    """
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph, source = light.graph, model.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info"):
+        getattr(graph, field).extend(getattr(source, field))
+    declared = {i.name for i in light.graph.input}
+    for tensor in model.graph.initializer:
+        if np.prod(tensor.dims, dtype=np.int64) <= 64:
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    return light
 
 
 def _collect_types(graph: onnx.GraphProto) -> dict[str, tuple[int, tuple[int | None, ...] | None]]:

@@ -10,12 +10,14 @@ def gemm(ctx: RuleContext):
     ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     da = db = dc = None
+    # Gemm's C became optional at opset 11; before, pass a zero scalar (broadcast) with β = 0.
+    zero = [] if ctx.opset >= 11 else [e.scalar(0.0, ctx.dy)]
     if ctx.needs[0]:  # with op(A) = Aᵀ the product is transposed: dA = α·op(B)·dYᵀ
-        da = e.op("Gemm", ctx.dy, b, alpha=alpha, transB=1 - tb) if not ta else e.op(
-            "Gemm", b, ctx.dy, alpha=alpha, transA=tb, transB=1)
+        da = e.op("Gemm", ctx.dy, b, *zero, alpha=alpha, transB=1 - tb) if not ta else e.op(
+            "Gemm", b, ctx.dy, *zero, alpha=alpha, transA=tb, transB=1)
     if ctx.needs[1]:  # likewise dB = α·dYᵀ·op(A) when op(B) = Bᵀ
-        db = e.op("Gemm", a, ctx.dy, alpha=alpha, transA=1 - ta) if not tb else e.op(
-            "Gemm", ctx.dy, a, alpha=alpha, transA=1, transB=ta)
+        db = e.op("Gemm", a, ctx.dy, *zero, alpha=alpha, transA=1 - ta) if not tb else e.op(
+            "Gemm", ctx.dy, a, *zero, alpha=alpha, transA=1, transB=ta)
     if ctx.input(2) is not None and ctx.needs[2]:
         dc = e.unbroadcast(e.mul_scalar(ctx.dy, beta), ctx.inputs[2], y)
     return [da, db, dc][: len(ctx.inputs)]

@@ -22,7 +22,7 @@ for _ta in (0, 1):
     for _tb in (0, 1):
         _a, _b = _gemm_operands(_ta, _tb)
         CASES.append(Case("Gemm", [X(_a), X(_b), X((5,))], attrs=dict(transA=_ta, transB=_tb, alpha=0.7, beta=1.3),
-                          id=f"tA{_ta}-tB{_tb}", opsets=(11, 13)))
+                          id=f"tA{_ta}-tB{_tb}", opsets=(9, 11, 13)))
 
 CASES += [
     # The CNN head: Flatten output × constant weights (transB=1, as exporters write it) + bias.
