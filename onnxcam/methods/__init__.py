@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import OnnxCamError
-from onnxcam.methods import gradcam
+from onnxcam.methods import (cam, eigencam, eigengradcam, gradcam, gradcam_elementwise, gradcampp, hirescam,
+                             layercam, xgradcam)
 from onnxcam.plan import Plan
 
 __all__ = ["Method", "METHODS", "get_method", "method_names"]
@@ -38,6 +39,17 @@ METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         Method("gradcam", "Grad-CAM", "Selvaraju et al., ICCV 2017, arXiv:1610.02391", gradcam.build),
+        Method("gradcampp", "Grad-CAM++", "Chattopadhyay et al., WACV 2018, arXiv:1710.11063", gradcampp.build),
+        Method("xgradcam", "XGrad-CAM", "Fu et al., BMVC 2020, arXiv:2008.02312", xgradcam.build),
+        Method("layercam", "LayerCAM", "Jiang et al., IEEE TIP 2021, doi:10.1109/TIP.2021.3089943", layercam.build),
+        Method("hirescam", "HiResCAM", "Draelos & Carin, 2020, arXiv:2011.08891", hirescam.build),
+        Method("gradcam-elementwise", "Element-wise Grad-CAM", "variant of Grad-CAM/HiResCAM (pytorch-grad-cam)",
+               gradcam_elementwise.build),
+        Method("eigencam", "Eigen-CAM", "Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299", eigencam.build,
+               needs_gradients=False),
+        Method("eigengradcam", "Eigen-Grad-CAM", "Eigen-CAM on G⊙A (Muhammad & Yeasin, arXiv:2008.00299)",
+               eigengradcam.build),
+        Method("cam", "CAM", "Zhou et al., CVPR 2016, arXiv:1512.04150", cam.build, needs_gradients=False),
     )
 }
 
