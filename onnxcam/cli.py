@@ -169,7 +169,7 @@ def run(model, inputs, out_dir, method, target, batch_size, provider, topk, labe
     explainer = Explainer(model, layer=layer, method=method, provider=provider, preprocess=pre, score=score,
                           layout=layout, input_shape=input_shape, output=output_name)
     if target is not None:
-        explainer._targets(target, 1)  # validates the range before any work
+        explainer.check_target(target)  # before any work
     log.info("pre-processing %s", pre.describe())
 
     started = time.perf_counter()
@@ -199,7 +199,7 @@ def _explain_chunk(explainer, chunk, names, staging, target, topk, colormap, alp
     t1 = time.perf_counter()
     result = explainer.explain(batch, target=target)
     t2 = time.perf_counter()
-    scores = next(iter(result.outputs.values()))
+    scores = result.outputs[explainer.metadata["output"]]
     probabilities = _probabilities(scores, explainer)
     records = []
     for i, (path, image) in enumerate(zip(chunk, decoded)):
@@ -230,12 +230,14 @@ def _explain_chunk(explainer, chunk, names, staging, target, topk, colormap, alp
 
 
 def _probabilities(scores: np.ndarray, explainer) -> np.ndarray:
-    """Softmax of the outputs, unless the model already returns probabilities."""
-    if explainer.metadata.get("score_tensor") != explainer.metadata.get("output"):
-        return scores  # the output comes out of a final Softmax/Sigmoid
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    """Class probabilities from the model's outputs, whatever final activation it has."""
+    activation = explainer.metadata.get("output_activation", "")
+    if activation in ("Softmax", "Sigmoid"):
+        return scores
+    if activation == "LogSoftmax":
+        return np.exp(scores)
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _output_names(images: list[Path]) -> dict[Path, str]:

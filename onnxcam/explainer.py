@@ -133,6 +133,10 @@ class Explainer:
         if batch.ndim != len(expected) or any(e is not None and e != d for e, d in zip(expected[1:], batch.shape[1:])):
             raise InputError(f"input batch has shape {batch.shape}; the model expects {expected} (None = any)")
 
+    def check_target(self, target) -> None:
+        """Raise ``TargetError`` unless ``target`` is a valid class index (or -1 for top-1)."""
+        self._targets(target, 1)
+
     def _targets(self, target, n: int) -> np.ndarray:
         if target is None:
             return np.full(n, -1, dtype=np.int64)

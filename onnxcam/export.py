@@ -174,6 +174,7 @@ def _write_metadata(model: onnx.ModelProto, plan: Plan, method: str, expose: Seq
         "score_tensor": plan.score,
         "score_description": plan.score_description,
         "output": plan.output,
+        "output_activation": plan.output_activation,
         "input": plan.image,
         "input_layout": plan.layout,
         "exposed": ",".join(expose),

@@ -32,6 +32,7 @@ class Plan:
     score: str  # the tensor whose class entry is differentiated
     score_kind: str  # "logit" or "probability"
     score_description: str
+    output_activation: str  # "Softmax", "Sigmoid", "LogSoftmax" or "" when the output is raw scores
     layer: Layer
     candidates: tuple[Layer, ...]
 
@@ -47,7 +48,9 @@ def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout
     layouts = {image: image_layout}
     chosen = resolve_layer(view, layer, score_tensor, layouts)
     candidates = tuple(candidate_layers(view, score_tensor, layouts))
-    return Plan(image, image_layout, output_name, score_tensor, score, description, chosen, candidates)
+    activation = _final_activation(view, output_name)
+    return Plan(image, image_layout, output_name, score_tensor, score, description,
+                activation.op_type if activation is not None else "", chosen, candidates)
 
 
 def _image_input(view: GraphView) -> str:
@@ -93,16 +96,21 @@ def _classifier_output(view: GraphView, requested: str | None) -> str:
     )
 
 
+def _final_activation(view: GraphView, output: str) -> onnx.NodeProto | None:
+    """The Softmax/Sigmoid/LogSoftmax node the output comes from (through reshapes), if any."""
+    node = view.producers.get(output)
+    while node is not None and node.op_type in ("Identity", "Flatten", "Reshape", "Squeeze") and view.rank(node.input[0]) == 2:
+        node = view.producers.get(node.input[0])
+    return node if node is not None and node.op_type in _FINAL_ACTIVATIONS else None
+
+
 def _score_tensor(view: GraphView, output: str, kind: str) -> tuple[str, str]:
     if kind == "probability":
         return output, f"output '{output}' as the model returns it"
-    tensor = output
-    node = view.producers.get(tensor)
-    while node is not None and node.op_type in ("Identity", "Flatten", "Reshape", "Squeeze") and view.rank(node.input[0]) == 2:
-        tensor = node.input[0]
-        node = view.producers.get(tensor)
-    if node is not None and node.op_type in _FINAL_ACTIVATIONS:
-        return node.input[0], f"logit '{node.input[0]}' before the final {node.op_type} of output '{output}'"
+    activation = _final_activation(view, output)
+    if activation is not None:
+        logit = activation.input[0]
+        return logit, f"logit '{logit}' before the final {activation.op_type} of output '{output}'"
     return output, f"output '{output}' (the model has no final Softmax/Sigmoid)"
 
 
