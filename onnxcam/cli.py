@@ -18,8 +18,10 @@ import numpy as np
 
 from onnxcam import __version__
 from onnxcam.errors import OnnxCamError, OutputError
-from onnxcam.imageio import PRESETS, collect_images, preset
+from onnxcam.imageio import PRESETS, collect_images
+from onnxcam.imageio import preset as named_preset
 from onnxcam.methods import method_names
+from onnxcam.methods.fusion import FUSE_CHOICES
 from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
 from onnxcam.render import COLORMAPS, encode_png, heatmap16, overlay, write_atomically
 from onnxcam.runtime import PROVIDER_CHOICES
@@ -56,8 +58,9 @@ def cli(quiet: bool, verbose: bool):
 def _model_options(func):
     """Options shared by every command that plans an explanation."""
     options = [
-        click.option("--layer", default="auto", show_default=True,
-                     help="Target layer: 'auto', an ONNX tensor name or a node name (see 'onnxcam layers')."),
+        click.option("--layer", multiple=True, default=["auto"], show_default=True,
+                     help="Target layer: 'auto', an ONNX tensor name or a node name (see 'onnxcam layers'); "
+                          "repeat it to explain several layers at once (maps fused by --fuse)."),
         click.option("--score", type=click.Choice(SCORE_CHOICES), default="logit", show_default=True,
                      help="Differentiate the logit before a final Softmax/Sigmoid, or the output as it is."),
         click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True,
@@ -84,11 +87,14 @@ def layers(model, layer, score, layout, input_shape, output_name):
     proto = load_model(model)
     if input_shape:
         proto = fix_input_shape(proto, parse_input_shape(input_shape))
-    plan = make_plan(GraphView(proto), layer=layer, score=score, layout=layout, output=output_name)
+    view = GraphView(proto)
+    plans = [make_plan(view, layer=spec, score=score, layout=layout, output=output_name) for spec in layer]
+    plan = plans[0]
+    chosen = {p.layer for p in plans}
     click.echo(f"input: {plan.image} ({plan.layout})   score: {plan.score_description}")
     rows = [("", "node", "op", "tensor", "shape")]
     for cand in plan.candidates:
-        mark = "*" if cand == plan.layer else ""
+        mark = "*" if cand in chosen else ""
         rows.append((mark, cand.node, cand.op_type, cand.tensor, "x".join("?" if d is None else str(d) for d in cand.shape)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
@@ -103,8 +109,10 @@ def layers(model, layer, score, layout, input_shape, output_name):
 @click.option("--expose", default="", metavar="activations,gradients",
               help="Also output the layer's activations and/or their gradients.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--fuse", type=click.Choice(FUSE_CHOICES), default="mean", show_default=True,
+              help="How the maps of several --layer are fused.")
 @_model_options
-def export(model, out, method, expose, overwrite, layer, score, layout, input_shape, output_name):
+def export(model, out, method, expose, overwrite, fuse, layer, score, layout, input_shape, output_name):
     """Write an explain model: MODEL's outputs plus cam, cam_target and cam_score."""
     from onnxcam.export import export as export_model
 
@@ -114,12 +122,15 @@ def export(model, out, method, expose, overwrite, layer, score, layout, input_sh
     if out_path.exists() and not overwrite:
         raise OutputError(f"'{out_path}' exists; pass --overwrite to replace it")
     exposed = [name.strip() for name in expose.split(",") if name.strip()]
-    result = export_model(model, layer=layer, method=method, expose=exposed, input_shape=input_shape,
-                          layout=layout, score=score, output=output_name)
+    result = export_model(model, layer=list(layer), method=method, expose=exposed, input_shape=input_shape,
+                          layout=layout, score=score, output=output_name, fuse=fuse)
     result.save(out_path)
     plan = result.plan
     click.echo(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB) in {result.seconds:.2f} s")
-    click.echo(f"  layer:  {plan.layer.describe()}")
+    for each in result.plans or (plan,):
+        click.echo(f"  layer:  {each.layer.describe()}")
+    if len(result.plans) > 1:
+        click.echo(f"  fuse:   {fuse}")
     click.echo(f"  score:  {plan.score_description}; method {method}")
     click.echo(f"  inputs: {plan.image} ({plan.layout}), target (int64 [N], optional, -1 = top-1)")
     extra = ", ".join(["cam [N,H,W]", "cam_target [N]", "cam_score [N]", *exposed])
@@ -148,9 +159,16 @@ def export(model, out, method, expose, overwrite, layer, score, layout, input_sh
 @click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity in overlays.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.option("--fuse", type=click.Choice(FUSE_CHOICES), default="mean", show_default=True,
+              help="How the maps of several --layer are fused.")
+@click.option("--passes-batch", type=click.IntRange(1), default=32, show_default=True,
+              help="Multi-pass methods: ablated copies / masked or perturbed images per ONNX Runtime call.")
+@click.option("--scorecam-topk", type=click.IntRange(1), default=None,
+              help="scorecam: score only the K channels of highest mean activation (default: all).")
 @_model_options
 def run(model, inputs, out_dir, method, target, batch_size, provider, topk, labels, preset, size, color, scale,
-        mean, std, colormap, alpha, overwrite, layer, score, layout, input_shape, output_name):
+        mean, std, colormap, alpha, overwrite, fuse, passes_batch, scorecam_topk, layer, score, layout, input_shape,
+        output_name):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
@@ -158,16 +176,19 @@ def run(model, inputs, out_dir, method, target, batch_size, provider, topk, labe
     from onnxcam.explainer import Explainer
     from onnxcam.imageio import resolve_preprocess
 
+    if not Path(model).is_file():
+        raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
     images = collect_images(inputs)
     out = Path(out_dir)
     names = _output_names(images)
     _prepare_out_dir(out, names, overwrite)
 
-    pre = resolve_preprocess(model, preset(preset) if preset else None)
+    pre = resolve_preprocess(model, named_preset(preset) if preset else None)
     pre = pre.replace(size=_parse_size(size), color=color, scale=scale, mean=_floats(mean, "--mean"),
                       std=_floats(std, "--std"), labels=labels)
-    explainer = Explainer(model, layer=layer, method=method, provider=provider, preprocess=pre, score=score,
-                          layout=layout, input_shape=input_shape, output=output_name)
+    explainer = Explainer(model, layer=list(layer), method=method, provider=provider, preprocess=pre, score=score,
+                          layout=layout, input_shape=input_shape, output=output_name, fuse=fuse,
+                          passes_batch=passes_batch, scorecam_topk=scorecam_topk)
     if target is not None:
         explainer.check_target(target)  # before any work
     log.info("pre-processing %s", pre.describe())

@@ -17,6 +17,8 @@ from onnxcam.errors import InputError, OnnxCamError, TargetError
 from onnxcam.export import CAM_OUTPUTS, TARGET_INPUT, export, is_explain_model, read_metadata
 from onnxcam.graph import GraphView, load_model
 from onnxcam.imageio import decode_image, read_labels, resolve_preprocess
+from onnxcam.methods import get_method
+from onnxcam.multipass import RunContext, RunOptions, finish_maps
 from onnxcam.runtime import check_single_runtime, make_session
 
 __all__ = ["Explainer", "Explanation", "load_explain_model"]
@@ -54,22 +56,30 @@ class Explainer:
     ``provider`` is "auto" (CUDA when usable, else CPU), "cpu" or "cuda".
     ``preprocess`` (a :class:`Preprocess`, a preset name or a dict) applies to images given as
     paths or bytes; by default the sidecar JSON beside the model, else the ``imagenet`` preset.
+    ``layer`` may be a list of layers: their maps are fused by ``fuse`` ("mean" or "max").
+    Multi-pass methods (Ablation-CAM, Score-CAM, ...) run their extra passes here, with
+    ``passes_batch`` images per ONNX Runtime call; their other options are :class:`RunOptions` fields
+    (``scorecam_topk``, ``samples``, ``noise``, ``steps``, ``seed``), given as keyword arguments.
     """
 
-    def __init__(self, model, layer: str = "auto", method: str = "gradcam", provider: str = "auto",
+    def __init__(self, model, layer: str | list[str] = "auto", method: str = "gradcam", provider: str = "auto",
                  preprocess=None, score: str = "logit", layout: str = "auto", input_shape=None,
-                 output: str | None = None, threads: int | None = None):
+                 output: str | None = None, threads: int | None = None, fuse: str = "mean",
+                 passes_batch: int = 32, **options):
         warning = check_single_runtime()
         if warning:
             log.warning(warning)
         path = model if isinstance(model, (str, Path)) else None
         proto = load_model(model)
+        self.run_options = self._run_options(passes_batch, options)
+        chosen = get_method(method)
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
             self.export_seconds = 0.0
         else:
-            exported = export(proto, layer=layer, method=method, score=score, layout=layout,
-                              input_shape=input_shape, output=output)
+            expose = ["activations", *(["gradients"] if chosen.needs_gradients else [])] if not chosen.in_graph else []
+            exported = export(proto, layer=layer, method=method, score=score, layout=layout, expose=expose,
+                              input_shape=input_shape, output=output, fuse=fuse, for_runtime=not chosen.in_graph)
             proto, self.export_seconds = exported.model, exported.seconds
         self.model = proto
         self.metadata = read_metadata(proto)
@@ -82,6 +92,13 @@ class Explainer:
         self.num_classes = view.shape(self.metadata["score_tensor"])[1]
         self.model_outputs = [o for o in view.graph_outputs if o not in CAM_OUTPUTS and o not in ("activations", "gradients")]
         self.exposed = [o for o in ("activations", "gradients") if o in view.graph_outputs]
+        self._method = get_method(self.method)
+        self._cam_outputs = [o for o in CAM_OUTPUTS if o in view.graph_outputs]
+        self._view = view
+        self._extra_sessions: dict = {}
+        self._provider_request, self._threads = provider, threads
+        if not self._method.in_graph and "activations" not in self.exposed:
+            raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
         self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
         self._session = make_session(proto.SerializeToString(), provider, threads=threads)
@@ -89,8 +106,18 @@ class Explainer:
         self.provider_reason = self._session.reason
 
     @staticmethod
+    def _run_options(passes_batch, options) -> RunOptions:
+        fields = set(RunOptions.__dataclass_fields__)
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise OnnxCamError(f"unknown option(s) {', '.join(unknown)}; the multi-pass options are: {', '.join(sorted(fields))}")
+        return RunOptions(passes_batch=passes_batch, **options)
+
+    @staticmethod
     def _check_matches(proto, layer, method):
         meta = read_metadata(proto)
+        if layer is not None and not isinstance(layer, str):
+            layer = ",".join(layer)
         if layer not in (None, "", "auto") and layer != meta.get("layer"):
             raise OnnxCamError(f"this explain model was exported for layer '{meta.get('layer')}', not '{layer}'; export it again")
         if method != meta.get("method"):
@@ -160,15 +187,62 @@ class Explainer:
         """
         batch, decoded = self._as_batch(inputs)
         targets = self._targets(target, batch.shape[0])
-        names = [*CAM_OUTPUTS, *self.model_outputs, *self.exposed]
+        names = [*self._cam_outputs, *self.model_outputs, *self.exposed]
         try:
             values = self._session.run(names, {self.input_name: batch, TARGET_INPUT: targets})
         except Exception as exc:  # ORT raises its own types for bad feeds
             raise InputError(f"ONNX Runtime could not run the explain model on this input: {exc}") from None
         result = dict(zip(names, values))
         outputs = {name: result[name] for name in [*self.model_outputs, *self.exposed]}
-        return Explanation(result["cam"], result["cam_target"], result["cam_score"], outputs,
+        cam = result["cam"] if self._method.in_graph else self._run_passes(batch, result)
+        return Explanation(cam, result["cam_target"], result["cam_score"], outputs,
                            self.layer, self.method, self.provider, decoded)
+
+    # --- multi-pass methods ------------------------------------------------------------------
+    def _nchw(self, tensor: np.ndarray | None) -> np.ndarray | None:
+        if tensor is None or self.metadata.get("layer_layout", "NCHW") == "NCHW":
+            return tensor
+        return np.ascontiguousarray(tensor.transpose(0, 3, 1, 2))
+
+    def _sub_session(self, kind: str):
+        """The head model (layer → score) or the plain forward model (image → score), built once."""
+        if kind not in self._extra_sessions:
+            from onnxcam.headmodel import cut_model
+
+            cut_at = self.layer if kind == "head" else self.input_name
+            cut = cut_model(self.model, [cut_at], self.metadata["score_tensor"], self._view)
+            session = make_session(cut.model.SerializeToString(), self._provider_request, threads=self._threads)
+            self._extra_sessions[kind] = (cut, session)
+        return self._extra_sessions[kind]
+
+    def _head(self, activations: np.ndarray, rows: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        cut, session = self._sub_session("head")
+        if self.metadata.get("layer_layout", "NCHW") != "NCHW":
+            activations = activations.transpose(0, 2, 3, 1)
+        feeds = {cut.inputs[0]: np.ascontiguousarray(activations)}
+        feeds.update({name: batch[rows] for name in cut.inputs[1:]})  # the image, where a skip bypasses the layer
+        return session.run([cut.output], feeds)[0]
+
+    def _forward(self, images: np.ndarray) -> np.ndarray:
+        cut, session = self._sub_session("forward")
+        return session.run([cut.output], {self.input_name: np.ascontiguousarray(images)})[0]
+
+    def _explain_batch(self, images: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        names = ["cam_target", "cam_score", *self.exposed]
+        values = self._session.run(names, {self.input_name: np.ascontiguousarray(images), TARGET_INPUT: targets})
+        result = dict(zip(names, values))
+        for name in ("activations", "gradients"):
+            if name in result:
+                result[name] = self._nchw(result[name])
+        return result
+
+    def _run_passes(self, batch: np.ndarray, result: dict[str, np.ndarray]) -> np.ndarray:
+        context = RunContext(
+            batch=batch, layout=self.layout, targets=result["cam_target"], scores=result["cam_score"],
+            activations=self._nchw(result["activations"]), gradients=self._nchw(result.get("gradients")),
+            score_kind=self.metadata.get("score", "logit"), options=self.run_options,
+            head=lambda a, rows: self._head(a, rows, batch), forward=self._forward, explain=self._explain_batch)
+        return finish_maps(self._method.build(context), *context.image_size)
 
     def label(self, index: int) -> str:
         if self.labels and 0 <= index < len(self.labels):

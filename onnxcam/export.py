@@ -7,6 +7,12 @@ The explain model's interface (stable; documented in the README):
 * outputs: the original outputs, plus ``cam`` (float32 (N, H_in, W_in) in [0, 1]),
   ``cam_target`` (int64 (N): the class explained) and ``cam_score`` (float32 (N): its score),
   and with ``expose`` also ``activations`` and ``gradients`` (the layer's tensor and ∂score/∂it).
+
+Several layers (``layer=[...]``) share one backward pass; each layer's map is finished on its
+own and the maps are fused (``fuse``: "mean" or "max", see :mod:`onnxcam.methods.fusion`).
+Multi-pass methods (``Method.kind == "runtime"``) are not exported on their own: the
+:class:`onnxcam.Explainer` exports a model giving the target, score and the tensors the method
+needs (``for_runtime=True``; no ``cam`` output) and runs the passes itself.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +32,12 @@ from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView, load_model
-from onnxcam.methods import get_method
+from onnxcam.methods import Method, get_method
+from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
 from onnxcam.plan import Plan, fix_input_shape, make_plan, parse_input_shape
 
-__all__ = ["export", "ExplainModel", "is_explain_model", "read_metadata", "EXPOSABLE", "TARGET_INPUT",
+__all__ = ["export", "ExplainModel", "GraphContext", "is_explain_model", "read_metadata", "EXPOSABLE", "TARGET_INPUT",
            "CAM_OUTPUTS", "METADATA_PREFIX"]
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,7 @@ class ExplainModel:
     plan: Plan
     method: str
     seconds: float
+    plans: tuple[Plan, ...] = field(default=())  # one per target layer (``plan`` is the first)
 
     def save(self, path: str | Path) -> Path:
         from onnxcam.render import write_atomically
@@ -58,49 +66,119 @@ class ExplainModel:
         return path
 
 
+@dataclass
+class GraphContext:
+    """What a ``kind="graph"`` method sees: the emitter, the plans, the score's seed, A and G (NCHW)."""
+
+    emit: Emitter
+    plan: Plan
+    plans: tuple[Plan, ...]
+    seeds: dict[str, str]
+    activations: list[str]
+    gradients: list[str]
+    fuse: str
+    _gradcam: str | None = None
+
+    def gradcam(self) -> str:
+        """The finished (and fused, with several layers) Grad-CAM map (N, H, W), built once."""
+        if self._gradcam is None:
+            self._gradcam = _layer_maps(self.emit, get_method("gradcam"), self.plans, self.activations,
+                                        self.gradients, self.fuse)
+        return self._gradcam
+
+
 def export(
     source,
     *,
-    layer: str = "auto",
+    layer: str | Sequence[str] = "auto",
     method: str = "gradcam",
     expose: Sequence[str] = (),
     input_shape: str | Sequence[int] | None = None,
     layout: str = "auto",
     score: str = "logit",
     output: str | None = None,
+    fuse: str = "mean",
+    for_runtime: bool = False,
 ) -> ExplainModel:
-    """Rewrite ``source`` (path, bytes or ModelProto; never modified) into an explain model."""
+    """Rewrite ``source`` (path, bytes or ModelProto; never modified) into an explain model.
+
+    ``layer`` is one layer spec or a list of them (one backward pass; maps fused by ``fuse``).
+    """
     started = time.perf_counter()
     model = load_model(source)
     if is_explain_model(model):
         raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
     _check_exposable(expose)
+    check_fuse(fuse)
     chosen = get_method(method)
+    if chosen.kind == "runtime" and not for_runtime:
+        raise OnnxCamError(f"method '{chosen.name}' runs several passes; use onnxcam run or the Python API "
+                           "(onnxcam.Explainer), which run them")
+    specs = _layer_specs(layer)
     if input_shape:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
         model = fix_input_shape(model, dims)
     view = GraphView(model)
-    plan = make_plan(view, layer=layer, score=score, layout=layout, output=output)
+    plans = tuple(make_plan(view, layer=spec, score=score, layout=layout, output=output) for spec in specs)
+    plan = plans[0]
+    tensors = [p.layer.tensor for p in plans]
+    _check_layers(tensors, chosen, expose)
     _check_names_free(view)
-    log.info("explaining %s with %s at layer %s", plan.score_description, chosen.title, plan.layer.describe())
+    log.info("explaining %s with %s at layer %s", plan.score_description, chosen.title,
+             "; ".join(p.layer.describe() for p in plans))
 
     emit = Emitter(view, prefix="onnxcam")
     target, seed, cam_score = _target_and_seed(emit, plan.score)
-    activations = plan.layer.tensor
-    gradients = emit_backward(emit, {plan.score: seed}, [activations])[activations]
-    a_nchw, g_nchw = (activations, gradients) if plan.layer.layout == "NCHW" else (
-        emit.transpose(activations, [0, 3, 1, 2]), emit.transpose(gradients, [0, 3, 1, 2]))
-    cam = finish_cam(emit, chosen.build(emit, a_nchw, g_nchw, plan), plan.image, plan.layout)
+    backward = chosen.kind != "runtime" or chosen.needs_gradients or "gradients" in expose
+    gradients = emit_backward(emit, {plan.score: seed}, tensors) if backward else {}
+    a_nchw = [_nchw(emit, t, p.layer.layout) for t, p in zip(tensors, plans)]
+    g_nchw = [_nchw(emit, gradients[t], p.layer.layout) for t, p in zip(tensors, plans)] if backward else []
 
-    outputs = {"cam": cam, "cam_target": target, "cam_score": cam_score}
-    exposed = {"activations": activations, "gradients": gradients}
+    outputs = {}
+    if chosen.kind == "layer":
+        outputs["cam"] = _layer_maps(emit, chosen, plans, a_nchw, g_nchw, fuse)
+    elif chosen.kind == "graph":
+        outputs["cam"] = chosen.build(emit, GraphContext(emit, plan, plans, {plan.score: seed}, a_nchw, g_nchw, fuse))
+    outputs.update({"cam_target": target, "cam_score": cam_score})
+    exposed = {"activations": tensors[0], "gradients": gradients.get(tensors[0])}
     outputs.update({name: exposed[name] for name in expose})
     _assemble(model, emit, plan, outputs)
-    _write_metadata(model, plan, chosen.name, expose)
+    _write_metadata(model, plans, chosen, expose, fuse)
     _check(model)
     seconds = time.perf_counter() - started
     log.info("explain model built in %.2f s (%d nodes added)", seconds, len(emit.nodes))
-    return ExplainModel(model, plan, chosen.name, seconds)
+    return ExplainModel(model, plan, chosen.name, seconds, plans)
+
+
+def _layer_specs(layer) -> list[str]:
+    specs = [layer] if layer is None or isinstance(layer, str) else list(layer)
+    specs = ["auto" if spec in (None, "") else spec for spec in specs]
+    if not specs:
+        raise OnnxCamError("no layer given; pass 'auto', a layer name, or a list of layer names")
+    return specs
+
+
+def _check_layers(tensors: list[str], method: Method, expose: Sequence[str]) -> None:
+    if len(tensors) > 1 and method.kind == "runtime":
+        raise OnnxCamError(f"method '{method.name}' explains one layer at a time; give a single layer")
+    repeated = sorted({t for t in tensors if tensors.count(t) > 1})
+    if repeated:
+        raise OnnxCamError(f"layer '{repeated[0]}' is given more than once; give each target layer once")
+    if len(tensors) > 1 and expose:
+        raise OnnxCamError("activations and gradients can be exposed for one layer only, and "
+                           f"{len(tensors)} layers were given; export one layer to expose its tensors")
+
+
+def _nchw(emit: Emitter, tensor: str, layout: str) -> str:
+    return tensor if layout == "NCHW" else emit.transpose(tensor, [0, 3, 1, 2])
+
+
+def _layer_maps(emit: Emitter, method: Method, plans, activations, gradients, fuse: str) -> str:
+    """Each layer's finished map (method, then ReLU/normalise/resize), fused into one (N, H, W) map."""
+    plan = plans[0]
+    maps = [finish_cam(emit, method.build(emit, a, g, p), plan.image, plan.layout)
+            for a, g, p in zip(activations, gradients or [None] * len(plans), plans)]
+    return fuse_maps(emit, maps, fuse)
 
 
 def _check_exposable(expose: Sequence[str]) -> None:
@@ -164,12 +242,16 @@ def _output_info(view: GraphView, name: str, tensor: str, batch, hw, plan: Plan)
     return helper.make_tensor_value_info(name, view.elem_type(plan.layer.tensor), dims)
 
 
-def _write_metadata(model: onnx.ModelProto, plan: Plan, method: str, expose: Sequence[str]) -> None:
+def _write_metadata(model: onnx.ModelProto, plans: Sequence[Plan], method: Method, expose: Sequence[str],
+                    fuse: str) -> None:
+    plan = plans[0]
     entries = {
         "version": __version__,
-        "method": method,
-        "layer": plan.layer.tensor,
-        "layer_layout": plan.layer.layout,
+        "method": method.name,
+        "layer": ",".join(p.layer.tensor for p in plans),
+        "layer_layout": ",".join(p.layer.layout for p in plans),
+        "fuse": fuse if len(plans) > 1 else "",
+        "passes": str(method.passes),
         "score": plan.score_kind,
         "score_tensor": plan.score,
         "score_description": plan.score_description,

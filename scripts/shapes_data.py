@@ -2,8 +2,10 @@
 
 Every image holds exactly one filled object -- a circle, square, triangle or
 cross -- in a random colour, at a random size, rotation and position, on a
-cluttered background: a smooth two-colour gradient, short thin line segments
-and small dots (all much smaller than the object), with pixel noise on top.
+cluttered background: a smooth two-colour gradient with a mottled colour
+texture, short thin line segments and small dots (all much smaller than the
+object), with pixel noise on top. The object's colour is random but far from
+the mean colour of the background it covers; its edges are anti-aliased.
 Because the generator knows where it drew the object, every sample comes with
 a tight bounding box, which makes the images handy for checking that a saliency
 map (Grad-CAM) points at the object rather than at the clutter.
@@ -33,9 +35,12 @@ _DOT_RADIUS_PX = (1.0, 2.0)  # clutter dots
 _SEGMENT_COUNT = (2, 7)  # inclusive range
 _DOT_COUNT = (2, 7)  # inclusive range
 _NOISE_STD = 6.0  # grey levels, independent of resolution
-_MIN_COLOUR_DISTANCE = 110.0  # Euclidean RGB distance object vs. local background
+_TEXTURE_CELL_PX = 4.0  # grain of the background's mottled texture
+_TEXTURE_STD = 24.0  # grey levels
+_MIN_COLOUR_DISTANCE = 140.0  # Euclidean RGB distance object vs. local background
 _COLOUR_TRIES = 64
 _POLY_SHIFT = 4  # fractional bits for sub-pixel polygon vertices
+_SUPERSAMPLING = 4  # anti-aliasing factor for the object's edges
 _CIRCLE_VERTICES = 64
 
 
@@ -58,6 +63,13 @@ def _gradient_background(rng: np.random.Generator, size: int) -> np.ndarray:
     projection = xs * np.cos(angle) + ys * np.sin(angle)
     t = (projection - projection.min()) / max(np.ptp(projection), 1e-9)
     return start * (1.0 - t[..., None]) + end * t[..., None]
+
+
+def _mottled_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth random colour blotches, zero-mean float64 (size, size, 3)."""
+    cells = max(2, round(size / (_TEXTURE_CELL_PX * _scale(size))))
+    coarse = rng.normal(0.0, _TEXTURE_STD, size=(cells, cells, 3))
+    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def _draw_segments(rng: np.random.Generator, canvas: np.ndarray, scale: float) -> None:
@@ -96,8 +108,8 @@ def _draw_dots(rng: np.random.Generator, canvas: np.ndarray, scale: float) -> No
 
 
 def _cluttered_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Gradient plus small line/dot distractors, float64 (size, size, 3), no noise yet."""
-    canvas = np.ascontiguousarray(_gradient_background(rng, size))
+    """Textured gradient plus small line/dot distractors, float64 (size, size, 3)."""
+    canvas = _gradient_background(rng, size) + _mottled_texture(rng, size)
     scale = _scale(size)
     _draw_segments(rng, canvas, scale)
     _draw_dots(rng, canvas, scale)
@@ -149,12 +161,18 @@ def _place_outline(
     return points + offset
 
 
-def _object_mask(outline: np.ndarray, size: int) -> np.ndarray:
-    """Filled (aliased) mask of a polygon outline, bool (size, size)."""
-    mask = np.zeros((size, size), dtype=np.uint8)
-    vertices = np.round(outline * (1 << _POLY_SHIFT)).astype(np.int32)
-    cv2.fillPoly(mask, [vertices], 1, cv2.LINE_8, _POLY_SHIFT)
-    return mask.astype(bool)
+def _object_coverage(outline: np.ndarray, size: int) -> np.ndarray:
+    """Anti-aliased coverage of a filled polygon, float64 (size, size) in [0, 1].
+
+    The polygon is filled at ``_SUPERSAMPLING`` times the resolution and area-
+    averaged down, so edge pixels get the fraction of their area it covers.
+    """
+    big = size * _SUPERSAMPLING
+    mask = np.zeros((big, big), dtype=np.uint8)
+    vertices = np.round(outline * _SUPERSAMPLING * (1 << _POLY_SHIFT)).astype(np.int32)
+    cv2.fillPoly(mask, [vertices], 255, cv2.LINE_8, _POLY_SHIFT)
+    small = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float64) / 255.0
 
 
 def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -197,9 +215,12 @@ def make_sample(
     """
     class_index = int(rng.integers(len(CLASSES)))
     canvas = _cluttered_background(rng, size)
-    mask = _object_mask(_place_outline(rng, class_index, size), size)
-    canvas[mask] = _distinct_colour(rng, canvas[mask])
-    return _add_noise(rng, canvas), class_index, _tight_box(mask)
+    coverage = _object_coverage(_place_outline(rng, class_index, size), size)
+    drawn = coverage > 0.0
+    colour = _distinct_colour(rng, canvas[drawn])
+    alpha = coverage[..., None]
+    canvas = canvas * (1.0 - alpha) + colour * alpha
+    return _add_noise(rng, canvas), class_index, _tight_box(drawn)
 
 
 def make_batch(

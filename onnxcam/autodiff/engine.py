@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -54,10 +54,16 @@ def backward(
     return Gradients(model, names)
 
 
-def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str]) -> dict[str, str]:
+Override = Callable[[RuleContext], "Sequence[str | None] | None"]
+
+
+def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
+                  overrides: Mapping[str, Override] | None = None) -> dict[str, str]:
     """Emit the backward pass through ``emit``; returns the gradient tensor name per ``wrt``.
 
     Seed tensors may be ones that ``emit`` has already created (they need not be in the view).
+    ``overrides`` maps op types to rules used instead of the registered ones (e.g. guided
+    backpropagation's ReLU); an override may return ``None`` to leave a node to its usual rule.
     """
     view = emit.view
     active = _active_tensors(view, seeds, wrt)
@@ -72,7 +78,7 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str]) -
         needs = [bool(name) and name in active for name in node.input]
         if not any(needs):
             continue
-        _apply_rule(node, emit, grads, needs, view, wrt, seeds)
+        _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides or {})
 
     names = {}
     for target in wrt:
@@ -86,11 +92,13 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str]) -
     return names
 
 
-def _apply_rule(node, emit, grads, needs, view, wrt, seeds):
+def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides):
     if is_zero(node.op_type) and node.domain in ("", "ai.onnx"):
         return
-    rule = lookup(node.op_type, view.opset) if node.domain in ("", "ai.onnx") else None
-    if rule is None:
+    standard = node.domain in ("", "ai.onnx")
+    override = overrides.get(node.op_type) if standard else None
+    rule = lookup(node.op_type, view.opset) if standard else None
+    if rule is None and override is None:
         raise UnsupportedOpError(
             f"no gradient rule for {_op_label(node)} node '{node.name}' (opset {view.opset}) "
             f"on the path from {', '.join(map(repr, wrt))} to {', '.join(map(repr, seeds))}; "
@@ -98,7 +106,10 @@ def _apply_rule(node, emit, grads, needs, view, wrt, seeds):
         )
     output_grads = [_total(emit, grads, out) if grads.get(out) else None for out in node.output]
     ctx = RuleContext(node=node, emit=emit, grads=output_grads, needs=needs)
-    input_grads = list(rule.fn(ctx))
+    overridden = override(ctx) if override is not None else None
+    if overridden is None and rule is None:
+        raise UnsupportedOpError(f"no gradient rule for {_op_label(node)} node '{node.name}' (opset {view.opset})")
+    input_grads = list(overridden if overridden is not None else rule.fn(ctx))
     if len(input_grads) != len(node.input):
         raise AssertionError(
             f"gradient rule for {node.op_type} returned {len(input_grads)} gradients for {len(node.input)} inputs"

@@ -5,6 +5,14 @@ A method's ``build(emit, A, G, plan)`` turns the target layer's activations A an
 activation map of shape (N, 1, h, w); :mod:`onnxcam.methods.head` then applies the shared ReLU,
 normalisation and resize. ``plan`` tells what is explained (layer, score), for methods that
 need more of the model (CAM reads the classifier's weights).
+
+Methods of other kinds:
+
+* ``kind="graph"``: ``build(emit, ctx)`` returns the final (N, H, W) map itself, from a
+  :class:`onnxcam.export.GraphContext` (guided backpropagation differentiates down to the image);
+* ``kind="runtime"``: several passes, driven by :class:`onnxcam.Explainer` rather than computed
+  in one graph; ``build(ctx)`` takes a :class:`onnxcam.multipass.RunContext` and returns the raw
+  (N, h, w) maps (``passes`` then says how many model runs, in words).
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ from dataclasses import dataclass
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import OnnxCamError
-from onnxcam.methods import (cam, eigencam, eigengradcam, gradcam, gradcam_elementwise, gradcampp, hirescam,
-                             layercam, xgradcam)
+from onnxcam.methods import (ablationcam, cam, eigencam, eigengradcam, gradcam, gradcam_elementwise, gradcampp,
+                             guided, hirescam, layercam, scorecam, xgradcam)
 from onnxcam.plan import Plan
 
 __all__ = ["Method", "METHODS", "get_method", "method_names"]
@@ -26,9 +34,14 @@ class Method:
     name: str
     title: str
     paper: str
-    build: Callable[[Emitter, str, str | None, Plan], str]  # (emitter, A, G, plan) -> raw cam (N, 1, h, w)
+    build: Callable  # kind "layer": (emitter, A, G, plan) -> raw cam (N, 1, h, w); see the module doc for others
     needs_gradients: bool = True
-    passes: int = 1
+    passes: int | str = 1  # model runs per batch: 1, or in words for multi-pass methods
+    kind: str = "layer"  # "layer", "graph" or "runtime"
+
+    @property
+    def in_graph(self) -> bool:
+        return self.kind != "runtime"
 
     @property
     def formula(self) -> str:
@@ -50,6 +63,15 @@ METHODS: dict[str, Method] = {
         Method("eigengradcam", "Eigen-Grad-CAM", "Eigen-CAM on G⊙A (Muhammad & Yeasin, arXiv:2008.00299)",
                eigengradcam.build),
         Method("cam", "CAM", "Zhou et al., CVPR 2016, arXiv:1512.04150", cam.build, needs_gradients=False),
+        Method("guided-backprop", "Guided backpropagation", "Springenberg et al., ICLR-W 2015, arXiv:1412.6806",
+               guided.build_guided_backprop, kind="graph"),
+        Method("guided-gradcam", "Guided Grad-CAM", "Selvaraju et al., ICCV 2017, arXiv:1610.02391",
+               guided.build_guided_gradcam, kind="graph"),
+        Method("ablationcam", "Ablation-CAM", "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360",
+               ablationcam.build, needs_gradients=False, passes="1 + C head passes (C = the layer's channels)",
+               kind="runtime"),
+        Method("scorecam", "Score-CAM", "Wang et al., CVPR-W 2020, arXiv:1910.01279", scorecam.build,
+               needs_gradients=False, passes="1 + C forward passes (K with scorecam_topk)", kind="runtime"),
     )
 }
 

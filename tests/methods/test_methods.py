@@ -135,7 +135,7 @@ def _projection_model(opset: int, channels: int, height: int, width: int) -> ort
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     layer = Layer("A", "conv", "Conv", (None, channels, height, width), "NCHW")
-    plan = Plan("A", "NCHW", "logits", "logits", "logit", "", layer, (layer,))
+    plan = Plan("A", "NCHW", "logits", "logits", "logit", "", "", layer, (layer,))
     emit = Emitter(GraphView(model))
     raw = principal_projection(emit, "A", plan)
     model.graph.node.extend(emit.nodes)

@@ -1,0 +1,73 @@
+"""Sub-models of a model: the *head* (target layer → score) and the plain forward (image → score).
+
+``cut_model(model, inputs, output)`` keeps the nodes that ``output`` is computed from, stopping at
+the tensors in ``inputs``, which become the new model's inputs. A graph input still reached
+on another path (a skip connection that bypasses the layer) stays an input too: the caller feeds
+it (``CutModel.inputs`` lists all, cut tensors first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper
+
+from onnxcam.errors import ModelError
+from onnxcam.graph import GraphView
+
+__all__ = ["CutModel", "cut_model"]
+
+
+@dataclass
+class CutModel:
+    model: onnx.ModelProto
+    inputs: list[str]  # the cut tensors, then any graph inputs still needed
+    output: str
+
+
+def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str, view: GraphView | None = None) -> CutModel:
+    """The part of ``model`` computing ``output`` from the tensors ``inputs``."""
+    view = view or GraphView(model)
+    stop = set(inputs)
+    seen: set[str] = set()
+    kept: set[int] = set()
+    extra: list[str] = []
+    stack = [output]
+    while stack:
+        name = stack.pop()
+        if name in seen or not name:
+            continue
+        seen.add(name)
+        if name in stop:
+            continue
+        node = view.producers.get(name)
+        if node is None:
+            if name in view.graph_inputs:
+                extra.append(name)
+            elif name not in view.initializers:
+                raise ModelError(f"cannot cut the model at {', '.join(inputs)}: '{name}' comes from nowhere")
+            continue
+        kept.add(id(node))
+        stack.extend(node.input)
+        for attribute in node.attribute:  # names a subgraph reads from the outer scope
+            for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                stack.extend(i for sub in graph.node for i in sub.input)
+    unused = [name for name in inputs if name not in seen]
+    if unused:
+        raise ModelError(f"'{output}' does not depend on {', '.join(unused)}; cannot cut the model there")
+    nodes = [node for node in view.nodes if id(node) in kept]
+    initializers = [t for t in view.graph.initializer if t.name in seen]
+    names = [*inputs, *[name for name in view.graph_inputs if name in extra]]
+    graph = helper.make_graph(nodes, f"{view.graph.name}_cut", [_info(view, name) for name in names],
+                              [_info(view, output)], initializer=initializers)
+    cut = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return CutModel(cut, names, output)
+
+
+def _info(view: GraphView, name: str) -> onnx.ValueInfoProto:
+    shape = view.shape(name)
+    dims = None if shape is None else ["batch" if i == 0 else (d if d is not None else f"{name}_{i}")
+                                      for i, d in enumerate(shape)]
+    return helper.make_tensor_value_info(name, view.elem_type(name), dims)

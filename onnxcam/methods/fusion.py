@@ -1,0 +1,40 @@
+"""Several target layers at once: each layer's finished map, then one fused map (as graph nodes).
+
+``mean``: the mean of the per-layer maps (each already ReLU'd, normalised and resized to the
+input), then per image (x − min)/(max − min + ε) — how pytorch-grad-cam aggregates layers.
+``max``: the element-wise maximum of the per-layer maps, as torch-cam fuses them; each map is in
+[0, 1] with maximum 1 (or all zero), so the maximum is too and is not normalised again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from onnxcam.autodiff.emitter import Emitter
+from onnxcam.errors import OnnxCamError
+from onnxcam.methods.head import EPSILON
+
+__all__ = ["FUSE_CHOICES", "fuse_maps", "normalize_maps", "check_fuse"]
+
+FUSE_CHOICES = ("mean", "max")
+
+
+def check_fuse(fuse: str) -> None:
+    if fuse not in FUSE_CHOICES:
+        raise OnnxCamError(f"unknown fuse '{fuse}'; choose one of {', '.join(FUSE_CHOICES)}")
+
+
+def normalize_maps(e: Emitter, x: str) -> str:
+    """Per image (x − min)/(max − min + ε) over a (N, H, W) tensor."""
+    shifted = e.sub(x, e.reduce("ReduceMin", x, [1, 2]))
+    return e.div(shifted, e.add(e.reduce("ReduceMax", shifted, [1, 2]), e.scalar(EPSILON, x)))
+
+
+def fuse_maps(e: Emitter, maps: Sequence[str], fuse: str) -> str:
+    """One (N, H, W) map from the per-layer (N, H, W) maps."""
+    check_fuse(fuse)
+    if len(maps) == 1:
+        return maps[0]
+    if fuse == "max":
+        return e.op("Max", *maps)
+    return normalize_maps(e, e.mul_scalar(e.sum(list(maps)), 1.0 / len(maps)))

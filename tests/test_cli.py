@@ -1,0 +1,147 @@
+"""The CLI on the bundled demo model: outputs, messages, exit codes, and nothing half-written."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from onnxcam.cli import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_run_writes_overlays_heatmaps_and_results(demo_model, demo_images, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", demo_model, demo_images[0].parent, "-o", out)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [Path(r["image"]).name for r in records] == [p.name for p in demo_images]
+    labels = (demo_model.parent / "shapes.labels.txt").read_text().split()
+    for record, path in zip(records, demo_images):
+        original = cv2.imread(str(path))
+        overlay = cv2.imread(str(out / record["overlay"]))
+        heatmap = cv2.imread(str(out / record["heatmap"]), cv2.IMREAD_UNCHANGED)
+        assert overlay.shape == original.shape
+        assert heatmap.dtype == np.uint16 and heatmap.shape == original.shape[:2] and heatmap.max() > 60000
+        assert record["target_label"] in labels and record["topk"][0]["class"] == record["target"]
+        assert record["layer"] and record["method"] == "gradcam" and record["provider"] == "cpu"
+        assert set(record["timings_ms"]) == {"preprocess", "explain", "render"}
+        # the examples are named by their true class, and the demo model gets them right
+        assert path.name.startswith(record["target_label"])
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_run_refuses_to_overwrite(demo_model, demo_images, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("run", demo_model, demo_images[0], "-o", out).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert_one_line_error(invoke("run", demo_model, demo_images[0], "-o", out), "--overwrite")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert invoke("run", demo_model, demo_images[0], "-o", out, "--overwrite").exit_code == 0
+
+
+def test_run_with_explicit_target(demo_model, demo_images, tmp_path):
+    result = invoke("run", demo_model, demo_images[0], "-o", tmp_path, "--target", 2)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "results.jsonl").read_text())
+    assert record["target"] == 2
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--layer", "nope"], ["layer 'nope' not found", "candidates"]),
+    (["--target", "99"], ["target 99 is out of range", "4 classes"]),
+    (["--method", "nope"], []),
+])
+def test_run_bad_options(demo_model, demo_images, tmp_path, args, fragments):
+    out = tmp_path / "out"
+    result = invoke("run", demo_model, demo_images[0], "-o", out, *args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output
+    assert not out.exists() or not any(out.iterdir()), "outputs written despite the error"
+
+
+def test_layer_without_spatial_extent(demo_model, demo_images, tmp_path):
+    model = onnx.load(str(demo_model))
+    pooled = next(n.output[0] for n in model.graph.node if n.op_type in ("GlobalAveragePool", "ReduceMean"))
+    result = invoke("run", demo_model, demo_images[0], "-o", tmp_path / "o", "--layer", pooled)
+    assert_one_line_error(result, "no spatial extent")
+
+
+def test_unreadable_image_writes_nothing(demo_model, demo_images, tmp_path):
+    bad = tmp_path / "in" / "zz_broken.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a png")
+    good = tmp_path / "in" / "aa_good.png"
+    good.write_bytes(demo_images[0].read_bytes())
+    out = tmp_path / "out"
+    result = invoke("run", demo_model, bad.parent, "-o", out, "--batch-size", 1)
+    assert_one_line_error(result, "cannot decode", "zz_broken.png")
+    assert not any(out.iterdir()), list(out.iterdir())
+
+
+def test_output_folder_not_writable(demo_model, demo_images, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(invoke("run", demo_model, demo_images[0], "-o", blocker / "sub"), "not writable")
+
+
+def test_missing_input_and_model(demo_model, tmp_path):
+    assert_one_line_error(invoke("run", demo_model, tmp_path / "nope.png", "-o", tmp_path / "o"), "does not exist")
+    assert_one_line_error(invoke("run", tmp_path / "nope.onnx", tmp_path, "-o", tmp_path / "o"), "not found")
+
+
+def test_export_then_run_the_explain_model(demo_model, demo_images, tmp_path):
+    explain = tmp_path / "shapes.cam.onnx"
+    result = invoke("export", demo_model, "-o", explain, "--expose", "activations,gradients")
+    assert result.exit_code == 0, result.output
+    assert "cam_target" in result.output
+    outputs = [o.name for o in onnx.load(str(explain)).graph.output]
+    assert outputs == ["logits", "cam", "cam_target", "cam_score", "activations", "gradients"]
+    assert_one_line_error(invoke("export", demo_model, "-o", explain), "exists", "--overwrite")
+    # the explain model runs as it is; the sidecar is not beside it, so give the pre-processing
+    result = invoke("run", explain, demo_images[0], "-o", tmp_path / "o", "--labels",
+                    demo_model.parent / "shapes.labels.txt", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--preset", "unit")
+    assert result.exit_code == 0, result.output
+
+
+def test_export_errors(demo_model, tmp_path):
+    assert_one_line_error(invoke("export", demo_model, "-o", tmp_path / "m.onnx", "--expose", "weights"), "cannot expose")
+    assert_one_line_error(invoke("export", demo_model, "-o", demo_model, "--overwrite"), "overwrite the input")
+    assert_one_line_error(invoke("export", demo_model, "-o", tmp_path / "m.onnx", "--input-shape", "1x3xbig"), "1x3x224x224")
+
+
+def test_layers_marks_the_automatic_choice(demo_model):
+    result = invoke("layers", demo_model)
+    assert result.exit_code == 0, result.output
+    marked = [line for line in result.output.splitlines() if line.startswith("*")]
+    assert len(marked) == 1 and "Relu" in marked[0]
+    assert marked[0] is not None and result.output.rstrip().splitlines()[-1] == marked[0]
+
+
+def test_ops_lists_the_rule_table():
+    result = invoke("ops")
+    assert result.exit_code == 0 and "| Conv |" in result.output and "Non-differentiable" in result.output
+
+
+def test_python_dash_m(demo_model):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "onnxcam", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "onnxcam" in done.stdout
