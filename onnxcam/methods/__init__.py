@@ -20,11 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods import (ablationcam, cam, eigencam, eigengradcam, gradcam, gradcam_elementwise, gradcampp,
                              guided, hirescam, layercam, scorecam, xgradcam)
-from onnxcam.plan import Plan
 
 __all__ = ["Method", "METHODS", "get_method", "method_names"]
 

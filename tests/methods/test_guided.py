@@ -20,15 +20,6 @@ from tests.reference import gradcam, minmax
 TARGETS = np.array([3, 0, 7], np.int64)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """torch and ONNX Runtime's spinning threads fight over 2 cores otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _source(arch: str):
     spec = nets.ARCHITECTURES[arch]
     module, _ = spec.build()

@@ -47,15 +47,6 @@ def _forward_with(module, x, module_name, edit=None):
     return logits.numpy().astype(np.float64), captured["a"].numpy().astype(np.float64)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """torch and ONNX Runtime's spinning threads fight over 2 cores otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _ablation_reference(module, x, module_name):
     """Ablation-CAM from full torch forward passes with channel k of the layer zeroed."""
     logits, a = _forward_with(module, x, module_name)
