@@ -59,7 +59,7 @@ class Explainer:
     ``layer`` may be a list of layers: their maps are fused by ``fuse`` ("mean" or "max").
     Multi-pass methods (Ablation-CAM, Score-CAM, ...) run their extra passes here, with
     ``passes_batch`` images per ONNX Runtime call; their other options are :class:`RunOptions` fields
-    (``scorecam_topk``, ``samples``, ``noise``, ``steps``, ``seed``), given as keyword arguments.
+    (``scorecam_topk``), given as keyword arguments.
     """
 
     def __init__(self, model, layer: str | list[str] = "auto", method: str = "gradcam", provider: str = "auto",

@@ -27,10 +27,6 @@ class RunOptions:
 
     passes_batch: int = 32  # images (ablated copies, masked inputs, noisy copies) per ORT call
     scorecam_topk: int | None = None  # Score-CAM: keep the K channels of highest mean activation
-    samples: int | None = None  # Smooth Grad-CAM++: noisy copies (None: the paper's default)
-    noise: float | None = None  # Smooth Grad-CAM++: noise σ (None: the paper's default)
-    steps: int | None = None  # Integrated Grad-CAM: path steps (None: the paper's default)
-    seed: int = 0  # seeded noise, so results repeat
 
     def __post_init__(self):
         if int(self.passes_batch) < 1:
