@@ -170,6 +170,17 @@ class Emitter:
             return x
         return self.op("Pad", x, self.ints(pads), self.scalar(value, x), mode="constant")
 
+    def reduced_count(self, dims, source: str, reduced: str, like: str) -> str:
+        """How many elements of ``source`` each element of ``reduced`` summarises, dtype of ``like``.
+
+        ``dims`` are the reduced dims as shape inference knows them: a constant when all are
+        known, else |source| / |reduced| read at run time.
+        """
+        if all(d is not None for d in dims):
+            return self.scalar(float(np.prod(dims, dtype=np.int64)), like)
+        sizes = [self.cast_like(self.op("Size", t), like) for t in (source, reduced)]
+        return self.div(*sizes)
+
     def unbroadcast(self, grad: str, operand: str, result: str) -> str:
         """Sum ``grad`` (shaped like ``result``) back to the shape of broadcast ``operand``."""
         operand_shape = self.view.shape(operand)

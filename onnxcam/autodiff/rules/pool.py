@@ -20,11 +20,7 @@ def global_average_pool(ctx: RuleContext):
     """dX = dY / (number of spatial elements), broadcast over the spatial axes"""
     e, x = ctx.emit, ctx.inputs[0]
     shape = ctx.shape(x)
-    if shape is not None and all(d is not None for d in shape[2:]):
-        count = e.scalar(float(math.prod(shape[2:])), ctx.dy)
-    else:  # size(X) / size(Y) is the spatial count, whatever is dynamic
-        sizes = [e.cast_like(e.op("Size", t), ctx.dy) for t in (x, ctx.outputs[0])]
-        count = e.div(*sizes)
+    count = e.reduced_count(shape[2:] if shape is not None else [None], x, ctx.outputs[0], ctx.dy)
     return [e.expand_like(e.div(ctx.dy, count), x)]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from onnxcam.autodiff.registry import RuleContext, register
 
@@ -51,11 +50,7 @@ def reduce_mean(ctx: RuleContext):
         return _grads(ctx, ctx.dy)
     shape = ctx.shape(x)
     dims = [shape[a] for a in axes] if shape is not None else [None]
-    if all(d is not None for d in dims):
-        count = e.scalar(float(np.prod(dims, dtype=np.int64)), ctx.dy)
-    else:  # |X| / |Y| elements, read at run time
-        sizes = [e.cast_like(e.op("Size", t), ctx.dy) for t in (x, ctx.outputs[0])]
-        count = e.div(*sizes)
+    count = e.reduced_count(dims, x, ctx.outputs[0], ctx.dy)
     return _grads(ctx, e.expand_like(e.div(_spread(ctx, ctx.dy, axes), count), x))
 
 
