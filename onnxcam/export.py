@@ -216,10 +216,9 @@ def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[s
     graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], dtype=np.int64), TARGET_INPUT))
     graph.input.append(helper.make_tensor_value_info(TARGET_INPUT, onnx.TensorProto.INT64, ["target_batch"]))
     batch = _batch_dim(emit.view, plan.image)
-    height, width = ("height", "width")
     for name, tensor in outputs.items():
         graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"onnxcam/output/{name}"))
-        graph.output.append(_output_info(emit.view, name, tensor, batch, (height, width), plan))
+        graph.output.append(_output_info(emit.view, name, batch, plan))
 
 
 def _batch_dim(view: GraphView, image: str):
@@ -227,11 +226,11 @@ def _batch_dim(view: GraphView, image: str):
     return dim if dim is not None else "batch"
 
 
-def _output_info(view: GraphView, name: str, tensor: str, batch, hw, plan: Plan):
+def _output_info(view: GraphView, name: str, batch, plan: Plan):
     if name == "cam":
         shape = view.shape(plan.image)
         spatial = shape[2:4] if plan.layout == "NCHW" else shape[1:3]
-        dims = [batch, *[d if d is not None else label for d, label in zip(spatial, hw)]]
+        dims = [batch, *[d if d is not None else label for d, label in zip(spatial, ("height", "width"))]]
         return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims)
     if name == "cam_target":
         return helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [batch])
