@@ -164,7 +164,7 @@ def export(model, out, method, expose, overwrite, fuse, layer, score, layout, in
 @click.option("--passes-batch", type=click.IntRange(1), default=32, show_default=True,
               help="Multi-pass methods: ablated copies / masked or perturbed images per ONNX Runtime call.")
 @click.option("--scorecam-topk", type=click.IntRange(1), default=None,
-              help="scorecam: score only the K channels of highest mean activation (default: all).")
+              help="scorecam: score only the K channels whose maps vary most (Faster Score-CAM; default: all).")
 @_model_options
 def run(model, inputs, out_dir, method, target, batch_size, provider, topk, labels, preset, size, color, scale,
         mean, std, colormap, alpha, overwrite, fuse, passes_batch, scorecam_topk, layer, score, layout, input_shape,

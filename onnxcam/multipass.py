@@ -26,7 +26,7 @@ class RunOptions:
     """Options of the multi-pass methods (each reads the ones it uses)."""
 
     passes_batch: int = 32  # images (ablated copies, masked inputs, noisy copies) per ORT call
-    scorecam_topk: int | None = None  # Score-CAM: keep the K channels of highest mean activation
+    scorecam_topk: int | None = None  # Score-CAM: keep the K channels of highest variance
 
     def __post_init__(self):
         if int(self.passes_batch) < 1:

@@ -5,8 +5,13 @@ M_k = norm(up(A_k)), up = bilinear to the input size (half-pixel centres, as the
 norm = (x − min)/(max − min) (0 where the map is constant); w_k = softmax(f(X ⊙ M_k))_c, the
 paper's Algorithm 1, with no baseline subtracted. When the model is explained on its probability
 output (``score="probability"``) that output is used as it is instead of a softmax over it.
-``scorecam_topk`` K keeps only the K channels of highest mean activation per image (the
-Faster-Score-CAM shortcut); the others get weight 0. Masked images run ``passes_batch`` at a time.
+``scorecam_topk`` K keeps only the K channels whose maps vary most (highest variance over the
+map, the Faster Score-CAM shortcut) per image; the others get weight 0. Masked images run
+``passes_batch`` at a time.
+
+The softmax saturates on confident models: when the masked images all fall into one class (the
+demo model calls a blank, mid-grey input a "square" with p ≈ 1), every weight of another class
+is ≈ 0 and the map is noise. The README's methods table shows this on the demo task.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ def selected_channels(activations: np.ndarray, topk: int | None) -> np.ndarray:
     c = activations.shape[0]
     if topk is None or topk >= c:
         return np.arange(c)
-    means = activations.reshape(c, -1).mean(axis=1)
-    return np.sort(np.argsort(-means, kind="stable")[:topk])
+    variances = activations.reshape(c, -1).astype(np.float64).var(axis=1)
+    return np.sort(np.argsort(-variances, kind="stable")[:topk])
 
 
 def build(ctx: RunContext) -> np.ndarray:

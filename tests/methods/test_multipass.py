@@ -81,7 +81,7 @@ def _scorecam_reference(module, x, module_name, topk=None):
     for i, c in enumerate(TARGETS):
         channels = np.arange(a.shape[1])
         if topk:
-            channels = np.argsort(-a[i].mean(axis=(1, 2)))[:topk]
+            channels = np.argsort(-a[i].var(axis=(1, 2)))[:topk]  # Faster Score-CAM: most varied maps
         up = F.interpolate(torch.from_numpy(a[i][channels])[None], size=(64, 64), mode="bilinear",
                            align_corners=False)[0].numpy()
         low, high = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
