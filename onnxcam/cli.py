@@ -22,6 +22,7 @@ from onnxcam.imageio import PRESETS, collect_images
 from onnxcam.imageio import preset as named_preset
 from onnxcam.methods import method_names
 from onnxcam.methods.fusion import FUSE_CHOICES
+from onnxcam.multipass import BASELINES, RunOptions
 from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
 from onnxcam.render import COLORMAPS, encode_png, heatmap16, overlay, write_atomically
 from onnxcam.runtime import PROVIDER_CHOICES
@@ -165,10 +166,19 @@ def export(model, out, method, expose, overwrite, fuse, layer, score, layout, in
               help="Multi-pass methods: ablated copies / masked or perturbed images per ONNX Runtime call.")
 @click.option("--scorecam-topk", type=click.IntRange(1), default=None,
               help="scorecam: score only the K channels whose maps vary most (Faster Score-CAM; default: all).")
+@click.option("--samples", type=click.IntRange(1), default=RunOptions.samples, show_default=True,
+              help="smoothgradcampp: noisy copies per image.")
+@click.option("--noise", type=click.FloatRange(0), default=RunOptions.noise, show_default=True,
+              help="smoothgradcampp: noise σ as a fraction of the image's value range.")
+@click.option("--seed", type=int, default=RunOptions.seed, show_default=True, help="smoothgradcampp: noise seed.")
+@click.option("--steps", type=click.IntRange(1), default=RunOptions.steps, show_default=True,
+              help="integrated-gradcam: points on the path from the baseline to the image.")
+@click.option("--baseline", type=click.Choice(BASELINES), default=RunOptions.baseline, show_default=True,
+              help="integrated-gradcam: the path's start: a black image (pre-processed) or all zeros.")
 @_model_options
 def run(model, inputs, out_dir, method, target, batch_size, provider, topk, labels, preset, size, color, scale,
-        mean, std, colormap, alpha, overwrite, fuse, passes_batch, scorecam_topk, layer, score, layout, input_shape,
-        output_name):
+        mean, std, colormap, alpha, overwrite, fuse, passes_batch, scorecam_topk, samples, noise, seed, steps, baseline,
+        layer, score, layout, input_shape, output_name):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
@@ -188,7 +198,8 @@ def run(model, inputs, out_dir, method, target, batch_size, provider, topk, labe
                       std=_floats(std, "--std"), labels=labels)
     explainer = Explainer(model, layer=list(layer), method=method, provider=provider, preprocess=pre, score=score,
                           layout=layout, input_shape=input_shape, output=output_name, fuse=fuse,
-                          passes_batch=passes_batch, scorecam_topk=scorecam_topk)
+                          passes_batch=passes_batch, scorecam_topk=scorecam_topk, samples=samples, noise=noise,
+                          seed=seed, steps=steps, baseline=baseline)
     if target is not None:
         explainer.check_target(target)  # before any work
     log.info("pre-processing %s", pre.describe())

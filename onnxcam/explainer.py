@@ -57,9 +57,10 @@ class Explainer:
     ``preprocess`` (a :class:`Preprocess`, a preset name or a dict) applies to images given as
     paths or bytes; by default the sidecar JSON beside the model, else the ``imagenet`` preset.
     ``layer`` may be a list of layers: their maps are fused by ``fuse`` ("mean" or "max").
-    Multi-pass methods (Ablation-CAM, Score-CAM, ...) run their extra passes here, with
-    ``passes_batch`` images per ONNX Runtime call; their other options are :class:`RunOptions` fields
-    (``scorecam_topk``), given as keyword arguments.
+    Multi-pass methods (Ablation-CAM, Score-CAM, Smooth Grad-CAM++, Integrated Grad-CAM) run their
+    extra passes here, with ``passes_batch`` images per ONNX Runtime call; their other options are
+    :class:`RunOptions` fields given as keyword arguments: ``scorecam_topk``; ``samples``, ``noise``,
+    ``seed`` (Smooth Grad-CAM++); ``steps``, ``baseline`` (Integrated Grad-CAM).
     """
 
     def __init__(self, model, layer: str | list[str] = "auto", method: str = "gradcam", provider: str = "auto",
@@ -236,12 +237,18 @@ class Explainer:
                 result[name] = self._nchw(result[name])
         return result
 
+    def _black_image(self, batch: np.ndarray) -> np.ndarray:
+        """An all-black image of the batch's size, pre-processed: Integrated Grad-CAM's usual baseline."""
+        height, width = batch.shape[2:4] if self.layout == "NCHW" else batch.shape[1:3]
+        return self.preprocess.batch([np.zeros((height, width, 3), np.uint8)], (height, width), self.layout)
+
     def _run_passes(self, batch: np.ndarray, result: dict[str, np.ndarray]) -> np.ndarray:
         context = RunContext(
             batch=batch, layout=self.layout, targets=result["cam_target"], scores=result["cam_score"],
             activations=self._nchw(result["activations"]), gradients=self._nchw(result.get("gradients")),
             score_kind=self.metadata.get("score", "logit"), options=self.run_options,
-            head=lambda a, rows: self._head(a, rows, batch), forward=self._forward, explain=self._explain_batch)
+            head=lambda a, rows: self._head(a, rows, batch), forward=self._forward, explain=self._explain_batch,
+            black=lambda: self._black_image(batch))
         return finish_maps(self._method.build(context), *context.image_size)
 
     def label(self, index: int) -> str:

@@ -2,9 +2,11 @@
 
 The explain model (exported with ``for_runtime=True``) gives each image's target, score and the
 layer's activations (and gradients); a method then runs more passes — the *head* model (the
-layer's tensor → the score) for Ablation-CAM, the plain model on masked or perturbed images for
-Score-CAM — in batches of ``passes_batch`` and returns raw maps, which :func:`finish_maps`
-post-processes exactly as the in-graph head does (:mod:`onnxcam.methods.head`).
+layer's tensor → the score) for Ablation-CAM, the plain model on masked images for Score-CAM,
+the explain model itself on noisy copies (Smooth Grad-CAM++) or on points of a path from a
+baseline image (Integrated Grad-CAM) — in batches of ``passes_batch`` and returns raw maps,
+which :func:`finish_maps` post-processes exactly as the in-graph head does
+(:mod:`onnxcam.methods.head`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import numpy as np
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods.head import EPSILON
 
-__all__ = ["RunOptions", "RunContext", "finish_maps", "minmax", "softmax", "chunks"]
+__all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "explain_copies"]
+
+BASELINES = ("black", "zero")
 
 
 @dataclass(frozen=True)
@@ -27,12 +31,22 @@ class RunOptions:
 
     passes_batch: int = 32  # images (ablated copies, masked inputs, noisy copies) per ORT call
     scorecam_topk: int | None = None  # Score-CAM: keep the K channels of highest variance
+    samples: int = 50  # Smooth Grad-CAM++: noisy copies per image (SmoothGrad's n)
+    noise: float = 0.15  # Smooth Grad-CAM++: σ as a fraction of each image's value range (max − min)
+    seed: int = 0  # Smooth Grad-CAM++: the noise generator's seed (the same for every image)
+    steps: int = 20  # Integrated Grad-CAM: path points from the baseline to the image (M)
+    baseline: str = "black"  # Integrated Grad-CAM: "black" (a pre-processed black image) or "zero"
 
     def __post_init__(self):
-        if int(self.passes_batch) < 1:
-            raise OnnxCamError(f"passes_batch must be at least 1, got {self.passes_batch}")
+        for name in ("passes_batch", "samples", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise OnnxCamError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.scorecam_topk is not None and int(self.scorecam_topk) < 1:
             raise OnnxCamError(f"scorecam_topk must be at least 1, got {self.scorecam_topk}")
+        if not float(self.noise) >= 0:
+            raise OnnxCamError(f"noise must be 0 or more (a fraction of the input's value range), got {self.noise}")
+        if self.baseline not in BASELINES:
+            raise OnnxCamError(f"unknown baseline '{self.baseline}'; choose one of: {', '.join(BASELINES)}")
 
 
 @dataclass
@@ -49,7 +63,15 @@ class RunContext:
     options: RunOptions
     head: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (A (M, C, h, w), image rows (M,)) → scores (M, classes)
     forward: Callable[[np.ndarray], np.ndarray]  # images (M, ...) → scores (M, classes)
+    # (images (M, ...), targets (M,)) → the explain model's outputs: cam_score, activations, gradients (NCHW)
     explain: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]] = field(repr=False, default=None)
+    black: Callable[[], np.ndarray] = field(repr=False, default=None)  # a black image, pre-processed: (1, ...)
+
+    def baseline_image(self) -> np.ndarray:
+        """The baseline input ``options.baseline`` names, as one (1, ...) image."""
+        if self.options.baseline == "zero":
+            return np.zeros_like(self.batch[:1])
+        return self.black().astype(self.batch.dtype)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -60,6 +82,21 @@ class RunContext:
 def chunks(total: int, size: int):
     for first in range(0, total, size):
         yield first, min(total, first + size)
+
+
+def explain_copies(ctx: RunContext, count: int, make: Callable[[int, int], np.ndarray]):
+    """Run the explain model on ``count`` variants of every image, ``passes_batch`` per ORT call.
+
+    ``make(i, j)`` returns variant j of image i as a (1, ...) input; variants are made in the
+    order j = 0, 1, ... for each image. Each variant is explained for its image's target. Yields
+    (image rows (M,), variant indices (M,), the explain model's outputs for the M variants).
+    """
+    pairs = [(i, j) for i in range(ctx.batch.shape[0]) for j in range(count)]
+    for first, last in chunks(len(pairs), ctx.options.passes_batch):
+        rows = np.array([i for i, _ in pairs[first:last]])
+        variants = np.array([j for _, j in pairs[first:last]])
+        images = np.concatenate([make(i, j) for i, j in pairs[first:last]]).astype(ctx.batch.dtype, copy=False)
+        yield rows, variants, ctx.explain(images, ctx.targets[rows])
 
 
 def minmax(x: np.ndarray) -> np.ndarray:

@@ -66,6 +66,9 @@ def test_run_with_explicit_target(demo_model, demo_images, tmp_path):
     (["--layer", "nope"], ["layer 'nope' not found", "candidates"]),
     (["--target", "99"], ["target 99 is out of range", "4 classes"]),
     (["--method", "nope"], []),
+    (["--method", "integrated-gradcam", "--baseline", "grey"], ["'grey' is not one of 'black', 'zero'"]),
+    (["--method", "smoothgradcampp", "--samples", "0"], ["0 is not in the range x>=1"]),
+    (["--method", "smoothgradcampp", "--noise", "-1"], ["-1.0 is not in the range x>=0"]),
 ])
 def test_run_bad_options(demo_model, demo_images, tmp_path, args, fragments):
     out = tmp_path / "out"

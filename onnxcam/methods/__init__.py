@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods import (ablationcam, cam, eigencam, eigengradcam, gradcam, gradcam_elementwise, gradcampp,
-                             guided, hirescam, layercam, scorecam, xgradcam)
+                             guided, hirescam, integrated_gradcam, layercam, scorecam, smoothgradcampp, xgradcam)
 
 __all__ = ["Method", "METHODS", "get_method", "method_names"]
 
@@ -70,6 +70,10 @@ METHODS: dict[str, Method] = {
                kind="runtime"),
         Method("scorecam", "Score-CAM", "Wang et al., CVPR-W 2020, arXiv:1910.01279", scorecam.build,
                needs_gradients=False, passes="1 + C forward passes (K with scorecam_topk)", kind="runtime"),
+        Method("smoothgradcampp", "Smooth Grad-CAM++", "Omeiza et al., 2019, arXiv:1908.01224", smoothgradcampp.build,
+               passes="1 + n explain passes (n = samples)", kind="runtime"),
+        Method("integrated-gradcam", "Integrated Grad-CAM", "Sattarzadeh et al., ICASSP 2021, arXiv:2102.07805",
+               integrated_gradcam.build, passes="M explain passes (M = steps; 1 is the baseline)", kind="runtime"),
     )
 }
 

@@ -175,7 +175,8 @@ def test_power_iteration_finds_the_first_component(opset, channels, height, widt
 # --- the registry and the CLI ----------------------------------------------------------------------
 def test_every_method_is_documented():
     assert set(METHODS) >= {"gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "gradcam-elementwise",
-                            "eigencam", "eigengradcam", "cam"}
+                            "eigencam", "eigengradcam", "cam", "guided-backprop", "guided-gradcam", "ablationcam",
+                            "scorecam", "smoothgradcampp", "integrated-gradcam"}
     for method in METHODS.values():
         assert method.formula.startswith("L = ") and method.title and method.paper
     assert not METHODS["eigencam"].needs_gradients and not METHODS["cam"].needs_gradients

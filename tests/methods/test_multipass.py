@@ -123,3 +123,109 @@ def test_saved_runtime_explain_model_runs_again(resnet, tmp_path):
     first.save(path)
     again = Explainer(path, method="scorecam", provider="cpu", scorecam_topk=6)
     np.testing.assert_array_equal(again.explain(x).cam, first.explain(x).cam)
+
+
+# --- Smooth Grad-CAM++ and Integrated Grad-CAM: torch autograd at each noisy copy / path point --------
+def _activations_and_gradients(module, x, module_name, targets):
+    """A and ∂logit_target/∂A at the layer, by torch autograd, for a batch x with one target per row."""
+    captured = {}
+
+    def hook(_m, _i, output):
+        output.retain_grad()
+        captured["a"] = output
+
+    handle = dict(module.named_modules())[module_name].register_forward_hook(hook)
+    try:
+        logits = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        logits[torch.arange(len(x)), torch.from_numpy(np.asarray(targets))].sum().backward()
+    finally:
+        handle.remove()
+    a = captured["a"]
+    return a.detach().numpy().astype(np.float64), a.grad.numpy().astype(np.float64)
+
+
+def _smooth_gradcampp_reference(module, x, module_name, samples, noise, seed):
+    raw = []
+    for i, c in enumerate(TARGETS):
+        sigma = noise * (x[i].max() - x[i].min())
+        generator = np.random.default_rng(seed)  # documented: restarts for every image
+        copies = np.stack([x[i] + generator.standard_normal(x[i].shape) * sigma for _ in range(samples)])
+        _, g = _activations_and_gradients(module, copies, module_name, [c] * samples)
+        a, _ = _activations_and_gradients(module, x[i:i + 1], module_name, [c])
+        d1, d2, d3 = (np.mean(g ** p, axis=0) for p in (1, 2, 3))
+        denominator = 2 * d2 + d3 * a[0].sum(axis=(1, 2), keepdims=True)
+        alpha = np.divide(d2, denominator, out=np.zeros_like(d2), where=denominator != 0)
+        weights = (alpha * np.maximum(d1, 0)).sum(axis=(1, 2))
+        raw.append(np.einsum("c,chw->hw", weights, a[0]))
+    return np.stack([finish(r, 64, 64) for r in raw])
+
+
+@pytest.mark.parametrize("samples, passes_batch", [(3, 2), (4, 64)])
+def test_smoothgradcampp_matches_torch(resnet, samples, passes_batch):
+    module, source, x = resnet
+    layer = _layer_tensor(source, "layer2.0.relu2")
+    explainer = Explainer(source, layer=layer, method="smoothgradcampp", provider="cpu", passes_batch=passes_batch,
+                          samples=samples, noise=0.2, seed=7)
+    got = explainer.explain(x, target=TARGETS)
+    want = _smooth_gradcampp_reference(module, x, "layer2.0.relu2", samples, 0.2, 7)
+    np.testing.assert_allclose(got.cam, want, rtol=0, atol=1e-4)
+
+
+def test_smoothgradcampp_without_noise_is_gradcampp(resnet):
+    _, source, x = resnet
+    layer = _layer_tensor(source, "layer3.0.relu2")
+    smooth = Explainer(source, layer=layer, method="smoothgradcampp", provider="cpu", samples=2, noise=0.0)
+    plain = Explainer(source, layer=layer, method="gradcampp", provider="cpu")
+    np.testing.assert_allclose(smooth.explain(x, target=TARGETS).cam, plain.explain(x, target=TARGETS).cam,
+                               rtol=0, atol=1e-5)
+
+
+def test_smoothgradcampp_noise_is_seeded_per_image(resnet):
+    _, source, x = resnet
+    layer = _layer_tensor(source, "layer2.0.relu2")  # (the last stage's gradient is constant: GAP → linear)
+
+    def explain(seed, images, targets):
+        explainer = Explainer(source, layer=layer, method="smoothgradcampp", provider="cpu", samples=3, seed=seed)
+        return explainer.explain(images, target=targets).cam
+
+    first = explain(1, x, TARGETS)
+    np.testing.assert_array_equal(explain(1, x, TARGETS), first)  # repeats
+    np.testing.assert_array_equal(explain(1, x[1:], TARGETS[1:])[0], first[1])  # whatever the batch
+    assert np.abs(explain(2, x, TARGETS) - first).max() > 1e-3  # another seed, other noise
+
+
+def _integrated_gradcam_reference(module, x, module_name, steps, baseline):
+    raw = []
+    for i, c in enumerate(TARGETS):
+        points = np.stack([baseline + m / steps * (x[i] - baseline) for m in range(1, steps + 1)])
+        _, g = _activations_and_gradients(module, points, module_name, [c] * steps)
+        a, _ = _activations_and_gradients(module, x[i:i + 1], module_name, [c])
+        a_base, _ = _activations_and_gradients(module, baseline[None], module_name, [c])
+        weights = g.mean(axis=(0, 2, 3))
+        raw.append(np.einsum("c,chw->hw", weights, a[0] - a_base[0]))
+    return np.stack([finish(r, 64, 64) for r in raw])
+
+
+@pytest.mark.parametrize("baseline, steps, passes_batch", [("zero", 5, 3), ("black", 3, 64), ("black", 1, 1)])
+def test_integrated_gradcam_matches_torch(resnet, baseline, steps, passes_batch):
+    module, source, x = resnet
+    layer = _layer_tensor(source, "layer2.0.relu2")
+    explainer = Explainer(source, layer=layer, method="integrated-gradcam", provider="cpu", preprocess="imagenet",
+                          passes_batch=passes_batch, steps=steps, baseline=baseline)
+    got = explainer.explain(x, target=TARGETS)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    image = np.zeros(x.shape[1:]) if baseline == "zero" else np.broadcast_to((-mean / std)[:, None, None], x.shape[1:])
+    want = _integrated_gradcam_reference(module, x, "layer2.0.relu2", steps, image)
+    np.testing.assert_allclose(got.cam, want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"samples": 0}, "samples must be at least 1"),
+    ({"steps": 0}, "steps must be at least 1"),
+    ({"noise": -0.1}, "noise must be 0 or more"),
+    ({"baseline": "grey"}, "unknown baseline 'grey'; choose one of: black, zero"),
+])
+def test_bad_run_options(resnet, options, message):
+    _, source, _ = resnet
+    with pytest.raises(OnnxCamError, match=message):
+        Explainer(source, method="smoothgradcampp", **options)
