@@ -3,7 +3,7 @@
 The explain model (exported with ``for_runtime=True``) gives each image's target, score and the
 layer's activations (and gradients); a method then runs more passes — the *head* model (the
 layer's tensor → the score) for Ablation-CAM, the plain model on masked images for Score-CAM,
-the explain model itself on noisy copies (Smooth Grad-CAM++) or on points of a path from a
+the explain model itself on noisy copies (Smooth Grad-CAM++) or on points of the path from a
 baseline image (Integrated Grad-CAM) — in batches of ``passes_batch`` and returns raw maps,
 which :func:`finish_maps` post-processes exactly as the in-graph head does
 (:mod:`onnxcam.methods.head`).

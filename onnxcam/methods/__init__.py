@@ -73,7 +73,7 @@ METHODS: dict[str, Method] = {
         Method("smoothgradcampp", "Smooth Grad-CAM++", "Omeiza et al., 2019, arXiv:1908.01224", smoothgradcampp.build,
                passes="1 + n explain passes (n = samples)", kind="runtime"),
         Method("integrated-gradcam", "Integrated Grad-CAM", "Sattarzadeh et al., ICASSP 2021, arXiv:2102.07805",
-               integrated_gradcam.build, passes="M explain passes (M = steps; 1 is the baseline)", kind="runtime"),
+               integrated_gradcam.build, passes="M explain passes (M = steps)", kind="runtime"),
     )
 }
 

@@ -200,9 +200,8 @@ def _integrated_gradcam_reference(module, x, module_name, steps, baseline):
         points = np.stack([baseline + m / steps * (x[i] - baseline) for m in range(1, steps + 1)])
         _, g = _activations_and_gradients(module, points, module_name, [c] * steps)
         a, _ = _activations_and_gradients(module, x[i:i + 1], module_name, [c])
-        a_base, _ = _activations_and_gradients(module, baseline[None], module_name, [c])
         weights = g.mean(axis=(0, 2, 3))
-        raw.append(np.einsum("c,chw->hw", weights, a[0] - a_base[0]))
+        raw.append(np.einsum("c,chw->hw", weights, a[0]))
     return np.stack([finish(r, 64, 64) for r in raw])
 
 
@@ -217,6 +216,15 @@ def test_integrated_gradcam_matches_torch(resnet, baseline, steps, passes_batch)
     image = np.zeros(x.shape[1:]) if baseline == "zero" else np.broadcast_to((-mean / std)[:, None, None], x.shape[1:])
     want = _integrated_gradcam_reference(module, x, "layer2.0.relu2", steps, image)
     np.testing.assert_allclose(got.cam, want, rtol=0, atol=1e-4)
+
+
+def test_integrated_gradcam_in_one_step_is_gradcam(resnet):
+    _, source, x = resnet
+    layer = _layer_tensor(source, "layer2.0.relu2")
+    integrated = Explainer(source, layer=layer, method="integrated-gradcam", provider="cpu", steps=1)
+    plain = Explainer(source, layer=layer, method="gradcam", provider="cpu")
+    np.testing.assert_allclose(integrated.explain(x, target=TARGETS).cam, plain.explain(x, target=TARGETS).cam,
+                               rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("options, message", [
