@@ -1,9 +1,11 @@
-"""Ablation-CAM and Score-CAM, run by the Explainer, against torch forward passes and NumPy."""
+"""The runtime methods (Ablation-CAM, Score-CAM, Smooth Grad-CAM++, Integrated Grad-CAM), run by the
+Explainer, against NumPy references built from separately run torch or ONNX Runtime passes."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
@@ -11,6 +13,8 @@ from torch.nn import functional as F
 
 from onnxcam import Explainer, OnnxCamError, export
 from onnxcam.cli import cli
+from onnxcam.graph import GraphView
+from onnxcam.plan import make_plan
 from tests import nets
 from tests.reference import finish
 
@@ -237,3 +241,49 @@ def test_bad_run_options(resnet, options, message):
     _, source, _ = resnet
     with pytest.raises(OnnxCamError, match=message):
         Explainer(source, method="smoothgradcampp", **options)
+
+
+# --- the same two methods on other architectures: NumPy from separately run explain passes ---------
+def _separate_passes(source, layer):
+    """x, targets → (A, G) at ``layer``, each call one separate run of a Grad-CAM explain model."""
+    model = export(source, layer=layer, expose=["activations", "gradients"]).model
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    input_name = next(i.name for i in model.graph.input if i.name != "target")
+
+    def run(x, targets):
+        a, g = session.run(["activations", "gradients"], {input_name: x.astype(np.float32),
+                                                          "target": np.asarray(targets, np.int64)})
+        return a.astype(np.float64), g.astype(np.float64)
+    return run
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "densenet", "efficientnet", "convnext"])
+def test_smooth_and_integrated_on_other_architectures(arch):
+    spec = nets.ARCHITECTURES[arch]
+    module, _ = spec.build()
+    source = nets.export_onnx(module, torch.zeros(1, *spec.input_shape))
+    candidates = make_plan(GraphView(source)).candidates
+    layer = candidates[len(candidates) // 2].tensor  # a middle layer: its gradient depends on the input
+    x = np.random.default_rng(1).standard_normal((2, *spec.input_shape)).astype(np.float32)
+    targets = np.array([1, 2])
+    passes = _separate_passes(source, layer)
+    height, width = spec.input_shape[1:]
+
+    smooth = Explainer(source, layer=layer, method="smoothgradcampp", provider="cpu", samples=3, noise=0.1, seed=3)
+    integrated = Explainer(source, layer=layer, method="integrated-gradcam", provider="cpu", steps=4,
+                           baseline="zero", passes_batch=5)
+    smooth_raw, integrated_raw = [], []
+    for i, c in enumerate(targets):
+        a, _ = passes(x[i:i + 1], [c])
+        generator = np.random.default_rng(3)
+        sigma = 0.1 * (x[i].max() - x[i].min())
+        _, g = passes(np.stack([x[i] + generator.standard_normal(x[i].shape) * sigma for _ in range(3)]), [c] * 3)
+        d1, d2, d3 = (np.mean(g ** p, axis=0) for p in (1, 2, 3))
+        denominator = 2 * d2 + d3 * a[0].sum(axis=(1, 2), keepdims=True)
+        alpha = np.divide(d2, denominator, out=np.zeros_like(d2), where=denominator != 0)
+        smooth_raw.append(np.einsum("c,chw->hw", (alpha * np.maximum(d1, 0)).sum(axis=(1, 2)), a[0]))
+        _, g = passes(np.stack([m / 4 * x[i] for m in range(1, 5)]), [c] * 4)
+        integrated_raw.append(np.einsum("c,chw->hw", g.mean(axis=(0, 2, 3)), a[0]))
+    for explainer, raw in ((smooth, smooth_raw), (integrated, integrated_raw)):
+        want = np.stack([finish(r, height, width) for r in raw])
+        np.testing.assert_allclose(explainer.explain(x, target=targets).cam, want, rtol=0, atol=1e-4)
