@@ -33,14 +33,6 @@ from onnxcam.runtime import Session  # noqa: E402
 MODEL = ROOT / "models" / "shapes.onnx"
 
 
-def pointing_game(cams: np.ndarray, boxes: np.ndarray) -> float:
-    hits = 0
-    for cam, (x0, y0, x1, y1) in zip(cams, boxes):
-        y, x = np.unravel_index(np.argmax(cam), cam.shape)
-        hits += x0 <= x < x1 and y0 <= y < y1
-    return hits / len(cams)
-
-
 class CallCounter:
     """Counts ``Session.run`` calls (every ORT call an Explainer makes goes through it)."""
 
@@ -72,7 +64,7 @@ def bench(method: str, layer: str, images: list, labels: np.ndarray, boxes: np.n
             cams.append(explainer.explain(images[first:first + batch], target=labels[first:first + batch]).cam)
         seconds = time.perf_counter() - start
     batches = -(-len(images) // batch)
-    return {"method": method, "pointing": pointing_game(np.concatenate(cams), boxes),
+    return {"method": method, "pointing": shapes_data.pointing_game(np.concatenate(cams), boxes),
             "calls": counter.calls / batches, "ms": 1000 * seconds / len(images)}
 
 
@@ -83,8 +75,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
     parser.add_argument("--layer", default="auto", help="the layer explained (default: the automatic choice)")
     args = parser.parse_args()
-    rgb, labels, boxes = shapes_data.make_batch(np.random.default_rng(20261123), args.images)
-    images = list(rgb[..., ::-1].copy())  # RGB → BGR, as decoded files are
+    bgr, labels, boxes = shapes_data.evaluation_batch(args.images)
+    images = list(bgr)
     print(f"# {args.images} demo images, batch {args.batch}, layer {args.layer}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print("| method | pointing game | ORT calls / batch | ms / image |")

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes_data import CLASSES, IMAGE_SIZE, make_batch, make_sample  # noqa: E402
+from shapes_data import CLASSES, IMAGE_SIZE, make_batch, make_sample, pointing_game  # noqa: E402
 
 SCALE = 1.0 / 255.0
 MEAN = (0.5, 0.5, 0.5)
@@ -184,15 +184,10 @@ def grad_cam(model: nn.Sequential, inputs: torch.Tensor) -> tuple[torch.Tensor, 
     return cams[:, 0], predicted
 
 
-def pointing_game(model: nn.Sequential, inputs: torch.Tensor, boxes: np.ndarray) -> float:
+def grad_cam_pointing_game(model: nn.Sequential, inputs: torch.Tensor, boxes: np.ndarray) -> float:
     """Fraction of images whose Grad-CAM maximum lies inside the object's box."""
     cams, _ = grad_cam(model, inputs)
-    width = cams.shape[2]
-    peaks = cams.flatten(1).argmax(1).numpy()
-    ys, xs = peaks // width, peaks % width
-    x0, y0, x1, y1 = boxes.T
-    hits = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-    return float(hits.mean())
+    return pointing_game(cams.numpy(), boxes)
 
 
 def export_onnx(model: nn.Module, path: Path) -> None:
@@ -299,7 +294,7 @@ def main() -> None:
           f"(data + training {train_seconds:.1f} s)")
 
     cam_images, _, cam_boxes = make_batch(np.random.default_rng(args.seed + 2), POINTING_IMAGES)
-    hit_rate = pointing_game(model, preprocess(cam_images), cam_boxes)
+    hit_rate = grad_cam_pointing_game(model, preprocess(cam_images), cam_boxes)
     print(f"Grad-CAM pointing game: {hit_rate:.3f} of {POINTING_IMAGES} images")
 
     out = args.out

@@ -16,24 +16,15 @@ import shapes_data  # noqa: E402
 
 @pytest.fixture(scope="module")
 def fresh_images():
-    """200 images the model has never seen (a seed the training script does not use)."""
-    images, labels, boxes = shapes_data.make_batch(np.random.default_rng(20261123), 200)
-    return images[..., ::-1].copy(), labels, boxes  # RGB → BGR, as decoded files are
-
-
-def pointing_game(cams: np.ndarray, boxes: np.ndarray) -> float:
-    hits = 0
-    for cam, (x0, y0, x1, y1) in zip(cams, boxes):
-        y, x = np.unravel_index(np.argmax(cam), cam.shape)
-        hits += x0 <= x < x1 and y0 <= y < y1
-    return hits / len(cams)
+    """200 images the model has never seen (BGR, as decoded files are), labels and boxes."""
+    return shapes_data.evaluation_batch(200)
 
 
 def test_pointing_game(demo_model, fresh_images):
     images, labels, boxes = fresh_images
     explainer = Explainer(demo_model, provider="cpu")
     result = explainer.explain(list(images), target=labels)
-    score = pointing_game(result.cam, boxes)
+    score = shapes_data.pointing_game(result.cam, boxes)
     assert score >= 0.90, f"pointing game {score:.3f} < 0.90"
 
 

@@ -148,6 +148,14 @@ def _activations_and_gradients(module, x, module_name, targets):
     return a.detach().numpy().astype(np.float64), a.grad.numpy().astype(np.float64)
 
 
+def _gradcampp_of_copies(a, g):
+    """Grad-CAM++'s raw map from one image's A (C, h, w) and its copies' gradients G (n, C, h, w)."""
+    d1, d2, d3 = (np.mean(g ** p, axis=0) for p in (1, 2, 3))
+    denominator = 2 * d2 + d3 * a.sum(axis=(1, 2), keepdims=True)
+    alpha = np.divide(d2, denominator, out=np.zeros_like(d2), where=denominator != 0)
+    return np.einsum("c,chw->hw", (alpha * np.maximum(d1, 0)).sum(axis=(1, 2)), a)
+
+
 def _smooth_gradcampp_reference(module, x, module_name, samples, noise, seed):
     raw = []
     for i, c in enumerate(TARGETS):
@@ -156,11 +164,7 @@ def _smooth_gradcampp_reference(module, x, module_name, samples, noise, seed):
         copies = np.stack([x[i] + generator.standard_normal(x[i].shape) * sigma for _ in range(samples)])
         _, g = _activations_and_gradients(module, copies, module_name, [c] * samples)
         a, _ = _activations_and_gradients(module, x[i:i + 1], module_name, [c])
-        d1, d2, d3 = (np.mean(g ** p, axis=0) for p in (1, 2, 3))
-        denominator = 2 * d2 + d3 * a[0].sum(axis=(1, 2), keepdims=True)
-        alpha = np.divide(d2, denominator, out=np.zeros_like(d2), where=denominator != 0)
-        weights = (alpha * np.maximum(d1, 0)).sum(axis=(1, 2))
-        raw.append(np.einsum("c,chw->hw", weights, a[0]))
+        raw.append(_gradcampp_of_copies(a[0], g))
     return np.stack([finish(r, 64, 64) for r in raw])
 
 
@@ -278,10 +282,7 @@ def test_smooth_and_integrated_on_other_architectures(arch):
         generator = np.random.default_rng(3)
         sigma = 0.1 * (x[i].max() - x[i].min())
         _, g = passes(np.stack([x[i] + generator.standard_normal(x[i].shape) * sigma for _ in range(3)]), [c] * 3)
-        d1, d2, d3 = (np.mean(g ** p, axis=0) for p in (1, 2, 3))
-        denominator = 2 * d2 + d3 * a[0].sum(axis=(1, 2), keepdims=True)
-        alpha = np.divide(d2, denominator, out=np.zeros_like(d2), where=denominator != 0)
-        smooth_raw.append(np.einsum("c,chw->hw", (alpha * np.maximum(d1, 0)).sum(axis=(1, 2)), a[0]))
+        smooth_raw.append(_gradcampp_of_copies(a[0], g))
         _, g = passes(np.stack([m / 4 * x[i] for m in range(1, 5)]), [c] * 4)
         integrated_raw.append(np.einsum("c,chw->hw", g.mean(axis=(0, 2, 3)), a[0]))
     for explainer, raw in ((smooth, smooth_raw), (integrated, integrated_raw)):
