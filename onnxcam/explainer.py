@@ -100,6 +100,9 @@ class Explainer:
         self._provider_request, self._threads = provider, threads
         if not self._method.in_graph and "activations" not in self.exposed:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
+        if not self._method.in_graph:
+            log.info("%s costs %s per image; %d run per ONNX Runtime call (passes_batch)",
+                     self._method.title, self._method.passes, self.run_options.passes_batch)
         self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
         self._session = make_session(proto.SerializeToString(), provider, threads=threads)
