@@ -79,6 +79,13 @@ def test_ablationcam_matches_full_forward_passes(resnet, module_name, passes_bat
     np.testing.assert_allclose(got.cam, _ablation_reference(module, x, module_name), rtol=0, atol=1e-4)
 
 
+def _score_masks(a, height, width):
+    """Score-CAM's masks from (C, h, w) activations: torch bilinear upsampling, min-max per channel."""
+    up = F.interpolate(torch.from_numpy(a)[None], size=(height, width), mode="bilinear", align_corners=False)[0].numpy()
+    low, high = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
+    return np.where(high > low, (up - low) / np.where(high > low, high - low, 1), 0)
+
+
 def _scorecam_reference(module, x, module_name, topk=None):
     logits, a = _forward_with(module, x, module_name)
     raw = []
@@ -86,10 +93,7 @@ def _scorecam_reference(module, x, module_name, topk=None):
         channels = np.arange(a.shape[1])
         if topk:
             channels = np.argsort(-a[i].var(axis=(1, 2)))[:topk]  # Faster Score-CAM: most varied maps
-        up = F.interpolate(torch.from_numpy(a[i][channels])[None], size=(64, 64), mode="bilinear",
-                           align_corners=False)[0].numpy()
-        low, high = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
-        masks = np.where(high > low, (up - low) / np.where(high > low, high - low, 1), 0)
+        masks = _score_masks(a[i][channels], 64, 64)
         with torch.no_grad():
             masked = module(torch.from_numpy((x[i:i + 1] * masks[:, None]).astype(np.float32)))
         weights = torch.softmax(masked.double(), dim=1)[:, c].numpy()
@@ -247,7 +251,7 @@ def test_bad_run_options(resnet, options, message):
         Explainer(source, method="smoothgradcampp", **options)
 
 
-# --- the same two methods on other architectures: NumPy from separately run explain passes ---------
+# --- the runtime methods on other architectures: NumPy from separately run ORT passes -------------
 def _separate_passes(source, layer):
     """x, targets → (A, G) at ``layer``, each call one separate run of a Grad-CAM explain model."""
     model = export(source, layer=layer, expose=["activations", "gradients"]).model
@@ -288,3 +292,50 @@ def test_smooth_and_integrated_on_other_architectures(arch):
     for explainer, raw in ((smooth, smooth_raw), (integrated, integrated_raw)):
         want = np.stack([finish(r, height, width) for r in raw])
         np.testing.assert_allclose(explainer.explain(x, target=targets).cam, want, rtol=0, atol=1e-4)
+
+
+def _with_channel_keep(source, layer):
+    """The model with the layer's tensor multiplied by an extra input ``keep`` (N, C, 1, 1)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(source)
+    for node in model.graph.node:
+        node.input[:] = [f"{layer}.kept" if name == layer else name for name in node.input]
+    model.graph.node.append(onnx.helper.make_node("Mul", [layer, "keep"], [f"{layer}.kept"]))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("keep", onnx.TensorProto.FLOAT, None))
+    return model
+
+
+def _session(model):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "densenet", "efficientnet", "convnext"])
+def test_ablation_and_score_cam_on_other_architectures(arch):
+    spec = nets.ARCHITECTURES[arch]
+    module, _ = spec.build()
+    source = nets.export_onnx(module, torch.zeros(1, *spec.input_shape))
+    candidates = [c for c in make_plan(GraphView(source)).candidates if c.layout == "NCHW"]
+    layer = candidates[len(candidates) // 2].tensor
+    x = np.random.default_rng(2).standard_normal((2, *spec.input_shape)).astype(np.float32)
+    targets = np.array([1, 2])
+    height, width = spec.input_shape[1:]
+    plain, kept = _session(source), _session(_with_channel_keep(source, layer))
+    input_name = source.graph.input[0].name
+    logits = plain.run(None, {input_name: x})[0].astype(np.float64)
+    activations, _ = _separate_passes(source, layer)(x, targets)
+
+    ablation_raw, score_raw = [], []
+    for i, c in enumerate(targets):
+        a = activations[i]
+        channels = a.shape[0]
+        keep = (1 - np.eye(channels, dtype=np.float32))[:, :, None, None]  # copy k has channel k zeroed
+        ablated = kept.run(None, {input_name: np.repeat(x[i:i + 1], channels, axis=0), "keep": keep})[0]
+        y = logits[i, c]
+        ablation_raw.append(np.einsum("c,chw->hw", (y - ablated[:, c]) / y, a))
+        masks = _score_masks(a, height, width)
+        masked = plain.run(None, {input_name: (x[i:i + 1] * masks[:, None]).astype(np.float32)})[0]
+        score_raw.append(np.einsum("c,chw->hw", torch.softmax(torch.from_numpy(masked).double(), 1)[:, c].numpy(), a))
+    for method, raw in (("ablationcam", ablation_raw), ("scorecam", score_raw)):
+        explainer = Explainer(source, layer=layer, method=method, provider="cpu", passes_batch=16)
+        want = np.stack([finish(r, height, width) for r in raw])
+        np.testing.assert_allclose(explainer.explain(x, target=targets).cam, want, rtol=0, atol=1e-4, err_msg=method)
