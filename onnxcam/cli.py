@@ -138,6 +138,23 @@ def export(model, out, method, expose, overwrite, fuse, layer, score, layout, in
     click.echo(f"  outputs: the model's own, plus {extra}")
 
 
+class PassesBatch(click.ParamType):
+    """A number of images (1 or more) or "auto"."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is neither 'auto' nor a whole number of images of at least 1", param, ctx)
+        return number
+
+
 # --- run -------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
@@ -162,8 +179,9 @@ def export(model, out, method, expose, overwrite, fuse, layer, score, layout, in
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--fuse", type=click.Choice(FUSE_CHOICES), default="mean", show_default=True,
               help="How the maps of several --layer are fused.")
-@click.option("--passes-batch", type=click.IntRange(1), default=32, show_default=True,
-              help="Multi-pass methods: ablated copies / masked or perturbed images per ONNX Runtime call.")
+@click.option("--passes-batch", type=PassesBatch(), default="auto", show_default=True,
+              help="Runtime methods: ablated copies / masked, noisy or path images per ONNX Runtime call; "
+                   "auto = as many as fit a quarter of the free memory (at most 4 GiB; 2 GiB on CUDA).")
 @click.option("--scorecam-topk", type=click.IntRange(1), default=None,
               help="scorecam: score only the K channels whose maps vary most (Faster Score-CAM; default: all).")
 @click.option("--samples", type=click.IntRange(1), default=RunOptions.samples, show_default=True,

@@ -18,8 +18,8 @@ from onnxcam.export import CAM_OUTPUTS, TARGET_INPUT, export, is_explain_model, 
 from onnxcam.graph import GraphView, load_model
 from onnxcam.imageio import decode_image, read_labels, resolve_preprocess
 from onnxcam.methods import get_method
-from onnxcam.multipass import RunContext, RunOptions, finish_maps
-from onnxcam.runtime import check_single_runtime, make_session
+from onnxcam.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
+from onnxcam.runtime import check_single_runtime, make_session, memory_budget
 
 __all__ = ["Explainer", "Explanation", "load_explain_model"]
 
@@ -58,7 +58,8 @@ class Explainer:
     paths or bytes; by default the sidecar JSON beside the model, else the ``imagenet`` preset.
     ``layer`` may be a list of layers: their maps are fused by ``fuse`` ("mean" or "max").
     Multi-pass methods (Ablation-CAM, Score-CAM, Smooth Grad-CAM++, Integrated Grad-CAM) run their
-    extra passes here, with ``passes_batch`` images per ONNX Runtime call; their other options are
+    extra passes here, with ``passes_batch`` images per ONNX Runtime call ("auto": as many as fit a
+    memory budget, judged from the explain model's tensor sizes); their other options are
     :class:`RunOptions` fields given as keyword arguments: ``scorecam_topk``; ``samples``, ``noise``,
     ``seed`` (Smooth Grad-CAM++); ``steps``, ``baseline`` (Integrated Grad-CAM).
     """
@@ -66,13 +67,13 @@ class Explainer:
     def __init__(self, model, layer: str | list[str] = "auto", method: str = "gradcam", provider: str = "auto",
                  preprocess=None, score: str = "logit", layout: str = "auto", input_shape=None,
                  output: str | None = None, threads: int | None = None, fuse: str = "mean",
-                 passes_batch: int = 32, **options):
+                 passes_batch: int | str = "auto", **options):
         warning = check_single_runtime()
         if warning:
             log.warning(warning)
         path = model if isinstance(model, (str, Path)) else None
         proto = load_model(model)
-        self.run_options = self._run_options(passes_batch, options)
+        options = self._checked_options(passes_batch, options)
         chosen = get_method(method)
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
@@ -100,22 +101,34 @@ class Explainer:
         self._provider_request, self._threads = provider, threads
         if not self._method.in_graph and "activations" not in self.exposed:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
-        if not self._method.in_graph:
-            log.info("%s costs %s per image; %d run per ONNX Runtime call (passes_batch)",
-                     self._method.title, self._method.passes, self.run_options.passes_batch)
         self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
         self._session = make_session(proto.SerializeToString(), provider, threads=threads)
         self.provider = self._session.provider
         self.provider_reason = self._session.reason
+        self.run_options = RunOptions(passes_batch=self._passes_batch(passes_batch), **options)
+        if not self._method.in_graph:
+            log.info("%s costs %s per image; %d run per ONNX Runtime call (passes_batch)",
+                     self._method.title, self._method.passes, self.run_options.passes_batch)
 
     @staticmethod
-    def _run_options(passes_batch, options) -> RunOptions:
-        fields = set(RunOptions.__dataclass_fields__)
+    def _checked_options(passes_batch, options: dict) -> dict:
+        """The multi-pass options, checked before any export (``passes_batch`` is resolved later)."""
+        fields = set(RunOptions.__dataclass_fields__) - {"passes_batch"}
         unknown = sorted(set(options) - fields)
         if unknown:
-            raise OnnxCamError(f"unknown option(s) {', '.join(unknown)}; the multi-pass options are: {', '.join(sorted(fields))}")
-        return RunOptions(passes_batch=passes_batch, **options)
+            raise OnnxCamError(f"unknown option(s) {', '.join(unknown)}; the multi-pass options are: "
+                               f"passes_batch, {', '.join(sorted(fields))}")
+        if isinstance(passes_batch, str) and passes_batch != "auto":
+            raise OnnxCamError(f"passes_batch must be a number of images or 'auto', got '{passes_batch}'")
+        RunOptions(**options, **({} if passes_batch == "auto" else {"passes_batch": passes_batch}))
+        return options
+
+    def _passes_batch(self, requested: int | str) -> int:
+        """``requested``, or for "auto" as many images as fit the memory budget (by the explain model's tensors)."""
+        if requested != "auto":
+            return requested
+        return auto_passes_batch(self._view.bytes_per_sample(), memory_budget(self.provider))
 
     @staticmethod
     def _check_matches(proto, layer, method):

@@ -139,6 +139,17 @@ class GraphView:
         entry = self._types.get(name)
         return entry[1] if entry else None
 
+    def bytes_per_sample(self) -> int:
+        """Bytes of every node output per batch entry, all held at once (an upper bound of a run's
+        working memory per sample); outputs whose size is unknown beyond the batch are not counted."""
+        total = 0
+        for node in self.nodes:
+            for name in node.output:
+                shape = self.shape(name)
+                if shape and shape[0] is None and all(isinstance(d, int) for d in shape[1:]):
+                    total += int(np.prod(shape[1:], dtype=np.int64)) * self.np_dtype(name).itemsize
+        return total
+
     def rank(self, name: str) -> int | None:
         shape = self.shape(name)
         return None if shape is None else len(shape)

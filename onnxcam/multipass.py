@@ -20,9 +20,12 @@ import numpy as np
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods.head import EPSILON
 
-__all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "explain_copies"]
+__all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "explain_copies",
+           "auto_passes_batch"]
 
 BASELINES = ("black", "zero")
+MAX_PASSES_BATCH = 64  # larger batches were no faster on the CPU (demo, Smooth Grad-CAM++: 64 → 101, 256 → 126 ms/image)
+FALLBACK_PASSES_BATCH = 32  # when the model's tensor sizes are unknown (dynamic spatial dims)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,13 @@ class RunContext:
     def image_size(self) -> tuple[int, int]:
         shape = self.batch.shape
         return (shape[2], shape[3]) if self.layout == "NCHW" else (shape[1], shape[2])
+
+
+def auto_passes_batch(bytes_per_image: int, budget_bytes: int) -> int:
+    """Images per ORT call so that ``bytes_per_image`` each fit in ``budget_bytes`` (1..MAX_PASSES_BATCH)."""
+    if bytes_per_image <= 0:
+        return FALLBACK_PASSES_BATCH
+    return int(max(1, min(MAX_PASSES_BATCH, budget_bytes // bytes_per_image)))
 
 
 def chunks(total: int, size: int):

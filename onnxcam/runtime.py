@@ -11,13 +11,14 @@ import ctypes
 import ctypes.util
 import importlib.util
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from importlib import metadata
 
 import onnxruntime as ort
 
-__all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime"]
+__all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,21 @@ def make_session(model_bytes: bytes, provider: str = "auto", threads: int | None
 def _chosen(session: Session) -> Session:
     log.info("ONNX Runtime provider: %s (%s)", session.provider.upper(), session.reason)
     return session
+
+
+GIB = 1 << 30
+
+
+def memory_budget(provider: str) -> int:
+    """Bytes one batch of extra passes may take: a quarter of the free RAM on the CPU, at most 4 GiB;
+    2 GiB on CUDA (ONNX Runtime does not report the free GPU memory)."""
+    if provider == "cuda":
+        return 2 * GIB
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not on Linux
+        free = 8 * GIB
+    return int(min(free // 4, 4 * GIB))
 
 
 def _cuda_problem() -> str | None:

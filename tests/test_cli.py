@@ -69,6 +69,7 @@ def test_run_with_explicit_target(demo_model, demo_images, tmp_path):
     (["--method", "integrated-gradcam", "--baseline", "grey"], ["'grey' is not one of 'black', 'zero'"]),
     (["--method", "smoothgradcampp", "--samples", "0"], ["0 is not in the range x>=1"]),
     (["--method", "smoothgradcampp", "--noise", "-1"], ["-1.0 is not in the range x>=0"]),
+    (["--method", "scorecam", "--passes-batch", "0"], ["'0' is neither 'auto' nor a whole number"]),
 ])
 def test_run_bad_options(demo_model, demo_images, tmp_path, args, fragments):
     out = tmp_path / "out"

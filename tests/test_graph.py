@@ -1,0 +1,22 @@
+"""GraphView facts that the rest of onnxcam relies on."""
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from onnxcam.graph import GraphView
+
+
+def _relu_then_cast(spatial):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Cast", ["r"], ["y"], to=TensorProto.DOUBLE)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, *spatial])
+    y = helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_bytes_per_sample_counts_every_node_output():
+    view = GraphView(_relu_then_cast([4, 5]))
+    assert view.bytes_per_sample() == 3 * 4 * 5 * (np.dtype(np.float32).itemsize + np.dtype(np.float64).itemsize)
+
+
+def test_bytes_per_sample_leaves_out_unknown_sizes():
+    assert GraphView(_relu_then_cast(["h", "w"])).bytes_per_sample() == 0
