@@ -3,7 +3,7 @@ probability on the input masked by that channel's upsampled, min-max normalised 
 
 M_k = norm(up(A_k)), up = bilinear to the input size (half-pixel centres, as the head's resize),
 norm = (x − min)/(max − min) (0 where the map is constant); w_k = softmax(f(X ⊙ M_k))_c, as
-pytorch-grad-cam computes it: the score of a baseline input is not subtracted (the paper's
+the authors' code and pytorch-grad-cam compute it: the score of a baseline input is not subtracted (the paper's
 "increase of confidence" f(X ⊙ M_k) − f(X_b); with X_b the fully masked input that shifts every
 weight by one constant per image). When the model is explained on its probability
 output (``score="probability"``) that output is used as it is instead of a softmax over it.
