@@ -37,7 +37,7 @@ class RunOptions:
     samples: int = 50  # Smooth Grad-CAM++: noisy copies per image (SmoothGrad's n)
     noise: float = 0.15  # Smooth Grad-CAM++: σ as a fraction of each image's value range (max − min)
     seed: int = 0  # Smooth Grad-CAM++: the noise generator's seed (the same for every image)
-    steps: int = 20  # Integrated Grad-CAM: path points from the baseline to the image (M)
+    steps: int = 50  # Integrated Grad-CAM: path points from the baseline to the image (M; the authors' default)
     baseline: str = "black"  # Integrated Grad-CAM: "black" (a pre-processed black image) or "zero"
 
     def __post_init__(self):

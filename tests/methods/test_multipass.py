@@ -206,14 +206,16 @@ def test_smoothgradcampp_noise_is_seeded_per_image(resnet):
     assert np.abs(explain(2, x, TARGETS) - first).max() > 1e-3  # another seed, other noise
 
 
+def _summed_gradcam(a, g):
+    """Σ over path points of ReLU(Grad-CAM) from their A and G (M, C, h, w)."""
+    return np.maximum(np.einsum("mc,mchw->mhw", g.mean(axis=(2, 3)), a), 0).sum(axis=0)
+
+
 def _integrated_gradcam_reference(module, x, module_name, steps, baseline):
     raw = []
     for i, c in enumerate(TARGETS):
         points = np.stack([baseline + m / steps * (x[i] - baseline) for m in range(1, steps + 1)])
-        _, g = _activations_and_gradients(module, points, module_name, [c] * steps)
-        a, _ = _activations_and_gradients(module, x[i:i + 1], module_name, [c])
-        weights = g.mean(axis=(0, 2, 3))
-        raw.append(np.einsum("c,chw->hw", weights, a[0]))
+        raw.append(_summed_gradcam(*_activations_and_gradients(module, points, module_name, [c] * steps)))
     return np.stack([finish(r, 64, 64) for r in raw])
 
 
@@ -287,8 +289,7 @@ def test_smooth_and_integrated_on_other_architectures(arch):
         sigma = 0.1 * (x[i].max() - x[i].min())
         _, g = passes(np.stack([x[i] + generator.standard_normal(x[i].shape) * sigma for _ in range(3)]), [c] * 3)
         smooth_raw.append(_gradcampp_of_copies(a[0], g))
-        _, g = passes(np.stack([m / 4 * x[i] for m in range(1, 5)]), [c] * 4)
-        integrated_raw.append(np.einsum("c,chw->hw", g.mean(axis=(0, 2, 3)), a[0]))
+        integrated_raw.append(_summed_gradcam(*passes(np.stack([m / 4 * x[i] for m in range(1, 5)]), [c] * 4)))
     for explainer, raw in ((smooth, smooth_raw), (integrated, integrated_raw)):
         want = np.stack([finish(r, height, width) for r in raw])
         np.testing.assert_allclose(explainer.explain(x, target=targets).cam, want, rtol=0, atol=1e-4)
