@@ -24,7 +24,8 @@ __all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "so
            "auto_passes_batch"]
 
 BASELINES = ("black", "zero")
-MAX_PASSES_BATCH = 64  # larger batches were no faster on the CPU (demo, Smooth Grad-CAM++: 64 → 101, 256 → 126 ms/image)
+# More images per call were no faster on the CPU (demo, Smooth Grad-CAM++: 64 → 101, 256 → 126 ms/image).
+MAX_PASSES_BATCH = 64
 FALLBACK_PASSES_BATCH = 32  # when the model's tensor sizes are unknown (dynamic spatial dims)
 
 
