@@ -20,8 +20,8 @@ import numpy as np
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods.head import EPSILON
 
-__all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "explain_copies",
-           "auto_passes_batch"]
+__all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "variant_batches",
+           "explain_copies", "auto_passes_batch"]
 
 BASELINES = ("black", "zero")
 # More images per call were no faster on the CPU (demo, Smooth Grad-CAM++: 64 → 101, 256 → 126 ms/image).
@@ -95,6 +95,12 @@ def chunks(total: int, size: int):
         yield first, min(total, first + size)
 
 
+def variant_batches(images: int, count: int, size: int):
+    """(image rows, variant indices) of the images × count variants, image by image, ``size`` at a time."""
+    for first, last in chunks(images * count, size):
+        yield np.divmod(np.arange(first, last), count)
+
+
 def explain_copies(ctx: RunContext, count: int, make: Callable[[int, int], np.ndarray]):
     """Run the explain model on ``count`` variants of every image, ``passes_batch`` per ORT call.
 
@@ -102,11 +108,8 @@ def explain_copies(ctx: RunContext, count: int, make: Callable[[int, int], np.nd
     order j = 0, 1, ... for each image. Each variant is explained for its image's target. Yields
     (image rows (M,), variant indices (M,), the explain model's outputs for the M variants).
     """
-    pairs = [(i, j) for i in range(ctx.batch.shape[0]) for j in range(count)]
-    for first, last in chunks(len(pairs), ctx.options.passes_batch):
-        rows = np.array([i for i, _ in pairs[first:last]])
-        variants = np.array([j for _, j in pairs[first:last]])
-        images = np.concatenate([make(i, j) for i, j in pairs[first:last]]).astype(ctx.batch.dtype, copy=False)
+    for rows, variants in variant_batches(ctx.batch.shape[0], count, ctx.options.passes_batch):
+        images = np.concatenate([make(i, j) for i, j in zip(rows, variants)]).astype(ctx.batch.dtype, copy=False)
         yield rows, variants, ctx.explain(images, ctx.targets[rows])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcam.multipass import RunContext, chunks
+from onnxcam.multipass import RunContext, variant_batches
 
 __all__ = ["build", "ablation_weights"]
 
@@ -19,11 +19,8 @@ def ablation_weights(ctx: RunContext) -> np.ndarray:
     """(N, C): (y_c − y_c^k) / y_c per image and channel."""
     a = ctx.activations
     n, c = a.shape[:2]
-    pairs = [(i, k) for i in range(n) for k in range(c)]
     ablated_scores = np.empty((n, c), np.float64)
-    for first, last in chunks(len(pairs), ctx.options.passes_batch):
-        images = np.array([i for i, _ in pairs[first:last]])
-        channels = np.array([k for _, k in pairs[first:last]])
+    for images, channels in variant_batches(n, c, ctx.options.passes_batch):
         copies = a[images].copy()
         copies[np.arange(len(images)), channels] = 0
         scores = ctx.head(copies, images)
