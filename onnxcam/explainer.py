@@ -7,7 +7,7 @@ Runtime session once, and is safe to call from several threads (ORT sessions are
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,7 @@ class Explainer:
             log.warning(warning)
         path = model if isinstance(model, (str, Path)) else None
         proto = load_model(model)
-        options = self._checked_options(passes_batch, options)
+        run_options = self._checked_options(passes_batch, options)
         chosen = get_method(method)
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
@@ -106,14 +106,14 @@ class Explainer:
         self._session = make_session(proto.SerializeToString(), provider, threads=threads)
         self.provider = self._session.provider
         self.provider_reason = self._session.reason
-        self.run_options = RunOptions(passes_batch=self._passes_batch(passes_batch), **options)
+        self.run_options = replace(run_options, passes_batch=self._passes_batch(passes_batch))
         if not self._method.in_graph:
             log.info("%s costs %s per image; %d run per ONNX Runtime call (passes_batch)",
                      self._method.title, self._method.passes, self.run_options.passes_batch)
 
     @staticmethod
-    def _checked_options(passes_batch, options: dict) -> dict:
-        """The multi-pass options, checked before any export (``passes_batch`` is resolved later)."""
+    def _checked_options(passes_batch, options: dict) -> RunOptions:
+        """The multi-pass options, checked before any export ("auto" ``passes_batch`` is resolved later)."""
         fields = set(RunOptions.__dataclass_fields__) - {"passes_batch"}
         unknown = sorted(set(options) - fields)
         if unknown:
@@ -121,8 +121,7 @@ class Explainer:
                                f"passes_batch, {', '.join(sorted(fields))}")
         if isinstance(passes_batch, str) and passes_batch != "auto":
             raise OnnxCamError(f"passes_batch must be a number of images or 'auto', got '{passes_batch}'")
-        RunOptions(**options, **({} if passes_batch == "auto" else {"passes_batch": passes_batch}))
-        return options
+        return RunOptions(**options, **({} if passes_batch == "auto" else {"passes_batch": passes_batch}))
 
     def _passes_batch(self, requested: int | str) -> int:
         """``requested``, or for "auto" as many images as fit the memory budget (by the explain model's tensors)."""
