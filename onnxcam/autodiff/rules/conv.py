@@ -31,20 +31,16 @@ def fit(e, t: str, full, begin, size) -> str:
     return e.pad(t, [0] * (n + 2) + [0, 0] + tails)
 
 
-def _window(ctx: RuleContext, n: int):
-    strides = list(ctx.attr("strides", None) or [1] * n)
-    dilations = list(ctx.attr("dilations", None) or [1] * n)
-    return strides, dilations
-
-
-def _kernel(ctx: RuleContext, n: int) -> list[int]:
-    kernel = ctx.attr("kernel_shape", None)
-    return list(kernel) if kernel else list(ctx.static_shape(ctx.inputs[1])[2:2 + n])
-
-
-def _constant_weight(ctx: RuleContext):
+def _geometry(ctx: RuleContext) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(X's spatial size, kernel, strides, dilations) of a Conv or ConvTranspose, whose W must be constant."""
     if ctx.needs[1]:
         ctx.fail("its weight W depends on the tensor being explained; only constant weights are supported")
+    size = spatial_dims(ctx, ctx.inputs[0])
+    n = len(size)
+    kernel = list(ctx.attr("kernel_shape", None) or ctx.static_shape(ctx.inputs[1])[2:2 + n])
+    strides = list(ctx.attr("strides", None) or [1] * n)
+    dilations = list(ctx.attr("dilations", None) or [1] * n)
+    return size, kernel, strides, dilations
 
 
 def _bias_grad(ctx: RuleContext, n: int):
@@ -76,11 +72,9 @@ def conv_pads(ctx: RuleContext, size, kernel, strides, dilations) -> tuple[list[
 @register("Conv")
 def conv(ctx: RuleContext):
     """dX = ConvTranspose(dY, W) cropped to X; dB = ΣdY (W must be constant)"""
-    _constant_weight(ctx)
-    e, (x, w) = ctx.emit, ctx.inputs[:2]
-    size = spatial_dims(ctx, x)
+    e, w = ctx.emit, ctx.inputs[1]
+    size, kernel, strides, dilations = _geometry(ctx)
     n = len(size)
-    kernel, (strides, dilations) = _kernel(ctx, n), _window(ctx, n)
     begin, end = conv_pads(ctx, size, kernel, strides, dilations)
     dx = None
     if ctx.needs[0]:
@@ -112,11 +106,9 @@ def conv_transpose_pads(ctx: RuleContext, size, kernel, strides, dilations, adju
 @register("ConvTranspose")
 def conv_transpose(ctx: RuleContext):
     """dX = Conv(dY, W) with the forward's pads; dB = ΣdY (W must be constant)"""
-    _constant_weight(ctx)
-    e, (x, w) = ctx.emit, ctx.inputs[:2]
-    size = spatial_dims(ctx, x)
+    e, w = ctx.emit, ctx.inputs[1]
+    size, kernel, strides, dilations = _geometry(ctx)
     n = len(size)
-    kernel, (strides, dilations) = _kernel(ctx, n), _window(ctx, n)
     adjust = list(ctx.attr("output_padding", None) or [0] * n)
     begin, out, full = conv_transpose_pads(ctx, size, kernel, strides, dilations, adjust)
     dx = None
