@@ -1,12 +1,13 @@
 """onnxcam: Grad-CAM-family heatmaps for deployed ONNX models, computed inside the ONNX graph.
 
 Public API: :class:`Explainer`, :func:`export`, :func:`load_explain_model`, :func:`overlay`,
-and the errors in :mod:`onnxcam.errors`.
+and the errors in :mod:`onnxcam.errors`. Names are imported on first use, so that ``import
+onnxcam`` (and ``onnxcam --version``) loads neither ONNX Runtime nor OpenCV.
 """
 
-__version__ = "0.1.0"
+from importlib import import_module
 
-from onnxcam.errors import (  # noqa: E402
+from onnxcam.errors import (
     InputError,
     LayerError,
     ModelError,
@@ -16,9 +17,16 @@ from onnxcam.errors import (  # noqa: E402
     TargetError,
     UnsupportedOpError,
 )
-from onnxcam.explainer import Explainer, Explanation, load_explain_model  # noqa: E402
-from onnxcam.export import ExplainModel, export  # noqa: E402
-from onnxcam.render import overlay  # noqa: E402
+from onnxcam.version import __version__
+
+_LAZY = {
+    "Explainer": "onnxcam.explainer",
+    "Explanation": "onnxcam.explainer",
+    "load_explain_model": "onnxcam.explainer",
+    "ExplainModel": "onnxcam.export",
+    "export": "onnxcam.export",
+    "overlay": "onnxcam.render",
+}
 
 __all__ = [
     "__version__",
@@ -37,3 +45,15 @@ __all__ = [
     "InputError",
     "OutputError",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'onnxcam' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnxcam import contract
+from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, OnnxCamError, TargetError
-from onnxcam.export import CAM_OUTPUTS, TARGET_INPUT, export, is_explain_model, read_metadata
+from onnxcam.export import export
 from onnxcam.graph import GraphView, load_model
 from onnxcam.imageio import decode_image, read_labels, resolve_preprocess
 from onnxcam.methods import get_method
-from onnxcam.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
+from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
 from onnxcam.runtime import check_single_runtime, make_session, memory_budget
+from onnxcam.targets import requests
 
 __all__ = ["Explainer", "Explanation", "load_explain_model"]
 
@@ -31,13 +34,15 @@ class Explanation:
     """The result of one ``explain`` call, one entry per sample."""
 
     cam: np.ndarray  # (N, H, W) float32 in [0, 1], at the model's input size
-    target: np.ndarray  # (N,) int64: the class explained
-    scores: np.ndarray  # (N,) float32: the score of that class that was differentiated
+    target: np.ndarray  # (N,) int64: the task's index explained (class, unit, time step); -1 where none
+    scores: np.ndarray  # (N,) float32: the score that was differentiated
     outputs: dict[str, np.ndarray]  # the model's own outputs (e.g. logits)
     layer: str
     method: str
     provider: str
     images: list[np.ndarray] | None = field(default=None, repr=False)  # decoded BGR originals, if given
+    task: str = "classification"
+    target_description: str = ""  # what was explained, in words
 
 
 def load_explain_model(path) -> onnx.ModelProto:
@@ -48,11 +53,16 @@ def load_explain_model(path) -> onnx.ModelProto:
     return model
 
 
+_EXPORT_OPTIONS = ("score", "layout", "input_shape", "output", "task", "fuse", "threshold", "blank", "background")
+
+
 class Explainer:
     """Explains a model's decisions with a CAM method computed inside the ONNX graph.
 
     ``model`` is a path, serialized bytes or a ModelProto — a plain model (exported in memory
-    with ``layer``, ``method``, ``score``, ``layout``, ``input_shape``) or an explain model.
+    with ``layer``, ``method`` and the export options ``task``, ``score``, ``layout``,
+    ``input_shape``, ``output``, ``fuse``, ``threshold``, ``blank``, ``background``; see
+    :func:`onnxcam.export`) or an explain model.
     ``provider`` is "auto" (CUDA when usable, else CPU), "cpu" or "cuda".
     ``preprocess`` (a :class:`Preprocess`, a preset name or a dict) applies to images given as
     paths or bytes; by default the sidecar JSON beside the model, else the ``imagenet`` preset.
@@ -65,41 +75,45 @@ class Explainer:
     """
 
     def __init__(self, model, layer: str | list[str] = "auto", method: str = "gradcam", provider: str = "auto",
-                 preprocess=None, score: str = "logit", layout: str = "auto", input_shape=None,
-                 output: str | None = None, threads: int | None = None, fuse: str = "mean",
-                 passes_batch: int | str = "auto", **options):
+                 preprocess=None, threads: int | None = None, passes_batch: int | str = "auto", **options):
         warning = check_single_runtime()
         if warning:
             log.warning(warning)
         path = model if isinstance(model, (str, Path)) else None
-        proto = load_model(model)
+        export_options = {k: options.pop(k) for k in _EXPORT_OPTIONS if k in options}
         run_options = self._checked_options(passes_batch, options)
         chosen = get_method(method)
+        proto = load_model(model)
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
             self.export_seconds = 0.0
         else:
-            expose = ["activations", *(["gradients"] if chosen.needs_gradients else [])] if not chosen.in_graph else []
-            exported = export(proto, layer=layer, method=method, score=score, layout=layout, expose=expose,
-                              input_shape=input_shape, output=output, fuse=fuse, for_runtime=not chosen.in_graph)
+            expose = [] if chosen.in_graph else [contract.ACTIVATIONS, *([contract.GRADIENTS] if chosen.needs_gradients else [])]
+            exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
+                              **export_options)
             proto, self.export_seconds = exported.model, exported.seconds
         self.model = proto
-        self.metadata = read_metadata(proto)
-        self.layer = self.metadata["layer"]
-        self.method = self.metadata["method"]
-        self.layout = self.metadata["input_layout"]
-        self.input_name = self.metadata["input"]
+        self.contract = Contract.read(proto)
+        self.task = self.contract.task
+        self.layer = self.contract.layer
+        self.method = self.contract.method
+        self.layout = self.contract.input_layout
+        self.input_name = self.contract.input
         view = GraphView(proto)
         self.input_shape = view.shape(self.input_name)
-        self.num_classes = view.shape(self.metadata["score_tensor"])[1]
-        self.model_outputs = [o for o in view.graph_outputs if o not in CAM_OUTPUTS and o not in ("activations", "gradients")]
-        self.exposed = [o for o in ("activations", "gradients") if o in view.graph_outputs]
+        self.score_shape = self.contract.score_dims
+        self.num_classes = self.score_shape[-1] if self.task in ("classification", "regression") else \
+            self.score_shape[1] if self.task == "segmentation" else None
+        own = (*contract.RESERVED_NAMES,)
+        self.model_outputs = [o for o in view.graph_outputs if o not in own]
+        self.exposed = [o for o in contract.EXPOSABLE if o in view.graph_outputs]
         self._method = get_method(self.method)
-        self._cam_outputs = [o for o in CAM_OUTPUTS if o in view.graph_outputs]
+        self._cam_outputs = [o for o in (*contract.CAM_OUTPUTS, contract.CAM_WEIGHTS) if o in view.graph_outputs]
+        self._weights_dtype = np.dtype(view.np_dtype(contract.TARGET_WEIGHTS))
         self._view = view
         self._extra_sessions: dict = {}
         self._provider_request, self._threads = provider, threads
-        if not self._method.in_graph and "activations" not in self.exposed:
+        if not self._method.in_graph and contract.ACTIVATIONS not in self.exposed:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
         self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
@@ -117,8 +131,9 @@ class Explainer:
         fields = set(RunOptions.__dataclass_fields__) - {"passes_batch"}
         unknown = sorted(set(options) - fields)
         if unknown:
-            raise OnnxCamError(f"unknown option(s) {', '.join(unknown)}; the multi-pass options are: "
-                               f"passes_batch, {', '.join(sorted(fields))}")
+            raise OnnxCamError(f"unknown option(s) {', '.join(unknown)}; the export options are "
+                               f"{', '.join(_EXPORT_OPTIONS)}, the multi-pass options passes_batch, "
+                               f"{', '.join(sorted(fields))}")
         if isinstance(passes_batch, str) and passes_batch != "auto":
             raise OnnxCamError(f"passes_batch must be a number of images or 'auto', got '{passes_batch}'")
         return RunOptions(**options, **({} if passes_batch == "auto" else {"passes_batch": passes_batch}))
@@ -131,13 +146,13 @@ class Explainer:
 
     @staticmethod
     def _check_matches(proto, layer, method):
-        meta = read_metadata(proto)
+        meta = Contract.read(proto)
         if layer is not None and not isinstance(layer, str):
             layer = ",".join(layer)
-        if layer not in (None, "", "auto") and layer != meta.get("layer"):
-            raise OnnxCamError(f"this explain model was exported for layer '{meta.get('layer')}', not '{layer}'; export it again")
-        if method != meta.get("method"):
-            raise OnnxCamError(f"this explain model was exported for method '{meta.get('method')}', not '{method}'; export it again")
+        if layer not in (None, "", "auto") and layer != meta.layer:
+            raise OnnxCamError(f"this explain model was exported for layer '{meta.layer}', not '{layer}'; export it again")
+        if method != meta.method:
+            raise OnnxCamError(f"this explain model was exported for method '{meta.method}', not '{method}'; export it again")
 
     # --- inputs ----------------------------------------------------------------------------
     @property
@@ -177,7 +192,7 @@ class Explainer:
             raise InputError(f"input batch has shape {batch.shape}; the model expects {expected} (None = any)")
 
     def check_target(self, target) -> None:
-        """Raise ``TargetError`` unless ``target`` is a valid class index (or -1 for top-1)."""
+        """Raise ``TargetError`` unless ``target`` is a valid index for the task (or -1 for its default)."""
         self._targets(target, 1)
 
     def _targets(self, target, n: int) -> np.ndarray:
@@ -185,38 +200,115 @@ class Explainer:
             return np.full(n, -1, dtype=np.int64)
         values = np.atleast_1d(np.asarray(target))
         if values.dtype.kind not in "iu":
-            raise TargetError(f"target must be integer class indices, got {target!r}")
+            raise TargetError(f"target must be integer indices, got {target!r}")
         if values.size == 1:
             values = np.full(n, int(values[0]))
         if values.size != n:
             raise TargetError(f"got {values.size} targets for {n} samples; give one per sample, or one for all")
-        bad = [int(v) for v in values if v >= self.num_classes or v < -1] if self.num_classes else []
-        if bad:
-            raise TargetError(f"target {bad[0]} is out of range: the model has {self.num_classes} classes (0..{self.num_classes - 1}; -1 = top-1)")
+        self._check_indices(values)
         return values.astype(np.int64)
 
+    def _check_indices(self, values: np.ndarray) -> None:
+        """Indices must exist in the score tensor: a class, an output unit, a time step."""
+        what, count = {
+            "classification": ("classes", self.num_classes), "segmentation": ("classes", self.num_classes),
+            "regression": ("output units", self.num_classes), "sequence": ("time steps", self.score_shape[1]),
+        }.get(self.task, (None, None))
+        if what is None:
+            if np.any(values >= 0):
+                raise TargetError(f"task {self.task} takes no target index; use a region, mask or reference instead")
+            return
+        bad = [int(v) for v in values if v < -1 or (count is not None and v >= count)]
+        if bad:
+            span = f"0..{count - 1}; " if count else ""
+            raise TargetError(f"target {bad[0]} is out of range: the model has {count or 'an unknown number of'} "
+                              f"{what} ({span}-1 = the default)")
+
+    def target_weights(self, n: int, *, region=None, mask=None, reference=None, weights=None) -> np.ndarray:
+        """The ``target_weights`` feed for ``n`` samples: NaN (the task's default) unless a region, a mask
+        (of the model input's size), a reference embedding or explicit weights say otherwise."""
+        given = [name for name, value in (("region", region), ("mask", mask), ("reference", reference),
+                                          ("target_weights", weights)) if value is not None]
+        if len(given) > 1:
+            raise TargetError(f"give one of region, mask, reference and target_weights, not {' and '.join(given)}")
+        dims = self.score_shape
+        if weights is not None:
+            return requests.check_weights(weights, dims, n, self._weights_dtype)
+        if region is not None or mask is not None:
+            input_hw = self._image_size()
+            wanted = requests.region_mask(region, input_hw) if region is not None else mask
+            if None in dims[2:4] or len(dims) != 4:
+                raise TargetError(f"a region or mask needs a (N, C, H, W) score of known size; task {self.task}'s is "
+                                  f"{self.contract.score_shape}")
+            grid = requests.resize_mask(wanted, input_hw, dims[2:4])
+            return requests.region_weights(self.task, grid, n, self._weights_dtype)
+        if reference is not None:
+            if self.task != "embedding":
+                raise TargetError(f"a reference is for embedding models, and this one's task is {self.task}")
+            return requests.reference_weights(self._reference_vector(reference), dims[1], n, self._weights_dtype)
+        if self.task == "embedding":
+            log.warning("the embedding task explains the similarity to a reference, and none was given; "
+                        "the maps are zero (pass reference=IMAGE or a vector; --reference on the command line)")
+        return np.full([1] * len(dims), np.nan, dtype=self._weights_dtype)
+
+    def _reference_vector(self, reference) -> np.ndarray:
+        """A reference embedding: a vector as given, or the model's own output for an image."""
+        if isinstance(reference, np.ndarray) and reference.dtype != np.uint8 and reference.ndim <= 2:
+            return reference
+        batch, _ = self._as_batch(reference)
+        if batch.shape[0] != 1:
+            raise TargetError(f"give one reference image, not {batch.shape[0]}")
+        output = self.contract.output
+        return self._session.run([output], self._feeds(batch, np.full(1, -1, np.int64),
+                                                       self.target_weights(1, weights=np.zeros(self.score_shape[1]))))[0]
+
+    def _feeds(self, batch: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {self.input_name: np.ascontiguousarray(batch), contract.TARGET: targets,
+                contract.TARGET_WEIGHTS: weights}
+
     # --- running -----------------------------------------------------------------------------
-    def explain(self, inputs, target=None) -> Explanation:
+    def explain(self, inputs, target=None, *, region=None, mask=None, reference=None,
+                target_weights=None) -> Explanation:
         """Explain a preprocessed float batch, or images (paths, encoded bytes, BGR uint8 arrays).
 
-        ``target``: None (top-1 per sample), one class index for all, or one per sample (-1 = top-1).
+        ``target``: None (the task's default per sample), one index for all, or one per sample
+        (-1 = the default): a class (classification, segmentation), an output unit (regression),
+        a time step (sequence). ``region`` (x0, y0, x1, y1 in the model input's pixels) or ``mask``
+        (an array of the model input's size) narrow dense and segmentation targets; ``reference``
+        (an image or a vector) is an embedding model's reference; ``target_weights`` is the score
+        weighting itself (broadcastable to the batch-first score tensor; NaN = the default there).
         """
         batch, decoded = self._as_batch(inputs)
-        targets = self._targets(target, batch.shape[0])
+        n = batch.shape[0]
+        targets = self._targets(target, n)
+        weights = self.target_weights(n, region=region, mask=mask, reference=reference, weights=target_weights)
         names = [*self._cam_outputs, *self.model_outputs, *self.exposed]
         try:
-            values = self._session.run(names, {self.input_name: batch, TARGET_INPUT: targets})
+            values = self._session.run(names, self._feeds(batch, targets, weights))
         except Exception as exc:  # ORT raises its own types for bad feeds
             raise InputError(f"ONNX Runtime could not run the explain model on this input: {exc}") from None
         result = dict(zip(names, values))
         outputs = {name: result[name] for name in [*self.model_outputs, *self.exposed]}
-        cam = result["cam"] if self._method.in_graph else self._run_passes(batch, result)
-        return Explanation(cam, result["cam_target"], result["cam_score"], outputs,
-                           self.layer, self.method, self.provider, decoded)
+        cam = result[contract.CAM] if self._method.in_graph else self._run_passes(batch, result)
+        described = self._describe(target, region, mask, reference, target_weights)
+        return Explanation(cam, result[contract.CAM_TARGET], result[contract.CAM_SCORE], outputs,
+                           self.layer, self.method, self.provider, decoded, self.task, described)
+
+    def _describe(self, target, region, mask, reference, weights) -> str:
+        if weights is not None:
+            return "the given target_weights"
+        if region is not None or mask is not None:
+            return requests.REGION_TASKS[self.task].replace("the region", "the region" if region is not None else "the mask")
+        if reference is not None:
+            return "cosine similarity to the reference"
+        if target is not None and np.any(np.asarray(target) >= 0):
+            meaning = {"sequence": "time step", "regression": "output unit"}.get(self.task, "class")
+            return f"the given {meaning}"
+        return self.contract.target_description
 
     # --- multi-pass methods ------------------------------------------------------------------
     def _nchw(self, tensor: np.ndarray | None) -> np.ndarray | None:
-        if tensor is None or self.metadata.get("layer_layout", "NCHW") == "NCHW":
+        if tensor is None or self.contract.layer_layout == "NCHW":
             return tensor
         return np.ascontiguousarray(tensor.transpose(0, 3, 1, 2))
 
@@ -226,28 +318,32 @@ class Explainer:
             from onnxcam.headmodel import cut_model
 
             cut_at = self.layer if kind == "head" else self.input_name
-            cut = cut_model(self.model, [cut_at], self.metadata["score_tensor"], self._view)
+            cut = cut_model(self.model, [cut_at], self.contract.score_tensor, self._view)
             session = make_session(cut.model.SerializeToString(), self._provider_request, threads=self._threads)
             self._extra_sessions[kind] = (cut, session)
         return self._extra_sessions[kind]
 
+    def _batch_first(self, scores: np.ndarray) -> np.ndarray:
+        axis = self.contract.score_batch_axis
+        return scores if axis == 0 else np.moveaxis(scores, axis, 0)
+
     def _head(self, activations: np.ndarray, rows: np.ndarray, batch: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("head")
-        if self.metadata.get("layer_layout", "NCHW") != "NCHW":
+        if self.contract.layer_layout != "NCHW":
             activations = activations.transpose(0, 2, 3, 1)
         feeds = {cut.inputs[0]: np.ascontiguousarray(activations)}
         feeds.update({name: batch[rows] for name in cut.inputs[1:]})  # the image, where a skip bypasses the layer
-        return session.run([cut.output], feeds)[0]
+        return self._batch_first(session.run([cut.output], feeds)[0])
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("forward")
-        return session.run([cut.output], {self.input_name: np.ascontiguousarray(images)})[0]
+        return self._batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(images)})[0])
 
-    def _explain_batch(self, images: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-        names = ["cam_target", "cam_score", *self.exposed]
-        values = self._session.run(names, {self.input_name: np.ascontiguousarray(images), TARGET_INPUT: targets})
+    def _explain_batch(self, images: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+        names = [contract.CAM_TARGET, contract.CAM_SCORE, *self.exposed]
+        values = self._session.run(names, self._feeds(images, targets, weights))
         result = dict(zip(names, values))
-        for name in ("activations", "gradients"):
+        for name in contract.EXPOSABLE:
             if name in result:
                 result[name] = self._nchw(result[name])
         return result
@@ -259,9 +355,10 @@ class Explainer:
 
     def _run_passes(self, batch: np.ndarray, result: dict[str, np.ndarray]) -> np.ndarray:
         context = RunContext(
-            batch=batch, layout=self.layout, targets=result["cam_target"], scores=result["cam_score"],
-            activations=self._nchw(result["activations"]), gradients=self._nchw(result.get("gradients")),
-            score_kind=self.metadata.get("score", "logit"), options=self.run_options,
+            batch=batch, layout=self.layout, targets=result[contract.CAM_TARGET], scores=result[contract.CAM_SCORE],
+            weights=result[contract.CAM_WEIGHTS], task=self.task,
+            activations=self._nchw(result[contract.ACTIVATIONS]), gradients=self._nchw(result.get(contract.GRADIENTS)),
+            score_kind=self.contract.score, options=self.run_options,
             head=lambda a, rows: self._head(a, rows, batch), forward=self._forward, explain=self._explain_batch,
             black=lambda: self._black_image(batch))
         return finish_maps(self._method.build(context), *context.image_size)
@@ -275,4 +372,3 @@ class Explainer:
         from onnxcam.render import write_atomically
 
         write_atomically(path, self.model.SerializeToString())
-

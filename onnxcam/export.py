@@ -1,18 +1,20 @@
-"""Model → explain model: target selection, score, in-graph backward pass, CAM head, metadata.
+"""Model → explain model, as a short sequence of stages.
 
-The explain model's interface (stable; documented in the README):
+1. *load*: read the model (never modified), fix dynamic dims (``input_shape``);
+2. *plan*: image input and layout, task and score tensor, target layer(s)  (:mod:`onnxcam.plan`);
+3. *target*: the ``target``/``target_weights`` inputs, the task's default weighting, the seed
+   (:mod:`onnxcam.targets`);
+4. *backward*: ∂score/∂layer as standard ONNX ops, only through the nodes between them;
+5. *method*: the CAM weighting, ReLU, resize and normalisation (:mod:`onnxcam.methods`);
+6. *assemble*: new inputs and outputs, the metadata record (:mod:`onnxcam.contract`);
+7. *prune*: drop every node and initializer that feeds no output;
+8. *check*: ``onnx.checker.check_model(full_check=True)``.
 
-* inputs: the original inputs, plus ``target`` (int64, shape (N) or (1)), optional: it defaults
-  to [-1]; a negative entry means "the top-1 class of that sample";
-* outputs: the original outputs, plus ``cam`` (float32 (N, H_in, W_in) in [0, 1]),
-  ``cam_target`` (int64 (N): the class explained) and ``cam_score`` (float32 (N): its score),
-  and with ``expose`` also ``activations`` and ``gradients`` (the layer's tensor and ∂score/∂it).
-
-Several layers (``layer=[...]``) share one backward pass; each layer's map is finished on its
-own and the maps are fused (``fuse``: "mean" or "max", see :mod:`onnxcam.methods.fusion`).
-Multi-pass methods (``Method.kind == "runtime"``) are not exported on their own: the
-:class:`onnxcam.Explainer` exports a model giving the target, score and the tensors the method
-needs (``for_runtime=True``; no ``cam`` output) and runs the passes itself.
+The interface is :mod:`onnxcam.contract`'s. Several layers (``layer=[...]``) share one backward
+pass; each layer's map is finished on its own and the maps are fused (``fuse``). Multi-pass
+methods (``Method.kind == "runtime"``) are not exported on their own: the
+:class:`onnxcam.Explainer` exports a model giving the target, score, weighting and the tensors
+the method needs (``for_runtime=True``; no ``cam`` output) and runs the passes itself.
 """
 
 from __future__ import annotations
@@ -27,25 +29,23 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam import __version__
+from onnxcam import contract
 from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
+from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView, load_model
 from onnxcam.methods import Method, get_method
+from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
 from onnxcam.plan import Plan, fix_input_shape, make_plan, parse_input_shape
+from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
+from onnxcam.version import __version__
 
-__all__ = ["export", "ExplainModel", "GraphContext", "is_explain_model", "read_metadata", "EXPOSABLE", "TARGET_INPUT",
-           "CAM_OUTPUTS", "METADATA_PREFIX"]
+__all__ = ["export", "ExplainModel", "is_explain_model", "read_metadata", "prune_dead_nodes"]
 
 log = logging.getLogger(__name__)
-
-TARGET_INPUT = "target"
-CAM_OUTPUTS = ("cam", "cam_target", "cam_score")
-EXPOSABLE = ("activations", "gradients")
-METADATA_PREFIX = "onnxcam."
 
 
 @dataclass
@@ -58,33 +58,16 @@ class ExplainModel:
     seconds: float
     plans: tuple[Plan, ...] = field(default=())  # one per target layer (``plan`` is the first)
 
+    @property
+    def contract(self) -> Contract:
+        return Contract.read(self.model)
+
     def save(self, path: str | Path) -> Path:
         from onnxcam.render import write_atomically
 
         path = Path(path)
         write_atomically(path, self.model.SerializeToString())
         return path
-
-
-@dataclass
-class GraphContext:
-    """What a ``kind="graph"`` method sees: the emitter, the plans, the score's seed, A and G (NCHW)."""
-
-    emit: Emitter
-    plan: Plan
-    plans: tuple[Plan, ...]
-    seeds: dict[str, str]
-    activations: list[str]
-    gradients: list[str]
-    fuse: str
-    _gradcam: str | None = None
-
-    def gradcam(self) -> str:
-        """The finished (and fused, with several layers) Grad-CAM map (N, H, W), built once."""
-        if self._gradcam is None:
-            self._gradcam = _layer_maps(self.emit, get_method("gradcam"), self.plans, self.activations,
-                                        self.gradients, self.fuse)
-        return self._gradcam
 
 
 def export(
@@ -97,59 +80,84 @@ def export(
     layout: str = "auto",
     score: str = "logit",
     output: str | None = None,
+    task: str = "auto",
     fuse: str = "mean",
+    target_inputs: str = "optional",
+    threshold: float = TaskOptions.threshold,
+    blank: int = TaskOptions.blank,
+    background: int = TaskOptions.background,
     for_runtime: bool = False,
 ) -> ExplainModel:
     """Rewrite ``source`` (path, bytes or ModelProto; never modified) into an explain model.
 
     ``layer`` is one layer spec or a list of them (one backward pass; maps fused by ``fuse``).
+    ``task`` is "auto" (detected from the output) or a name in :data:`onnxcam.targets.TASKS`;
+    ``threshold`` (dense), ``blank`` (sequence) and ``background`` (segmentation) set the
+    default targets. ``target_inputs="required"`` makes ``target`` and ``target_weights`` plain
+    required inputs (for runtimes that treat inputs with a default as constants, e.g. OpenVINO).
     """
     started = time.perf_counter()
-    model = load_model(source)
-    if is_explain_model(model):
-        raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
-    _check_exposable(expose)
-    check_fuse(fuse)
     chosen = get_method(method)
-    if chosen.kind == "runtime" and not for_runtime:
-        raise OnnxCamError(f"method '{chosen.name}' runs several passes; use onnxcam run or the Python API "
-                           "(onnxcam.Explainer), which run them")
-    specs = _layer_specs(layer)
-    if input_shape:
-        dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
-        model = fix_input_shape(model, dims)
+    _check_options(chosen, expose, fuse, target_inputs, for_runtime)
+    options = TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background))
+    model = _load(source, input_shape)
     view = GraphView(model)
-    plans = tuple(make_plan(view, layer=spec, score=score, layout=layout, output=output) for spec in specs)
+    plans = tuple(make_plan(view, layer=spec, score=score, layout=layout, output=output, task=task)
+                  for spec in _layer_specs(layer))
     plan = plans[0]
     tensors = [p.layer.tensor for p in plans]
     _check_layers(tensors, chosen, expose)
     _check_names_free(view)
-    log.info("explaining %s with %s at layer %s", plan.score_description, chosen.title,
-             "; ".join(p.layer.describe() for p in plans))
+    _check_task(chosen, plan)
+    log.info("task %s (%s): explaining %s with %s at layer %s", plan.task.name, plan.target.reason,
+             plan.score_description, chosen.title, "; ".join(p.layer.describe() for p in plans))
 
     emit = Emitter(view, prefix="onnxcam")
-    target, seed, cam_score = _target_and_seed(emit, plan.score)
-    backward = chosen.kind != "runtime" or chosen.needs_gradients or "gradients" in expose
-    gradients = emit_backward(emit, {plan.score: seed}, tensors) if backward else {}
-    a_nchw = [_nchw(emit, t, p.layer.layout) for t, p in zip(tensors, plans)]
-    g_nchw = [_nchw(emit, gradients[t], p.layer.layout) for t, p in zip(tensors, plans)] if backward else []
-
-    outputs = {}
-    if chosen.kind == "layer":
-        outputs["cam"] = _layer_maps(emit, chosen, plans, a_nchw, g_nchw, fuse)
-    elif chosen.kind == "graph":
-        outputs["cam"] = chosen.build(emit, GraphContext(emit, plan, plans, {plan.score: seed}, a_nchw, g_nchw, fuse))
-    outputs.update({"cam_target": target, "cam_score": cam_score})
-    exposed = {"activations": tensors[0], "gradients": gradients.get(tensors[0])}
+    target = emit_target(emit, plan.target, options)
+    needs_backward = chosen.kind != "runtime" or chosen.needs_gradients or contract.GRADIENTS in expose
+    gradients = emit_backward(emit, target.seeds, tensors) if needs_backward else {}
+    outputs = _method_outputs(emit, chosen, plans, target, tensors, gradients, fuse)
+    outputs.update({contract.CAM_TARGET: target.index, contract.CAM_SCORE: target.score})
+    if for_runtime:
+        outputs[contract.CAM_WEIGHTS] = target.weights
+    exposed = {contract.ACTIVATIONS: tensors[0], contract.GRADIENTS: gradients.get(tensors[0])}
     outputs.update({name: exposed[name] for name in expose})
-    _assemble(model, emit, plan, outputs)
-    _write_metadata(model, plans, chosen, expose, fuse)
+
+    _assemble(model, emit, plan, outputs, target_inputs)
+    _contract(plans, chosen, expose, fuse, target_inputs, options).write(model)
+    removed = prune_dead_nodes(model)
     _check(model)
     seconds = time.perf_counter() - started
-    log.info("explain model built in %.2f s (%d nodes added)", seconds, len(emit.nodes))
+    log.info("explain model built in %.2f s (%d nodes added, %d unused removed)", seconds,
+             len(emit.nodes) - removed, removed)
     return ExplainModel(model, plan, chosen.name, seconds, plans)
 
 
+# --- stage 1: load ------------------------------------------------------------------------------
+def _load(source, input_shape) -> onnx.ModelProto:
+    model = load_model(source)
+    if is_explain_model(model):
+        raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
+    if input_shape:
+        dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
+        model = fix_input_shape(model, dims)
+    return model
+
+
+def _check_options(method: Method, expose, fuse: str, target_inputs: str, for_runtime: bool) -> None:
+    unknown = [name for name in expose if name not in contract.EXPOSABLE]
+    if unknown:
+        raise OnnxCamError(f"cannot expose {', '.join(unknown)}; choose from: {', '.join(contract.EXPOSABLE)}")
+    check_fuse(fuse)
+    if target_inputs not in contract.TARGET_INPUT_MODES:
+        raise OnnxCamError(f"unknown target_inputs '{target_inputs}'; choose one of: "
+                           f"{', '.join(contract.TARGET_INPUT_MODES)}")
+    if method.kind == "runtime" and not for_runtime:
+        raise OnnxCamError(f"method '{method.name}' runs several passes; use onnxcam run or the Python API "
+                           "(onnxcam.Explainer), which run them")
+
+
+# --- stage 2: plan ------------------------------------------------------------------------------
 def _layer_specs(layer) -> list[str]:
     specs = [layer] if layer is None or isinstance(layer, str) else list(layer)
     specs = ["auto" if spec in (None, "") else spec for spec in specs]
@@ -169,27 +177,15 @@ def _check_layers(tensors: list[str], method: Method, expose: Sequence[str]) -> 
                            f"{len(tensors)} layers were given; export one layer to expose its tensors")
 
 
-def _nchw(emit: Emitter, tensor: str, layout: str) -> str:
-    return tensor if layout == "NCHW" else emit.transpose(tensor, [0, 3, 1, 2])
-
-
-def _layer_maps(emit: Emitter, method: Method, plans, activations, gradients, fuse: str) -> str:
-    """Each layer's finished map (method, then ReLU/normalise/resize), fused into one (N, H, W) map."""
-    plan = plans[0]
-    maps = [finish_cam(emit, method.build(emit, a, g, p), plan.image, plan.layout)
-            for a, g, p in zip(activations, gradients or [None] * len(plans), plans)]
-    return fuse_maps(emit, maps, fuse)
-
-
-def _check_exposable(expose: Sequence[str]) -> None:
-    unknown = [name for name in expose if name not in EXPOSABLE]
-    if unknown:
-        raise OnnxCamError(f"cannot expose {', '.join(unknown)}; choose from: {', '.join(EXPOSABLE)}")
+def _check_task(method: Method, plan: Plan) -> None:
+    if method.kind == "runtime" and plan.task.score is not None:
+        raise OnnxCamError(f"method '{method.name}' needs a score linear in the outputs, and task {plan.task.name}'s "
+                           "is not; use an in-graph method such as gradcam")
 
 
 def _check_names_free(view: GraphView) -> None:
     taken = view.all_names() | {o.name for o in view.graph.output}
-    clashes = [name for name in (TARGET_INPUT, *CAM_OUTPUTS, *EXPOSABLE) if name in taken]
+    clashes = [name for name in contract.RESERVED_NAMES if name in taken]
     if clashes:
         raise ModelError(
             f"the model already uses the name(s) {', '.join(clashes)}, which the explain model needs for its "
@@ -197,24 +193,53 @@ def _check_names_free(view: GraphView) -> None:
         )
 
 
-def _target_and_seed(e: Emitter, score: str) -> tuple[str, str, str]:
-    """Nodes for the effective target (input ``target``, negative → top-1), its one-hot seed, its score."""
-    top1 = e.op("ArgMax", score, axis=1, keepdims=0)
-    requested = TARGET_INPUT
-    target = e.op("Where", e.op("Less", requested, e.const(np.int64(0))), top1, requested, dtype_of=top1)
-    depth = e.slice(e.shape(score), [1], [2], [0])
-    on_off = e.const(np.array([0, 1], dtype=e.dtype(score)), hint="on_off")
-    seed = e.op("OneHot", target, depth, on_off, axis=-1, dtype_of=score)
-    cam_score = e.reduce_sum(e.mul(score, seed), [1], keepdims=False)
-    return target, seed, cam_score
+# --- stage 5: method ----------------------------------------------------------------------------
+def _method_outputs(emit: Emitter, method: Method, plans, target: EmittedTarget, tensors, gradients,
+                    fuse: str) -> dict[str, str]:
+    if method.kind == "runtime":
+        return {}
+    a_nchw = [_nchw(emit, t, p.layer.layout) for t, p in zip(tensors, plans)]
+    g_nchw = [_nchw(emit, gradients[t], p.layer.layout) for t, p in zip(tensors, plans)] if gradients else []
+    if method.kind == "layer":
+        return {contract.CAM: _layer_maps(emit, method, plans, target, a_nchw, g_nchw, fuse)}
+    built: list[str] = []
+
+    def gradcam() -> str:
+        if not built:
+            built.append(_layer_maps(emit, get_method("gradcam"), plans, target, a_nchw, g_nchw, fuse))
+        return built[0]
+
+    context = GraphContext(plans[0], plans, target.seeds, a_nchw, g_nchw, gradcam, emit)
+    return {contract.CAM: method.build(emit, context)}
 
 
-def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[str, str]) -> None:
+def _nchw(emit: Emitter, tensor: str, layout: str) -> str:
+    return tensor if layout == "NCHW" else emit.transpose(tensor, [0, 3, 1, 2])
+
+
+def _layer_maps(emit: Emitter, method: Method, plans, target: EmittedTarget, activations, gradients,
+                fuse: str) -> str:
+    """Each layer's finished map (method, then ReLU/normalise/resize), fused into one (N, H, W) map."""
+    plan = plans[0]
+    maps = [finish_cam(emit, method.build(emit, a, g, LayerContext(p, target.weights)), plan.image, plan.layout)
+            for a, g, p in zip(activations, gradients or [None] * len(plans), plans)]
+    return fuse_maps(emit, maps, fuse)
+
+
+# --- stage 6: assemble --------------------------------------------------------------------------
+def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[str, str], target_inputs: str) -> None:
     graph = model.graph
     graph.node.extend(emit.nodes)
     graph.initializer.extend(emit.initializers)
-    graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], dtype=np.int64), TARGET_INPUT))
-    graph.input.append(helper.make_tensor_value_info(TARGET_INPUT, onnx.TensorProto.INT64, ["target_batch"]))
+    score = plan.score_tensor
+    weights_type = emit.view.elem_type(score.tensor) or onnx.TensorProto.FLOAT
+    graph.input.append(helper.make_tensor_value_info(contract.TARGET, onnx.TensorProto.INT64, ["target_batch"]))
+    graph.input.append(helper.make_tensor_value_info(
+        contract.TARGET_WEIGHTS, weights_type, [f"target_weights_{i}" for i in range(score.rank)]))
+    if target_inputs == "optional":
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], dtype=np.int64), contract.TARGET))
+        unfed = np.full([1] * score.rank, np.nan, dtype=helper.tensor_dtype_to_np_dtype(weights_type))
+        graph.initializer.append(onnx.numpy_helper.from_array(unfed, contract.TARGET_WEIGHTS))
     batch = _batch_dim(emit.view, plan.image)
     for name, tensor in outputs.items():
         graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"onnxcam/output/{name}"))
@@ -227,56 +252,81 @@ def _batch_dim(view: GraphView, image: str):
 
 
 def _output_info(view: GraphView, name: str, batch, plan: Plan):
-    if name == "cam":
+    if name == contract.CAM:
         shape = view.shape(plan.image)
         spatial = shape[2:4] if plan.layout == "NCHW" else shape[1:3]
         dims = [batch, *[d if d is not None else label for d, label in zip(spatial, ("height", "width"))]]
         return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims)
-    if name == "cam_target":
+    if name == contract.CAM_TARGET:
         return helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [batch])
-    if name == "cam_score":
+    if name == contract.CAM_SCORE:
         return helper.make_tensor_value_info(name, view.elem_type(plan.score), [batch])
-    shape = view.shape(plan.layer.tensor)
+    like = plan.score if name == contract.CAM_WEIGHTS else plan.layer.tensor
+    shape = plan.score_tensor.shape if name == contract.CAM_WEIGHTS else view.shape(like)
     dims = [batch, *[d if d is not None else f"{name}_{i}" for i, d in enumerate(shape[1:], 1)]]
-    return helper.make_tensor_value_info(name, view.elem_type(plan.layer.tensor), dims)
+    return helper.make_tensor_value_info(name, view.elem_type(like), dims)
 
 
-def _write_metadata(model: onnx.ModelProto, plans: Sequence[Plan], method: Method, expose: Sequence[str],
-                    fuse: str) -> None:
+def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse: str, target_inputs: str,
+              options: TaskOptions) -> Contract:
     plan = plans[0]
-    entries = {
-        "version": __version__,
-        "method": method.name,
-        "layer": ",".join(p.layer.tensor for p in plans),
-        "layer_layout": ",".join(p.layer.layout for p in plans),
-        "fuse": fuse if len(plans) > 1 else "",
-        "passes": str(method.passes),
-        "score": plan.score_kind,
-        "score_tensor": plan.score,
-        "score_description": plan.score_description,
-        "output": plan.output,
-        "output_activation": plan.output_activation,
-        "input": plan.image,
-        "input_layout": plan.layout,
-        "exposed": ",".join(expose),
-    }
-    props = read_metadata(model, raw=True)
-    props.update({f"{METADATA_PREFIX}{key}": str(value) for key, value in entries.items()})
-    helper.set_model_props(model, props)
+    score = plan.score_tensor
+    return Contract(
+        version=__version__, task=plan.task.name, method=method.name,
+        layer=",".join(p.layer.tensor for p in plans), layer_layout=",".join(p.layer.layout for p in plans),
+        input=plan.image, input_layout=plan.layout, output=plan.output, output_activation=score.activation,
+        score=score.kind, score_tensor=score.tensor, score_shape=format_shape(score.shape),
+        score_batch_axis=score.batch_axis, score_description=score.describe(), target_description=plan.task.default,
+        target_inputs=target_inputs, threshold=options.threshold, blank=options.blank,
+        background=options.background, fuse=fuse if len(plans) > 1 else "", passes=str(method.passes),
+        exposed=",".join(expose))
 
 
-def read_metadata(model: onnx.ModelProto, raw: bool = False) -> dict[str, str]:
-    """The model's metadata_props; only onnxcam's entries, without the prefix, unless ``raw``."""
-    props = {p.key: p.value for p in model.metadata_props}
-    if raw:
-        return props
-    return {k[len(METADATA_PREFIX):]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """onnxcam's ``metadata_props`` entries, without the prefix (for display; code reads :class:`Contract`)."""
+    prefix = contract.METADATA_PREFIX
+    return {p.key[len(prefix):]: p.value for p in model.metadata_props if p.key.startswith(prefix)}
 
 
-def is_explain_model(model: onnx.ModelProto) -> bool:
-    return "version" in read_metadata(model)
+is_explain_model = contract.is_explain_model
 
 
+# --- stage 7: prune -----------------------------------------------------------------------------
+def prune_dead_nodes(model: onnx.ModelProto) -> int:
+    """Remove the nodes and initializers no graph output depends on (in place); returns the nodes removed."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+            needed.update(_outer_names(node))
+    removed = len(graph.node) - len(kept)
+    if removed:
+        kept.reverse()
+        del graph.node[:]
+        graph.node.extend(kept)
+    inputs = {i.name for i in graph.input}
+    initializers = [t for t in graph.initializer if t.name in needed or t.name in inputs]
+    if len(initializers) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(initializers)
+    return removed
+
+
+def _outer_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If, Loop, Scan bodies) read from the enclosing graph."""
+    names = set()
+    for attribute in node.attribute:
+        for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+            for sub in graph.node:
+                names.update(i for i in sub.input if i)
+                names.update(_outer_names(sub))
+    return names
+
+
+# --- stage 8: check -----------------------------------------------------------------------------
 def _check(model: onnx.ModelProto) -> None:
     if model.ByteSize() > 2**31 - 1024:
         log.warning("model over 2 GB: skipping onnx.checker (it needs the model as one protobuf)")

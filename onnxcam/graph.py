@@ -150,6 +150,13 @@ class GraphView:
                     total += int(np.prod(shape[1:], dtype=np.int64)) * self.np_dtype(name).itemsize
         return total
 
+    def symbolic_shape(self, name: str) -> tuple[int | str | None, ...] | None:
+        """Like :meth:`shape`, with the names of symbolic dims (``"batch"``) where the model has them."""
+        if name in self.initializers:
+            return tuple(self.initializers[name].dims)
+        entry = self._types.get(name)
+        return entry[2] if entry else None
+
     def rank(self, name: str) -> int | None:
         shape = self.shape(name)
         return None if shape is None else len(shape)
@@ -206,16 +213,19 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _collect_types(graph: onnx.GraphProto) -> dict[str, tuple[int, tuple[int | None, ...] | None]]:
+def _collect_types(graph: onnx.GraphProto) -> dict[str, tuple]:
+    """name → (elem_type, shape with None for unknown dims, shape with dim names kept)."""
     types = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
         if not info.type.HasField("tensor_type"):
             continue
         tensor_type = info.type.tensor_type
-        shape = None
+        shape = symbols = None
         if tensor_type.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
-        types[info.name] = (tensor_type.elem_type, shape)
+            dims = tensor_type.shape.dim
+            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+            symbols = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+        types[info.name] = (tensor_type.elem_type, shape, symbols)
     return types
 
 

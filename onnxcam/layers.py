@@ -2,19 +2,28 @@
 
 A tensor's layout (NCHW or NHWC) is known where it can be traced: ONNX convolutions and pools
 produce NCHW; layout-preserving ops keep it; a ``Transpose`` with perm (0,2,3,1) or (0,3,1,2)
-switches it. The automatic choice is the last candidate, in graph order, that the score depends
-on and whose spatial extent exceeds 1×1 — the usual Grad-CAM target (MATLAB's ``gradCAM`` and
-torch-cam choose alike).
+switches it.
+
+A tensor is *eligible* when it is a feature map the score is computed from: spatial extent
+beyond 1×1, more than one channel, a differentiable path to the score (not only through
+``Shape`` or other cut ops: its gradient would be zero), and a learned layer (Conv, Gemm,
+MatMul with weights, ...) on that path. The automatic choice is the last eligible tensor in
+graph order — the usual Grad-CAM target (MATLAB's ``gradCAM`` and torch-cam choose alike) —
+except for dense and segmentation outputs, where it is the last eligible tensor *before the
+prediction head*: the chain of single-input ops ending at the score (a DB text detector's
+Conv→BN→ReLU→ConvTranspose→...→Sigmoid) would otherwise give the head's own upsampling layers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from onnxcam.autodiff import ZERO_OPS
 from onnxcam.errors import LayerError
 from onnxcam.graph import GraphView
 
-__all__ = ["Layer", "candidate_layers", "resolve_layer", "tensor_layouts"]
+__all__ = ["Layer", "Candidate", "candidate_layers", "considered_layers", "resolve_layer", "automatic_layer",
+           "prediction_head_input", "tensor_layouts"]
 
 _NCHW_SOURCES = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "BatchNormalization",
                  "InstanceNormalization", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "LRN"}
@@ -72,18 +81,64 @@ def tensor_layouts(view: GraphView, input_layouts: dict[str, str] | None = None)
     return layouts
 
 
-def candidate_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None) -> list[Layer]:
-    """4-D float activations the score depends on, with spatial extent > 1×1, in graph order."""
+_LEARNED = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "ConvInteger", "MatMulInteger",
+            "QLinearConv", "QLinearMatMul", "Einsum"}
+# Tasks whose automatic layer is the last feature tensor before the prediction head.
+_HEAD_TASKS = {"dense", "segmentation"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A 4-D tensor considered as a target layer, and why it is not eligible ("" when it is)."""
+
+    layer: Layer
+    why_not: str = ""
+
+    @property
+    def eligible(self) -> bool:
+        return not self.why_not
+
+
+class _Paths:
+    """Which tensors reach the score through differentiable ops, and through a learned layer."""
+
+    def __init__(self, view: GraphView, score: str):
+        self.view = view
+        self.variable = _image_dependent(view)
+        self.to_score = _differentiable_ancestors(view, score, self.variable)
+        self.learned_after = _learned_after(view, self.to_score, self.variable)
+
+
+def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None) -> list[Candidate]:
+    """Every 4-D float activation with a traced layout that the score is computed from, in graph order,
+    with the reason it cannot be a target layer where it cannot."""
     layouts = tensor_layouts(view, input_layouts)
     needed = view.ancestors([score])
-    layers = []
+    paths = _Paths(view, score)
+    considered = []
     for node in view.nodes:
         for out in node.output:
             if out in layouts and out in needed and view.is_float(out):
                 layer = Layer(out, node.name, node.op_type, view.shape(out), layouts[out])
-                if _has_spatial_extent(layer):
-                    layers.append(layer)
-    return layers
+                considered.append(Candidate(layer, _why_not(layer, paths)))
+    return considered
+
+
+def _why_not(layer: Layer, paths: _Paths) -> str:
+    if layer.tensor not in paths.to_score:
+        return "the score depends on it only through non-differentiable ops (its gradient is zero)"
+    if not _has_spatial_extent(layer):
+        return "no spatial extent (1x1)"
+    if layer.channels == 1:
+        return "one channel (a map, not features)"
+    if not paths.learned_after.get(layer.tensor):
+        return "no learned layer between it and the score"
+    return ""
+
+
+def candidate_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None) -> list[Layer]:
+    """The eligible target layers, in graph order."""
+    return [c.layer for c in considered_layers(view, score, input_layouts) if c.eligible]
 
 
 def _has_spatial_extent(layer: Layer) -> bool:
@@ -91,34 +146,110 @@ def _has_spatial_extent(layer: Layer) -> bool:
     return not dims or max(dims) > 1  # unknown (dynamic) spatial dims count as extended
 
 
-def resolve_layer(view: GraphView, spec: str, score: str, input_layouts: dict[str, str] | None = None) -> Layer:
+def automatic_layer(view: GraphView, candidates: list[Layer], score: str, task: str) -> Layer:
+    """The last eligible layer; for dense and segmentation tasks the last one not inside the
+    prediction head (the chain of one-input ops that ends at the score)."""
+    if task in _HEAD_TASKS:
+        head_input = prediction_head_input(view, score)
+        before_head = view.ancestors([head_input])
+        usable = [layer for layer in candidates if layer.tensor in before_head]
+        if usable:
+            return usable[-1]
+    return candidates[-1]
+
+
+def prediction_head_input(view: GraphView, score: str) -> str:
+    """Walk back from the score while each op has one varying input used by nothing else: where the walk
+    stops (a merge of branches, or features shared by several heads) is the head's input."""
+    variable = _image_dependent(view)
+    to_score = _differentiable_ancestors(view, score, variable)
+    tensor = score
+    while (node := view.producers.get(tensor)) is not None and node.op_type not in ZERO_OPS:
+        inputs = [i for i in node.input if i in variable and view.is_float(i)]
+        if len(inputs) != 1:
+            break
+        users = [n for n in view.consumers.get(inputs[0], []) if any(o in to_score for o in n.output)]
+        if len(users) != 1:
+            break
+        tensor = inputs[0]
+    return tensor
+
+
+def _image_dependent(view: GraphView) -> set[str]:
+    """Tensors computed from the graph inputs (not constants)."""
+    varying = set(view.graph_inputs)
+    for node in view.nodes:
+        if any(i in varying for i in node.input if i):
+            varying.update(o for o in node.output if o)
+    return varying
+
+
+def _differentiable_ancestors(view: GraphView, score: str, variable: set[str]) -> set[str]:
+    """Float tensors the score depends on through ops that carry a gradient."""
+    seen: set[str] = set()
+    stack = [score]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = view.producers.get(name)
+        if node is None or node.op_type in ZERO_OPS:
+            continue
+        stack.extend(i for i in node.input if i in variable and view.is_float(i))
+    return seen
+
+
+def _learned_after(view: GraphView, to_score: set[str], variable: set[str]) -> dict[str, bool]:
+    """Per tensor on a differentiable path to the score: is there a learned layer on the way?"""
+    learned: dict[str, bool] = {}
+    for node in reversed(view.nodes):
+        outputs = [o for o in node.output if o in to_score]
+        if not outputs:
+            continue
+        after = any(learned.get(o) for o in outputs)
+        weighted = node.op_type in _LEARNED and any(i and i not in variable for i in node.input[1:])
+        for name in node.input:
+            if name in to_score:
+                learned[name] = learned.get(name, False) or after or weighted
+    return learned
+
+
+def resolve_layer(view: GraphView, spec: str, score: str, input_layouts: dict[str, str] | None = None,
+                  task: str = "classification") -> Layer:
     """The layer named by ``spec``: "auto", a tensor name, or a node name."""
     candidates = candidate_layers(view, score, input_layouts)
     if not candidates:
         raise LayerError(
-            "the model has no 4-D activation with spatial extent that the score depends on; "
-            "Grad-CAM needs a convolutional layer (NCHW or NHWC)"
+            "the model has no 4-D activation with spatial extent and several channels that the score depends on "
+            "through a learned layer; Grad-CAM needs a convolutional feature layer (NCHW or NHWC); "
+            "'onnxcam layers MODEL' shows what was considered"
         )
     if spec in (None, "", "auto"):
-        return candidates[-1]
+        return automatic_layer(view, candidates, score, task)
     for layer in candidates:
         if spec in (layer.tensor, layer.node):
             return layer
-    raise LayerError(_not_a_candidate(view, spec, score, candidates))
+    raise LayerError(_not_a_candidate(view, spec, score, candidates, input_layouts))
 
 
-def _not_a_candidate(view: GraphView, spec: str, score: str, candidates: list[Layer]) -> str:
+def _not_a_candidate(view: GraphView, spec: str, score: str, candidates: list[Layer], input_layouts=None) -> str:
     names = ", ".join(layer.tensor for layer in candidates[-8:])
     more = f" (last 8 of {len(candidates)}; 'onnxcam layers MODEL' lists all)" if len(candidates) > 8 else ""
     node = view.node_by_name(spec)
     tensor = node.output[0] if node is not None else spec
     if tensor in view.producers or tensor in view.graph_inputs:
         shape = view.shape(tensor)
+        refused = {c.layer.tensor: c.why_not for c in considered_layers(view, score, input_layouts)}
         if tensor not in view.ancestors([score]):
             why = "the score does not depend on it"
+        elif refused.get(tensor):
+            why = refused[tensor]
         elif shape is None or len(shape) != 4:
             why = f"it is not a 4-D activation (shape {shape})"
+        elif all(d == 1 for d in shape[2:]) or all(d == 1 for d in shape[1:3]):
+            why = f"it has no spatial extent (shape {shape})"
         else:
-            why = f"it has no spatial extent (shape {shape}) or its layout cannot be traced"
+            why = f"its layout cannot be traced (shape {shape})"
         return f"layer '{spec}' cannot be explained: {why}; candidates: {names}{more}"
     return f"layer '{spec}' not found in the model; candidates: {names}{more}"

@@ -1,8 +1,7 @@
-"""What to explain in a model: the image input and its layout, the score, and the target layer.
+"""What to explain in a model: the image input and its layout, the task and its score tensor, the layer.
 
-The score is the target class's logit *before* a final Softmax/Sigmoid/LogSoftmax when the
-model ends in one (the Grad-CAM paper's y^c), or the output itself with ``score="probability"``
-or when the model has no such final activation.
+The task and score tensor come from :mod:`onnxcam.targets` (detected from the outputs unless
+named); the layer from :mod:`onnxcam.layers` (eligible feature maps, chosen per task).
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ import onnx
 
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView
-from onnxcam.layers import Layer, candidate_layers, resolve_layer
+from onnxcam.layers import Candidate, Layer, considered_layers, resolve_layer
+from onnxcam.targets import SCORE_CHOICES, ChosenTarget, Task, choose_target
+from onnxcam.targets.score import ScoreTensor
 
 __all__ = ["Plan", "make_plan", "fix_input_shape", "parse_input_shape", "SCORE_CHOICES", "LAYOUT_CHOICES"]
 
-SCORE_CHOICES = ("logit", "probability")
 LAYOUT_CHOICES = ("auto", "NCHW", "NHWC")
-_FINAL_ACTIVATIONS = {"Softmax", "Sigmoid", "LogSoftmax"}
 _IMAGE_CHANNELS = (1, 3, 4)
 
 
@@ -28,29 +27,53 @@ _IMAGE_CHANNELS = (1, 3, 4)
 class Plan:
     image: str  # the image input's name
     layout: str  # "NCHW" or "NHWC"
-    output: str  # the model output the score is read from
-    score: str  # the tensor whose class entry is differentiated
-    score_kind: str  # "logit" or "probability"
-    score_description: str
-    output_activation: str  # "Softmax", "Sigmoid", "LogSoftmax" or "" when the output is raw scores
+    target: ChosenTarget  # the task, the output and its score tensor
     layer: Layer
-    candidates: tuple[Layer, ...]
+    considered: tuple[Candidate, ...]  # every 4-D tensor looked at, eligible or not
+
+    @property
+    def task(self) -> Task:
+        return self.target.task
+
+    @property
+    def score_tensor(self) -> ScoreTensor:
+        return self.target.score
+
+    @property
+    def output(self) -> str:
+        return self.target.score.output
+
+    @property
+    def score(self) -> str:
+        """The score tensor's name."""
+        return self.target.score.tensor
+
+    @property
+    def score_kind(self) -> str:
+        return self.target.score.kind
+
+    @property
+    def score_description(self) -> str:
+        return self.target.score.describe()
+
+    @property
+    def output_activation(self) -> str:
+        return self.target.score.activation
+
+    @property
+    def candidates(self) -> tuple[Layer, ...]:
+        return tuple(c.layer for c in self.considered if c.eligible)
 
 
 def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout: str = "auto",
-              output: str | None = None) -> Plan:
-    if score not in SCORE_CHOICES:
-        raise OnnxCamError(f"unknown score '{score}'; choose one of {', '.join(SCORE_CHOICES)}")
+              output: str | None = None, task: str = "auto") -> Plan:
     image = _image_input(view)
     image_layout = _layout(view, image, layout)
-    output_name = _classifier_output(view, output)
-    score_tensor, description = _score_tensor(view, output_name, score)
+    chosen = choose_target(view, image, task=task, output=output, kind=score)
     layouts = {image: image_layout}
-    chosen = resolve_layer(view, layer, score_tensor, layouts)
-    candidates = tuple(candidate_layers(view, score_tensor, layouts))
-    activation = _final_activation(view, output_name)
-    return Plan(image, image_layout, output_name, score_tensor, score, description,
-                activation.op_type if activation is not None else "", chosen, candidates)
+    tensor = chosen.score.tensor
+    picked = resolve_layer(view, layer, tensor, layouts, task=chosen.task.name)
+    return Plan(image, image_layout, chosen, picked, tuple(considered_layers(view, tensor, layouts)))
 
 
 def _image_input(view: GraphView) -> str:
@@ -77,41 +100,6 @@ def _layout(view: GraphView, image: str, requested: str) -> str:
         if node.op_type == "Transpose" and [a.ints for a in node.attribute if a.name == "perm"] == [[0, 3, 1, 2]]:
             return "NHWC"
     return "NCHW"
-
-
-def _classifier_output(view: GraphView, requested: str | None) -> str:
-    outputs = view.graph_outputs
-    if requested:
-        if requested not in outputs:
-            raise ModelError(f"output '{requested}' not found; the model's outputs are: {', '.join(outputs)}")
-        if view.rank(requested) != 2:
-            raise ModelError(f"output '{requested}' has shape {view.shape(requested)}, not (batch, classes)")
-        return requested
-    for name in outputs:
-        if view.rank(name) == 2 and view.is_float(name):
-            return name
-    listing = ", ".join(f"{n} {view.shape(n)}" for n in outputs)
-    raise ModelError(
-        f"onnxcam explains classifiers: no output has shape (batch, classes) (outputs: {listing})"
-    )
-
-
-def _final_activation(view: GraphView, output: str) -> onnx.NodeProto | None:
-    """The Softmax/Sigmoid/LogSoftmax node the output comes from (through reshapes), if any."""
-    node = view.producers.get(output)
-    while node is not None and node.op_type in ("Identity", "Flatten", "Reshape", "Squeeze") and view.rank(node.input[0]) == 2:
-        node = view.producers.get(node.input[0])
-    return node if node is not None and node.op_type in _FINAL_ACTIVATIONS else None
-
-
-def _score_tensor(view: GraphView, output: str, kind: str) -> tuple[str, str]:
-    if kind == "probability":
-        return output, f"output '{output}' as the model returns it"
-    activation = _final_activation(view, output)
-    if activation is not None:
-        logit = activation.input[0]
-        return logit, f"logit '{logit}' before the final {activation.op_type} of output '{output}'"
-    return output, f"output '{output}' (the model has no final Softmax/Sigmoid)"
 
 
 def parse_input_shape(text: str) -> list[int]:

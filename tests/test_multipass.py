@@ -3,7 +3,7 @@
 import pytest
 
 from onnxcam import Explainer, OnnxCamError
-from onnxcam.multipass import FALLBACK_PASSES_BATCH, MAX_PASSES_BATCH, auto_passes_batch
+from onnxcam.methods.multipass import FALLBACK_PASSES_BATCH, MAX_PASSES_BATCH, auto_passes_batch
 from onnxcam.runtime import memory_budget
 
 MIB = 1 << 20

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcam.multipass import RunContext, variant_batches
+from onnxcam.methods.multipass import RunContext, variant_batches
 
 __all__ = ["build", "ablation_weights"]
 
@@ -24,7 +24,7 @@ def ablation_weights(ctx: RunContext) -> np.ndarray:
         copies = a[images].copy()
         copies[np.arange(len(images)), channels] = 0
         scores = ctx.head(copies, images)
-        ablated_scores[images, channels] = scores[np.arange(len(images)), ctx.targets[images]]
+        ablated_scores[images, channels] = ctx.weighted(scores, images)
     y = ctx.scores.astype(np.float64)[:, None]
     safe = np.where(y == 0, 1.0, y)
     return np.where(y == 0, 0.0, (y - ablated_scores) / safe)

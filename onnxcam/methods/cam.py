@@ -3,7 +3,7 @@
 CAM applies to a head that is global average pooling followed by one linear layer: score_c =
 Σ_k W[c, k]·mean_ij A_k,ij + b_c, so Σ_k W[c, k]·A_k is where the score comes from. The weights are
 read from the model — the linear layer's weight tensor, used by name in the graph — and the row of
-the explained class is selected with the one-hot target the explain model already computes.
+the explained class is selected with the target's weighting of the scores (a one-hot row per sample).
 
 The head must follow the target layer directly: optional Identity/Dropout, then
 GlobalAveragePool or a ReduceMean over the spatial axes, optional Flatten/Reshape/Squeeze, then
@@ -18,19 +18,20 @@ import numpy as np
 import onnx
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.errors import ModelError, OnnxCamError
+from onnxcam.errors import ModelError
 from onnxcam.graph import GraphView
+from onnxcam.methods.context import LayerContext
 from onnxcam.plan import Plan
 
 _PASS_THROUGH = {"Identity", "Dropout"}
 _TO_VECTOR = _PASS_THROUGH | {"Flatten", "Reshape", "Squeeze"}
 
 
-def build(e: Emitter, activations: str, gradients: str | None, plan: Plan) -> str:
+def build(e: Emitter, activations: str, gradients: str | None, ctx: LayerContext) -> str:
     """L = Σ_k W[c, k]·A_k, W the weights of the linear layer after global average pooling, c the class"""
-    weight, transposed, alpha = linear_head(e.view, plan)
+    weight, transposed, alpha = linear_head(e.view, ctx.plan)
     rows = weight if transposed else e.transpose(weight, [1, 0])  # (classes, C)
-    class_weights = e.op("MatMul", _target_one_hot(e, plan), rows)  # (N, C)
+    class_weights = e.op("MatMul", ctx.weights, rows)  # (N, C)
     if alpha != 1.0:
         class_weights = e.mul_scalar(class_weights, alpha)
     class_weights = e.unsqueeze(class_weights, [2, 3])
@@ -128,12 +129,3 @@ def _is_global_average(view: GraphView, node: onnx.NodeProto, layout: str) -> bo
         return False
     spatial = {2, 3} if layout == "NCHW" else {1, 2}
     return {a % 4 for a in axes} == spatial
-
-
-def _target_one_hot(e: Emitter, plan: Plan) -> str:
-    """The (N, classes) one-hot of the explained classes: the seed the explain model differentiates."""
-    products = [n for n in e.nodes if n.op_type == "Mul" and plan.score in n.input]
-    for node in e.nodes:
-        if node.op_type == "OneHot" and any(node.output[0] in p.input for p in products):
-            return node.output[0]
-    raise OnnxCamError("method 'cam' found no one-hot target in the explain graph; please report this")

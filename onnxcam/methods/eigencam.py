@@ -24,20 +24,21 @@ from __future__ import annotations
 import numpy as np
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.plan import Plan
+from onnxcam.layers import Layer
+from onnxcam.methods.context import LayerContext
 
 SQUARINGS = 16
 REFINEMENTS = 6
 
 
-def build(e: Emitter, activations: str, gradients: str | None, plan: Plan) -> str:
+def build(e: Emitter, activations: str, gradients: str | None, ctx: LayerContext) -> str:
     """L = M·v₁, M = A as (h·w × C) rows, v₁ its first right singular vector (sign: Σ L > 0)"""
-    return principal_projection(e, activations, plan)
+    return principal_projection(e, activations, ctx.layer)
 
 
-def principal_projection(e: Emitter, x: str, plan: Plan) -> str:
+def principal_projection(e: Emitter, x: str, layer: Layer) -> str:
     """(N, 1, h, w): each image of the NCHW tensor ``x`` projected on its first principal direction."""
-    channels, pixels = _sides(plan)
+    channels, pixels = _sides(layer)
     flat = e.reshape(x, e.ints([0, 0, -1]))  # (N, C, P): M transposed
     scaled = e.div(flat, _largest(e, e.op("Abs", flat), [1, 2]))  # the Gram matrix cannot overflow
     scaled_t = e.transpose(scaled, [0, 2, 1])
@@ -56,10 +57,10 @@ def principal_projection(e: Emitter, x: str, plan: Plan) -> str:
     return e.where(e.op("Less", total, e.scalar(0.0, total)), e.neg(cam), cam)
 
 
-def _sides(plan: Plan) -> tuple[int | None, int | None]:
-    height, width = plan.layer.spatial
+def _sides(layer: Layer) -> tuple[int | None, int | None]:
+    height, width = layer.spatial
     pixels = height * width if height is not None and width is not None else None
-    return plan.layer.channels, pixels
+    return layer.channels, pixels
 
 
 def _largest(e: Emitter, x: str, axes) -> str:

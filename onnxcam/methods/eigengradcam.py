@@ -6,9 +6,9 @@ projection, its power iteration and its sign convention are those of :mod:`onnxc
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.methods.eigencam import principal_projection
-from onnxcam.plan import Plan
+from onnxcam.methods.context import LayerContext
 
 
-def build(e: Emitter, activations: str, gradients: str, plan: Plan) -> str:
+def build(e: Emitter, activations: str, gradients: str, ctx: LayerContext) -> str:
     """L = M·v₁, M = G ⊙ A as (h·w × C) rows, v₁ its first right singular vector (sign: Σ L > 0)"""
-    return principal_projection(e, e.mul(gradients, activations), plan)
+    return principal_projection(e, e.mul(gradients, activations), ctx.layer)

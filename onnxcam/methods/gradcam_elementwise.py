@@ -5,9 +5,9 @@ would cancel each other in HiResCAM's sum no longer do.
 """
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.plan import Plan
+from onnxcam.methods.context import LayerContext
 
 
-def build(e: Emitter, activations: str, gradients: str, plan: Plan) -> str:
+def build(e: Emitter, activations: str, gradients: str, ctx: LayerContext) -> str:
     """L = Σ_k ReLU(G_k ⊙ A_k)"""
     return e.reduce_sum(e.op("Relu", e.mul(gradients, activations)), [1], keepdims=True)

@@ -9,10 +9,10 @@ No ε is added, so small gradients keep α close to ½ instead of being pulled t
 """
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.plan import Plan
+from onnxcam.methods.context import LayerContext
 
 
-def build(e: Emitter, activations: str, gradients: str, plan: Plan) -> str:
+def build(e: Emitter, activations: str, gradients: str, ctx: LayerContext) -> str:
     """L = Σ_k (Σ_ij α_k,ij·ReLU(G_k,ij)) · A_k,  α = G² / (2G² + G³·Σ_ab A_k,ab)  (0 where that is 0/0)"""
     channel_sums = e.reduce_sum(activations, [2, 3], keepdims=True)
     denominator = e.add(e.scalar(2.0, gradients), e.mul(gradients, channel_sums))

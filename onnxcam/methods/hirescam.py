@@ -5,9 +5,9 @@ a linear function of the layer after it, the map sums exactly to the score's dep
 """
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.plan import Plan
+from onnxcam.methods.context import LayerContext
 
 
-def build(e: Emitter, activations: str, gradients: str, plan: Plan) -> str:
+def build(e: Emitter, activations: str, gradients: str, ctx: LayerContext) -> str:
     """L = Σ_k G_k ⊙ A_k"""
     return e.reduce_sum(e.mul(gradients, activations), [1], keepdims=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcam.multipass import RunContext, explain_copies
+from onnxcam.methods.multipass import RunContext, explain_copies
 
 __all__ = ["build", "gradcam_maps"]
 

@@ -59,16 +59,19 @@ class RunContext:
 
     batch: np.ndarray  # the model input as fed (NCHW or NHWC images)
     layout: str  # the image layout
-    targets: np.ndarray  # (N,) the classes explained
-    scores: np.ndarray  # (N,) their scores (the differentiated score tensor's entries)
+    targets: np.ndarray  # (N,) the task's index explained (the class), -1 where none
+    scores: np.ndarray  # (N,) the differentiated scores, Σ w ⊙ S
+    weights: np.ndarray  # (N, ...) w, the target's weighting of the batch-first score tensor S
+    task: str  # the task's name ("classification", "dense", ...)
     activations: np.ndarray  # (N, C, h, w)
     gradients: np.ndarray | None
     score_kind: str  # "logit" or "probability"
     options: RunOptions
-    head: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (A (M, C, h, w), image rows (M,)) → scores (M, classes)
-    forward: Callable[[np.ndarray], np.ndarray]  # images (M, ...) → scores (M, classes)
-    # (images (M, ...), targets (M,)) → the explain model's outputs: cam_score, activations, gradients (NCHW)
-    explain: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]] = field(repr=False, default=None)
+    head: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (A (M, C, h, w), image rows (M,)) → S (M, ...)
+    forward: Callable[[np.ndarray], np.ndarray]  # images (M, ...) → S (M, ...), batch first
+    # (images (M, ...), targets (M,), weights (M, ...)) → the explain model's outputs: cam_score,
+    # activations, gradients (NCHW)
+    explain: Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]] = field(repr=False, default=None)
     black: Callable[[], np.ndarray] = field(repr=False, default=None)  # a black image, pre-processed: (1, ...)
 
     def baseline_image(self) -> np.ndarray:
@@ -76,6 +79,11 @@ class RunContext:
         if self.options.baseline == "zero":
             return np.zeros_like(self.batch[:1])
         return self.black().astype(self.batch.dtype)
+
+    def weighted(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(M,) Σ w ⊙ S for score tensors S (M, ...) computed for the images ``rows``."""
+        products = scores.astype(np.float64) * self.weights[rows].astype(np.float64)
+        return products.reshape(len(rows), -1).sum(axis=1)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -105,12 +113,13 @@ def explain_copies(ctx: RunContext, count: int, make: Callable[[int, int], np.nd
     """Run the explain model on ``count`` variants of every image, ``passes_batch`` per ORT call.
 
     ``make(i, j)`` returns variant j of image i as a (1, ...) input; variants are made in the
-    order j = 0, 1, ... for each image. Each variant is explained for its image's target. Yields
+    order j = 0, 1, ... for each image. Each variant is explained for its image's target (its
+    weighting w, so a variant's own default target does not replace the image's). Yields
     (image rows (M,), variant indices (M,), the explain model's outputs for the M variants).
     """
     for rows, variants in variant_batches(ctx.batch.shape[0], count, ctx.options.passes_batch):
         images = np.concatenate([make(i, j) for i, j in zip(rows, variants)]).astype(ctx.batch.dtype, copy=False)
-        yield rows, variants, ctx.explain(images, ctx.targets[rows])
+        yield rows, variants, ctx.explain(images, ctx.targets[rows], ctx.weights[rows])
 
 
 def minmax(x: np.ndarray) -> np.ndarray:

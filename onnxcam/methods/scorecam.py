@@ -9,7 +9,8 @@ weight by one constant per image). When the model is explained on its probabilit
 (``score="probability"``) that output is used as it is instead of a softmax over it.
 ``scorecam_topk`` K keeps only the K channels whose maps vary most (highest variance over the
 map, the Faster Score-CAM shortcut) per image; the others get weight 0. Masked images run
-``passes_batch`` at a time.
+``passes_batch`` at a time. For tasks other than classification the weight is the target's score
+Σ w ⊙ S on the masked input itself (no softmax over classes applies).
 
 The softmax saturates on confident models: when the masked images all fall into one class (the
 demo model calls a blank, mid-grey input a "square" with p ≈ 1), every weight of another class
@@ -21,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from onnxcam.multipass import RunContext, chunks, softmax
+from onnxcam.methods.multipass import RunContext, chunks, softmax
 
 __all__ = ["build", "channel_masks", "selected_channels"]
 
@@ -56,6 +57,7 @@ def build(ctx: RunContext) -> np.ndarray:
         masks = masks[:, None] if ctx.layout == "NCHW" else masks[..., None]
         for first, last in chunks(len(channels), ctx.options.passes_batch):
             scores = ctx.forward((ctx.batch[i:i + 1] * masks[first:last]).astype(ctx.batch.dtype))
-            probabilities = scores if ctx.score_kind == "probability" else softmax(scores.astype(np.float64))
-            weights[i, channels[first:last]] = probabilities[:, ctx.targets[i]]
+            if ctx.task == "classification" and ctx.score_kind != "probability":
+                scores = softmax(scores.astype(np.float64))
+            weights[i, channels[first:last]] = ctx.weighted(scores, np.full(last - first, i))
     return np.einsum("nc,nchw->nhw", weights, a.astype(np.float64))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcam.multipass import RunContext, explain_copies
+from onnxcam.methods.multipass import RunContext, explain_copies
 
 __all__ = ["build", "smoothed_gradient_powers", "gradcampp_map"]
 

@@ -6,12 +6,12 @@ activations sum to zero finite.
 """
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.plan import Plan
+from onnxcam.methods.context import LayerContext
 
 EPSILON = 1e-7
 
 
-def build(e: Emitter, activations: str, gradients: str, plan: Plan) -> str:
+def build(e: Emitter, activations: str, gradients: str, ctx: LayerContext) -> str:
     """L = Σ_k (Σ_ij A_k,ij·G_k,ij / (Σ_ij A_k,ij + ε)) · A_k"""
     weighted = e.reduce_sum(e.mul(activations, gradients), [2, 3], keepdims=True)
     total = e.add(e.reduce_sum(activations, [2, 3], keepdims=True), e.scalar(EPSILON, activations))

@@ -11,8 +11,8 @@ from torch import nn
 
 from onnxcam import export
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.export import _target_and_seed
 from onnxcam.graph import GraphView
+from onnxcam.targets import TaskOptions, choose_target, emit_target
 from onnxcam.methods.guided import guided_input_gradient
 from tests import nets
 from tests.reference import gradcam, minmax
@@ -45,16 +45,18 @@ def _onnx_guided_gradient(source: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The raw guided gradient the engine emits with the guided ReLU/Clip overrides."""
     model = onnx.ModelProto()
     model.CopyFrom(source)
-    emit = Emitter(GraphView(model))
-    score = model.graph.output[0].name
-    _, seed, _ = _target_and_seed(emit, score)
-    gradient = guided_input_gradient(emit, {score: seed}, "input")
+    view = GraphView(model)
+    emit = Emitter(view)
+    target = emit_target(emit, choose_target(view, "input", kind="probability"), TaskOptions())
+    gradient = guided_input_gradient(emit, target.seeds, "input")
     model.graph.node.extend(emit.nodes)
     model.graph.initializer.extend(emit.initializers)
     model.graph.input.append(onnx.helper.make_tensor_value_info("target", onnx.TensorProto.INT64, ["n"]))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("target_weights", onnx.TensorProto.FLOAT, [1, 1]))
     model.graph.output.append(onnx.helper.make_tensor_value_info(gradient, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run([gradient], {"input": x, "target": TARGETS})[0]
+    unfed = np.full((1, 1), np.nan, np.float32)
+    return session.run([gradient], {"input": x, "target": TARGETS, "target_weights": unfed})[0]
 
 
 def _saliency(gradient: np.ndarray) -> np.ndarray:

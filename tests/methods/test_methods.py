@@ -19,7 +19,6 @@ from onnxcam.graph import GraphView
 from onnxcam.layers import Layer
 from onnxcam.methods import METHODS
 from onnxcam.methods.eigencam import principal_projection
-from onnxcam.plan import Plan
 from tests import nets
 from tests.methods import reference_methods as ref
 
@@ -135,9 +134,8 @@ def _projection_model(opset: int, channels: int, height: int, width: int) -> ort
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     layer = Layer("A", "conv", "Conv", (None, channels, height, width), "NCHW")
-    plan = Plan("A", "NCHW", "logits", "logits", "logit", "", "", layer, (layer,))
     emit = Emitter(GraphView(model))
-    raw = principal_projection(emit, "A", plan)
+    raw = principal_projection(emit, "A", layer)
     model.graph.node.extend(emit.nodes)
     model.graph.initializer.extend(emit.initializers)
     model.graph.output.append(helper.make_tensor_value_info(raw, onnx.TensorProto.FLOAT, ["n", 1, height, width]))

@@ -1,0 +1,380 @@
+"""The commands of ``onnxcam``: run, export, layers, ops (loaded by :mod:`onnxcam.cli` on first use)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from onnxcam.errors import OnnxCamError, OutputError
+from onnxcam.imageio import PRESETS, collect_images
+from onnxcam.imageio import preset as named_preset
+from onnxcam.methods import method_names
+from onnxcam.methods.fusion import FUSE_CHOICES
+from onnxcam.methods.multipass import BASELINES, RunOptions
+from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
+from onnxcam.contract import TARGET_INPUT_MODES
+from onnxcam.targets import TASK_CHOICES, TaskOptions
+from onnxcam.records import TaskOutputs
+from onnxcam.render import COLORMAPS, write_atomically
+from onnxcam.runtime import PROVIDER_CHOICES
+
+__all__ = ["run", "export", "layers", "ops"]
+
+log = logging.getLogger("onnxcam")
+
+
+def _model_options(func):
+    """Options shared by every command that plans an explanation (they fix what the explain model computes)."""
+    options = [
+        click.option("--layer", multiple=True, default=["auto"], show_default=True,
+                     help="Target layer: 'auto', an ONNX tensor name or a node name (see 'onnxcam layers'); "
+                          "repeat it to explain several layers at once (maps fused by --fuse)."),
+        click.option("--task", type=click.Choice(TASK_CHOICES), default="auto", show_default=True,
+                     help="What the output is; auto = detected from its shape and final activation."),
+        click.option("--score", type=click.Choice(SCORE_CHOICES), default="logit", show_default=True,
+                     help="Differentiate the logit before a final Softmax/Sigmoid, or the output as it is."),
+        click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True,
+                     help="Image input layout; auto-detected by default."),
+        click.option("--input-shape", default=None, metavar="1x3xHxW",
+                     help="Fix dynamic dims of the image input (the batch stays dynamic)."),
+        click.option("--output", "output_name", default=None, metavar="NAME",
+                     help="The model output to explain (default: the first that fits a task, those ending in "
+                          "Softmax/Sigmoid first)."),
+        click.option("--threshold", type=float, default=TaskOptions.threshold, show_default=True,
+                     help="dense: the default target is the pixels whose activation exceeds this."),
+        click.option("--blank", type=int, default=TaskOptions.blank, show_default=True,
+                     help="sequence: the CTC blank index (blank steps are left out of the default target)."),
+        click.option("--background", type=int, default=TaskOptions.background, show_default=True,
+                     help="segmentation: the class never explained by default (-1: none)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _export_options(task, score, layout, input_shape, output_name, threshold, blank, background) -> dict:
+    return {"task": task, "score": score, "layout": layout, "input_shape": input_shape, "output": output_name,
+            "threshold": threshold, "blank": blank, "background": background}
+
+
+# --- layers ----------------------------------------------------------------------------------
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@_model_options
+def layers(model, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
+    """List the 4-D tensors of MODEL considered as target layers; '*' marks the chosen one.
+
+    Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible.
+    """
+    from onnxcam.graph import GraphView, load_model
+    from onnxcam.plan import fix_input_shape, make_plan, parse_input_shape
+
+    proto = load_model(model)
+    if input_shape:
+        proto = fix_input_shape(proto, parse_input_shape(input_shape))
+    view = GraphView(proto)
+    plans = [make_plan(view, layer=spec, score=score, layout=layout, output=output_name, task=task) for spec in layer]
+    plan = plans[0]
+    chosen = {p.layer for p in plans}
+    outputs = ", ".join(f"{name} {_dims(view.shape(name))}" for name in view.graph_outputs)
+    click.echo(f"input:   {plan.image} ({plan.layout}) {_dims(view.shape(plan.image))}")
+    click.echo(f"outputs: {outputs}")
+    click.echo(f"task:    {plan.task.name} ({plan.target.reason}); default target: {plan.task.default}")
+    click.echo(f"score:   {plan.score_description}, batch-first shape {_dims(plan.score_tensor.shape)}")
+    rows = [("", "node", "op", "tensor", "shape", "eligible")]
+    for candidate in plan.considered:
+        cand = candidate.layer
+        mark = "*" if cand in chosen else ""
+        rows.append((mark, cand.node, cand.op_type, cand.tensor, _dims(cand.shape),
+                     "yes" if candidate.eligible else f"no: {candidate.why_not}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _dims(shape) -> str:
+    return "rank ?" if shape is None else "x".join("?" if d is None else str(d) for d in shape)
+
+
+# --- export ----------------------------------------------------------------------------------
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the explain model (*.cam.onnx).")
+@click.option("--method", type=click.Choice(method_names()), default="gradcam", show_default=True, help="CAM method.")
+@click.option("--expose", default="", metavar="activations,gradients",
+              help="Also output the layer's activations and/or their gradients.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--fuse", type=click.Choice(FUSE_CHOICES), default="mean", show_default=True,
+              help="How the maps of several --layer are fused.")
+@click.option("--target-inputs", type=click.Choice(TARGET_INPUT_MODES), default="optional", show_default=True,
+              help="optional: target and target_weights have defaults (ORT); required: plain inputs to feed "
+                   "always (OpenVINO and runtimes that fold inputs with defaults into constants).")
+@_model_options
+def export(model, out, method, expose, overwrite, fuse, target_inputs, layer, task, score, layout, input_shape,
+           output_name, threshold, blank, background):
+    """Write an explain model: MODEL's outputs plus cam, cam_target and cam_score."""
+    from onnxcam.export import export as export_model
+
+    out_path = Path(out)
+    if out_path.exists() and out_path.resolve() == Path(model).resolve():
+        raise OutputError("the output would overwrite the input model; choose another -o path")
+    if out_path.exists() and not overwrite:
+        raise OutputError(f"'{out_path}' exists; pass --overwrite to replace it")
+    exposed = [name.strip() for name in expose.split(",") if name.strip()]
+    result = export_model(model, layer=list(layer), method=method, expose=exposed, fuse=fuse, target_inputs=target_inputs,
+                          **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background))
+    result.save(out_path)
+    plan = result.plan
+    optional = "optional" if target_inputs == "optional" else "required"
+    click.echo(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB) in {result.seconds:.2f} s")
+    for each in result.plans or (plan,):
+        click.echo(f"  layer:  {each.layer.describe()}")
+    if len(result.plans) > 1:
+        click.echo(f"  fuse:   {fuse}")
+    click.echo(f"  task:   {plan.task.name}; default target: {plan.task.default}")
+    click.echo(f"  score:  {plan.score_description}; method {method}")
+    click.echo(f"  inputs: {plan.image} ({plan.layout}); target (int64 [N], {optional}, -1 = default); "
+               f"target_weights ({_dims(plan.score_tensor.shape)}, {optional}, NaN = default)")
+    extra = ", ".join(["cam [N,H,W]", "cam_target [N]", "cam_score [N]", *exposed])
+    click.echo(f"  outputs: the model's own, plus {extra}")
+
+
+class PassesBatch(click.ParamType):
+    """A number of images (1 or more) or "auto"."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is neither 'auto' nor a whole number of images of at least 1", param, ctx)
+        return number
+
+
+# --- run -------------------------------------------------------------------------------------
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--method", type=click.Choice(method_names()), default="gradcam", show_default=True, help="CAM method.")
+@click.option("--target", type=int, default=None,
+              help="The task's index for every image: a class (classification, segmentation), an output unit "
+                   "(regression), a time step (sequence). Default: the task's default target.")
+@click.option("--timestep", type=click.IntRange(0), default=None, help="sequence: explain the character at this step.")
+@click.option("--region", default=None, metavar="X0,Y0,X1,Y1",
+              help="dense, segmentation: explain the score over this box (model input pixels).")
+@click.option("--mask", "mask_path", type=click.Path(dir_okay=False), default=None,
+              help="dense, segmentation: explain the score over this mask (an image of the model input's size; "
+                   "non-zero pixels count).")
+@click.option("--reference", default=None, metavar="IMAGE|VECTOR.npy",
+              help="embedding: explain the similarity to this image's embedding, or to this vector.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+              help="auto = CUDA when usable, else CPU.")
+@click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Top-k classes to report per image.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="Labels file, one class name per line (sequence: the CTC dictionary, with or without the blank).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help="Pre-processing preset (default: the sidecar MODEL.json, else imagenet).")
+@click.option("--size", default=None, metavar="HxW", help="Resize images to this size (default: the model's).")
+@click.option("--color", type=click.Choice(["RGB", "BGR"]), default=None, help="Channel order the model expects.")
+@click.option("--scale", type=float, default=None, help="Multiply pixel values (0..255) by this.")
+@click.option("--mean", default=None, metavar="A,B,C", help="Per-channel mean subtracted after scaling.")
+@click.option("--std", default=None, metavar="A,B,C", help="Per-channel std divided by after the mean.")
+@click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity in overlays.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.option("--fuse", type=click.Choice(FUSE_CHOICES), default="mean", show_default=True,
+              help="How the maps of several --layer are fused.")
+@click.option("--passes-batch", type=PassesBatch(), default="auto", show_default=True,
+              help="Runtime methods: ablated copies / masked, noisy or path images per ONNX Runtime call; "
+                   "auto = as many as fit a quarter of the free memory (at most 4 GiB; 2 GiB on CUDA).")
+@click.option("--scorecam-topk", type=click.IntRange(1), default=None,
+              help="scorecam: score only the K channels whose maps vary most (Faster Score-CAM; default: all).")
+@click.option("--samples", type=click.IntRange(1), default=RunOptions.samples, show_default=True,
+              help="smoothgradcampp: noisy copies per image.")
+@click.option("--noise", type=click.FloatRange(0), default=RunOptions.noise, show_default=True,
+              help="smoothgradcampp: noise σ as a fraction of the image's value range.")
+@click.option("--seed", type=int, default=RunOptions.seed, show_default=True, help="smoothgradcampp: noise seed.")
+@click.option("--steps", type=click.IntRange(1), default=RunOptions.steps, show_default=True,
+              help="integrated-gradcam: points on the path from the baseline to the image.")
+@click.option("--baseline", type=click.Choice(BASELINES), default=RunOptions.baseline, show_default=True,
+              help="integrated-gradcam: the path's start: a black image (pre-processed) or all zeros.")
+@_model_options
+def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, batch_size, provider, topk,
+        labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, fuse, passes_batch, scorecam_topk,
+        samples, noise, seed, steps, baseline, layer, task, score, layout, input_shape, output_name, threshold, blank,
+        background):
+    """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
+
+    MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
+    """
+    from onnxcam.explainer import Explainer
+    from onnxcam.imageio import resolve_preprocess
+
+    if not Path(model).is_file():
+        raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
+    images = collect_images(inputs)
+    out = Path(out_dir)
+    names = _output_names(images)
+    pre = resolve_preprocess(model, named_preset(preset) if preset else None)
+    pre = pre.replace(size=_parse_size(size), color=color, scale=scale, mean=_floats(mean, "--mean"),
+                      std=_floats(std, "--std"), labels=labels)
+    explainer = Explainer(model, layer=list(layer), method=method, provider=provider, preprocess=pre, fuse=fuse,
+                          passes_batch=passes_batch, scorecam_topk=scorecam_topk, samples=samples, noise=noise,
+                          seed=seed, steps=steps, baseline=baseline,
+                          **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background))
+    request = _target_request(explainer, target, timestep, region, mask_path, reference)  # checked before any work
+    writer = TaskOutputs(explainer, colormap, alpha, topk)
+    _prepare_out_dir(out, [name for stem in names.values() for name in writer.files(stem)], overwrite)
+    log.info("pre-processing %s", pre.describe())
+
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix=".onnxcam-", dir=out))
+    try:
+        records = []
+        with click.progressbar(length=len(images), label="explaining", file=sys.stderr,
+                               hidden=len(images) <= 4) as bar:
+            for first in range(0, len(images), batch_size):
+                chunk = images[first:first + batch_size]
+                records.extend(_explain_chunk(explainer, writer, chunk, names, staging, request))
+                bar.update(len(chunk))
+        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
+        write_atomically(staging / "results.jsonl", lines)
+        for produced in staging.iterdir():
+            produced.replace(out / produced.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    click.echo(f"explained {len(images)} image(s) in {seconds:.2f} s ({1000 * seconds / len(images):.0f} ms/image) "
+               f"on {explainer.provider.upper()} | {explainer.task} | layer {explainer.layer} | {explainer.method} "
+               f"-> {out}/")
+
+
+def _target_request(explainer, target, timestep, region, mask_path, reference) -> dict:
+    """The explain() keyword arguments for the target options, checked before any image is read."""
+    if timestep is not None:
+        if explainer.task != "sequence":
+            raise OnnxCamError(f"--timestep is for sequence models, and this one's task is {explainer.task}; "
+                               "use --target")
+        if target is not None:
+            raise OnnxCamError("give --timestep or --target, not both")
+        target = timestep
+    request = {"target": target}
+    if target is not None:
+        explainer.check_target(target)
+    if region is not None:
+        request["region"] = _floats(region, "--region")
+    if mask_path is not None:
+        request["mask"] = _read_mask(mask_path)
+    if reference is not None:
+        request["reference"] = _read_reference(reference)
+    probe = {k: v for k, v in request.items() if k != "target"}
+    explainer.target_weights(1, **probe)  # a bad region, mask or reference fails here, before any output
+    return request
+
+
+def _read_mask(path: str) -> np.ndarray:
+    import cv2
+
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise OnnxCamError(f"cannot read mask '{path}'; give a PNG (or another image OpenCV reads)")
+    return mask
+
+
+def _read_reference(text: str):
+    path = Path(text)
+    if not path.is_file():
+        raise OnnxCamError(f"reference '{text}' not found; give an image or a .npy vector")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise OnnxCamError(f"cannot read reference vector '{text}': {exc}") from None
+    return path
+
+
+def _explain_chunk(explainer, writer, chunk, names, staging, request):
+    t0 = time.perf_counter()
+    batch, decoded = explainer.prepare(chunk)
+    t1 = time.perf_counter()
+    result = explainer.explain(batch, **request)
+    t2 = time.perf_counter()
+    records = [writer.write(staging, names[path], str(path), image, result, i)
+               for i, (path, image) in enumerate(zip(chunk, decoded))]
+    t3 = time.perf_counter()
+    share = 1000.0 / len(chunk)
+    for record in records:
+        record["timings_ms"] = {"preprocess": round((t1 - t0) * share, 2), "explain": round((t2 - t1) * share, 2),
+                                "render": round((t3 - t2) * share, 2)}
+    return records
+
+
+def _output_names(images: list[Path]) -> dict[Path, str]:
+    """A unique file stem per image (the image's stem, suffixed when two share one)."""
+    names, used = {}, set()
+    for path in images:
+        stem, n = path.stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{path.stem}-{n}"
+        used.add(stem)
+        names[path] = stem
+    return names
+
+
+def _prepare_out_dir(out: Path, planned: list[str], overwrite: bool) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".onnxcam-probe-")
+        probe.close()
+    except OSError as exc:
+        raise OutputError(f"output folder '{out}' is not writable ({exc.strerror or exc}); choose another -o") from None
+    if overwrite:
+        return
+    planned = ["results.jsonl", *planned]
+    existing = [name for name in planned if (out / name).exists()]
+    if existing:
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise OutputError(f"'{out}' already holds {', '.join(existing[:3])}{more}; pass --overwrite or choose another -o")
+
+
+def _parse_size(text: str | None):
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise OnnxCamError(f"--size '{text}' is not like 224x224 (height x width)")
+    return int(parts[0]), int(parts[1])
+
+
+def _floats(text: str | None, option: str):
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise OnnxCamError(f"{option} '{text}' is not a comma-separated list of numbers") from None
+
+
+# --- ops -------------------------------------------------------------------------------------
+@click.command()
+def ops():
+    """List the ops the gradient engine differentiates (markdown)."""
+    from onnxcam.autodiff import supported_ops_markdown
+
+    click.echo(supported_ops_markdown())

@@ -1,0 +1,151 @@
+"""What ``onnxcam run`` writes per image, by task: the files and the ``results.jsonl`` record.
+
+Every image gets ``NAME.overlay.png`` (the map over the image) and ``NAME.cam.png`` (the map as a
+16-bit PNG); dense models also ``NAME.output.png``, the model's own map, so that a user sees what
+the model predicted beside why. The record says what was explained (task, target, score) and
+what the model predicted, in the task's terms: classes and probabilities, the decoded sequence,
+the class's pixel count.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from onnxcam.render import encode_png, heatmap16, overlay, write_atomically
+
+__all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
+
+
+class TaskOutputs:
+    """Writes one image's files into a staging folder and returns its record."""
+
+    def __init__(self, explainer, colormap: str = "jet", alpha: float = 0.5, topk: int = 5):
+        self.explainer = explainer
+        self.contract = explainer.contract
+        self.task = explainer.task
+        self.colormap, self.alpha, self.topk = colormap, alpha, topk
+        self._characters = sequence_labels(explainer.labels, explainer.score_shape[-1], explainer.contract) \
+            if self.task == "sequence" else None
+
+    def files(self, stem: str) -> list[str]:
+        names = [f"{stem}.overlay.png", f"{stem}.cam.png"]
+        if self.task == "dense":
+            names.append(f"{stem}.output.png")
+        return names
+
+    def write(self, staging: Path, stem: str, image_path: str, image: np.ndarray, result, i: int) -> dict:
+        height, width = image.shape[:2]
+        overlay_name, heatmap_name = self.files(stem)[:2]
+        write_atomically(staging / overlay_name, encode_png(overlay(image, result.cam[i], self.alpha, self.colormap)))
+        write_atomically(staging / heatmap_name, encode_png(heatmap16(result.cam[i], height, width)))
+        output = self._sample_output(result, i)
+        record = {
+            "image": image_path,
+            "overlay": overlay_name,
+            "heatmap": heatmap_name,
+            "task": self.task,
+            "target": int(result.target[i]),
+            "target_description": result.target_description,
+            "target_score": _number(result.scores[i]),
+            "layer": result.layer,
+            "method": result.method,
+            "provider": result.provider,
+        }
+        record.update(getattr(self, f"_{self.task}")(staging, stem, output, int(result.target[i]), (height, width)))
+        if self.task == "embedding":
+            record["similarity"] = record["target_score"]
+        return record
+
+    def _sample_output(self, result, i: int) -> np.ndarray:
+        output = result.outputs[self.contract.output]
+        return np.moveaxis(output, self.contract.score_batch_axis, 0)[i]
+
+    # --- per task ------------------------------------------------------------------------------------
+    def _classification(self, staging, stem, scores, target, size) -> dict:
+        probabilities = _probabilities(scores, self.contract.output_activation)
+        order = np.argsort(-scores)[:self.topk]
+        label = self.explainer.label
+        return {"target_label": label(target),
+                "topk": [{"class": int(c), "label": label(int(c)), "output": _number(scores[c]),
+                          "probability": _number(probabilities[c])} for c in order]}
+
+    def _regression(self, staging, stem, values, target, size) -> dict:
+        return {"outputs": [_number(v) for v in np.ravel(values)[:64]]}
+
+    def _embedding(self, staging, stem, vector, target, size) -> dict:
+        return {"dimensions": int(np.size(vector))}
+
+    def _segmentation(self, staging, stem, maps, target, size) -> dict:
+        predicted = np.argmax(maps, axis=0)
+        classes, counts = np.unique(predicted, return_counts=True)
+        return {"target_label": self.explainer.label(target), "target_pixels": int(np.sum(predicted == target)),
+                "predicted": {self.explainer.label(int(c)): int(n) for c, n in zip(classes, counts)}}
+
+    def _dense(self, staging, stem, maps, target, size) -> dict:
+        activation = maps[0].astype(np.float32)
+        if not self.contract.output_activation and (activation.min() < 0 or activation.max() > 1):
+            activation = 1 / (1 + np.exp(-activation))  # raw logits: show them as the Sigmoid would
+        name = self.files(stem)[2]
+        write_atomically(staging / name, encode_png(_gray8(activation, *size)))
+        return {"output_map": name, "output_max": _number(activation.max()),
+                "output_mean": _number(activation.mean())}
+
+    def _sequence(self, staging, stem, steps, target, size) -> dict:
+        best = np.argmax(steps, axis=-1)
+        decoded = ctc_decode(best, self.contract.blank)
+        record = {"decoded": decoded, "steps": int(best.size)}
+        if self._characters is not None:
+            record["text"] = "".join(self._characters[i] for i in decoded)
+        if target >= 0:
+            record["timestep_class"] = int(best[target])
+        return record
+
+
+def ctc_decode(best: np.ndarray, blank: int) -> list[int]:
+    """Greedy CTC decoding: collapse repeated indices, then drop the blank."""
+    out, previous = [], None
+    for index in np.asarray(best).tolist():
+        if index != previous and index != blank:
+            out.append(int(index))
+        previous = index
+    return out
+
+
+def sequence_labels(labels: list[str] | None, classes: int | None, contract) -> list[str] | None:
+    """Characters per class index from a CTC dictionary: with the blank (``classes`` lines), without it
+    (blank first: PaddleOCR's dictionaries), or without it and with a trailing space class."""
+    if not labels or classes is None:
+        return None
+    if len(labels) == classes:
+        return labels
+    if len(labels) == classes - 1:
+        return ["", *labels]
+    if len(labels) == classes - 2:
+        return ["", *labels, " "]
+    return None
+
+
+def _probabilities(scores: np.ndarray, activation: str) -> np.ndarray:
+    """Class probabilities from one sample's outputs, whatever final activation the model has."""
+    if activation in ("Softmax", "Sigmoid"):
+        return scores
+    if activation == "LogSoftmax":
+        return np.exp(scores)
+    shifted = np.exp(scores - scores.max())
+    return shifted / shifted.sum()
+
+
+def _gray8(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    import cv2
+
+    resized = cv2.resize(np.clip(values, 0, 1), (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.round(resized * 255).astype(np.uint8)
+
+
+def _number(value) -> float | None:
+    """A JSON number; None for NaN and infinities (which JSON cannot hold)."""
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,46 @@
+"""Sequences, ``(N, T, C)`` or ``(T, N, C)``: CTC text recognisers.
+
+The default score is the greedy path: Σ_t S[t, argmax_t] over the steps whose arg-max is not
+the blank (``TaskOptions.blank``, 0 by default) — the characters the model reads. An all-blank
+path counts every step. ``target`` = t explains the character at time step t alone.
+"""
+
+from __future__ import annotations
+
+from onnxcam.targets.base import Task
+from onnxcam.targets.classification import one_hot
+from onnxcam.targets.regression import batch_size
+from onnxcam.targets.score import Seed, SeedContext
+from onnxcam.targets.segmentation import _float
+
+
+def weights(ctx: SeedContext) -> Seed:
+    """w[n, t] = one-hot(argmax_c S[n, t]) on the non-blank steps, or on step t = target[n] alone"""
+    e = ctx.emit
+    best = e.op("ArgMax", ctx.s, axis=2, keepdims=0)  # (N, T)
+    shape = e.shape(ctx.s)
+    characters = one_hot(e, best, e.slice(shape, [2], [3], [0]), ctx.s)  # (N, T, C)
+    blank = e.op("Equal", best, e.const(ctx.options.blank, dtype="int64"))
+    read = e.op("Cast", e.op("Not", blank), to=_float(e, ctx.s), dtype_of=ctx.s)  # (N, T)
+    any_read = e.op("Greater", e.reduce("ReduceMax", read, [1]), e.scalar(0.0, ctx.s))
+    path = e.where(any_read, read, e.scalar(1.0, ctx.s))
+    steps = e.op("Expand", ctx.target, batch_size(e, ctx.s), dtype_of=ctx.target)  # (N,)
+    chosen = one_hot(e, e.op("Max", steps, e.const(0, dtype="int64")), e.slice(shape, [1], [2], [0]), ctx.s)
+    whole = e.unsqueeze(e.op("Less", steps, e.const(0, dtype="int64")), [1])
+    step_weights = e.where(whole, path, chosen)  # (N, T)
+    index = e.where(e.op("Less", steps, e.const(0, dtype="int64")), e.const(-1, dtype="int64"), steps)
+    return Seed(e.mul(characters, e.unsqueeze(step_weights, [2])), index)
+
+
+def detect(view, score) -> bool:
+    return score.rank == 3
+
+
+TASK = Task(
+    name="sequence",
+    shapes="(N, T, C) or (T, N, C)",
+    default="the greedy path: the arg-max character of every non-blank step",
+    target_means="the time step",
+    detect=detect,
+    weights=weights,
+)
