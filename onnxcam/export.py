@@ -221,8 +221,8 @@ def _layer_maps(emit: Emitter, method: Method, plans, target: EmittedTarget, act
                 fuse: str) -> str:
     """Each layer's finished map (method, then ReLU/normalise/resize), fused into one (N, H, W) map."""
     plan = plans[0]
-    maps = [finish_cam(emit, method.build(emit, a, g, LayerContext(p, target.weights)), plan.image, plan.layout)
-            for a, g, p in zip(activations, gradients or [None] * len(plans), plans)]
+    maps = [finish_cam(emit, method.build(emit, a, g, LayerContext(p, target.weights)), plan.image, plan.layout,
+                       p.layer.spatial) for a, g, p in zip(activations, gradients or [None] * len(plans), plans)]
     return fuse_maps(emit, maps, fuse)
 
 

@@ -159,6 +159,12 @@ class Emitter:
         return self._axes_call("Squeeze", x, axes) if axes else x
 
     def slice(self, x, starts, ends, axes, steps=None):
+        if self.opset < 10:  # Slice-1: attributes, no steps
+            if steps is not None and any(int(s) != 1 for s in steps):
+                raise ModelError(f"a strided slice needs opset 10 or later, and this model has opset {self.opset}; "
+                                 "convert it with onnx.version_converter, or choose another layer")
+            return self.op("Slice", x, starts=[int(v) for v in starts], ends=[int(v) for v in ends],
+                           axes=[int(v) for v in axes], dtype_of=x)
         inputs = [x, self.ints(starts), self.ints(ends), self.ints(axes)]
         if steps is not None:
             inputs.append(self.ints(steps))
@@ -168,6 +174,8 @@ class Emitter:
         """Constant padding, ``pads`` as ONNX orders them (all begins, then all ends)."""
         if not any(pads):
             return x
+        if self.opset < 11:  # Pad-2: attributes
+            return self.op("Pad", x, pads=[int(p) for p in pads], value=float(value), mode="constant", dtype_of=x)
         return self.op("Pad", x, self.ints(pads), self.scalar(value, x), mode="constant")
 
     def reduced_count(self, dims, source: str, reduced: str, like: str) -> str:

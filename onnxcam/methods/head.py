@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from onnxcam.autodiff.emitter import Emitter
+from onnxcam.autodiff.rules.resize import interpolation_matrix
+from onnxcam.errors import ModelError
 
 __all__ = ["finish_cam", "EPSILON"]
 
@@ -24,8 +26,14 @@ def normalize_per_image(e: Emitter, x: str) -> str:
     return e.div(shifted, e.add(e.reduce("ReduceMax", shifted, axes), e.scalar(EPSILON, x)))
 
 
-def resize_to(e: Emitter, x: str, image: str, layout: str) -> str:
-    """Bilinear resize of (N, 1, h, w) to the spatial size of ``image`` (NCHW or NHWC)."""
+def resize_to(e: Emitter, x: str, image: str, layout: str, source_hw=None) -> str:
+    """Bilinear resize of (N, 1, h, w) to the spatial size of ``image`` (NCHW or NHWC).
+
+    Before opset 11 Resize has no half-pixel mode, so the same interpolation is two MatMuls by
+    constant matrices (``source_hw``, the map's (h, w), and the image's size must then be static).
+    """
+    if e.opset < 11:
+        return _resize_by_matrices(e, x, image, layout, source_hw)
     image_shape = e.shape(image)
     hw = e.slice(image_shape, [2] if layout == "NCHW" else [1], [4] if layout == "NCHW" else [3], [0])
     sizes = e.op("Concat", e.slice(e.shape(x), [0], [2], [0]), hw, axis=0)
@@ -38,8 +46,22 @@ def resize_to(e: Emitter, x: str, image: str, layout: str) -> str:
                 dtype_of=x)
 
 
-def finish_cam(e: Emitter, raw: str, image: str, layout: str) -> str:
-    """The final (N, H, W) map in [0, 1] from a raw (N, 1, h, w) map."""
+def _resize_by_matrices(e: Emitter, x: str, image: str, layout: str, source_hw) -> str:
+    shape = e.view.shape(image)
+    target_hw = shape[2:4] if layout == "NCHW" else shape[1:3]
+    if source_hw is None or None in tuple(source_hw) + tuple(target_hw):
+        raise ModelError(f"resizing the map to the input needs static sizes before opset 11 (this model has opset "
+                         f"{e.opset}); fix the input's size with --input-shape")
+    (h, w), (height, width) = source_hw, target_hw
+    rows = interpolation_matrix(h, height, height / h, "linear", "half_pixel", "round_prefer_floor")
+    cols = interpolation_matrix(w, width, width / w, "linear", "half_pixel", "round_prefer_floor")
+    dtype = e.dtype(x)
+    tall = e.op("MatMul", e.const(rows.astype(dtype), hint="resize_rows"), x)  # (N, 1, H, w)
+    return e.op("MatMul", tall, e.const(cols.T.astype(dtype), hint="resize_cols"))  # (N, 1, H, W)
+
+
+def finish_cam(e: Emitter, raw: str, image: str, layout: str, source_hw=None) -> str:
+    """The final (N, H, W) map in [0, 1] from a raw (N, 1, h, w) map (of spatial size ``source_hw``)."""
     cam = normalize_per_image(e, e.op("Relu", raw))
-    cam = normalize_per_image(e, resize_to(e, cam, image, layout))
+    cam = normalize_per_image(e, resize_to(e, cam, image, layout, source_hw))
     return e.squeeze(cam, [1])

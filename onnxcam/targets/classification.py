@@ -24,6 +24,12 @@ def pick(ctx: SeedContext, default: str) -> str:
     return e.op("Where", negative, default, ctx.target, dtype_of=default)
 
 
+def non_negative(e, indices: str) -> str:
+    """int64 indices with negatives replaced by 0 (Where: Max takes integers only from opset 12)."""
+    zero = e.const(0, dtype="int64")
+    return e.op("Where", e.op("Less", indices, zero), zero, indices, dtype_of=indices)
+
+
 def one_hot(e, indices: str, depth: str, like: str) -> str:
     """One-hot rows of ``like``'s float type along a new last axis."""
     import numpy as np

@@ -8,7 +8,7 @@ regression`` for wider ones (they look like class logits otherwise).
 from __future__ import annotations
 
 from onnxcam.targets.base import Task
-from onnxcam.targets.classification import one_hot, pick
+from onnxcam.targets.classification import non_negative, one_hot, pick
 from onnxcam.targets.score import Seed, SeedContext
 
 
@@ -17,7 +17,7 @@ def weights(ctx: SeedContext) -> Seed:
     e = ctx.emit
     units = pick(ctx, e.op("Expand", e.const(-1, dtype="int64"), batch_size(e, ctx.s), dtype_of=ctx.target))
     depth = e.slice(e.shape(ctx.s), [1], [2], [0])
-    chosen = one_hot(e, e.op("Max", units, e.const(0, dtype="int64")), depth, ctx.s)
+    chosen = one_hot(e, non_negative(e, units), depth, ctx.s)
     everything = e.expand_like(e.scalar(1.0, ctx.s), ctx.s)
     summed = e.unsqueeze(e.op("Less", units, e.const(0, dtype="int64")), [1])
     return Seed(e.where(summed, everything, chosen), units)

@@ -8,7 +8,7 @@ path counts every step. ``target`` = t explains the character at time step t alo
 from __future__ import annotations
 
 from onnxcam.targets.base import Task
-from onnxcam.targets.classification import one_hot
+from onnxcam.targets.classification import non_negative, one_hot
 from onnxcam.targets.regression import batch_size
 from onnxcam.targets.score import Seed, SeedContext
 from onnxcam.targets.segmentation import _float
@@ -25,7 +25,7 @@ def weights(ctx: SeedContext) -> Seed:
     any_read = e.op("Greater", e.reduce("ReduceMax", read, [1]), e.scalar(0.0, ctx.s))
     path = e.where(any_read, read, e.scalar(1.0, ctx.s))
     steps = e.op("Expand", ctx.target, batch_size(e, ctx.s), dtype_of=ctx.target)  # (N,)
-    chosen = one_hot(e, e.op("Max", steps, e.const(0, dtype="int64")), e.slice(shape, [1], [2], [0]), ctx.s)
+    chosen = one_hot(e, non_negative(e, steps), e.slice(shape, [1], [2], [0]), ctx.s)
     whole = e.unsqueeze(e.op("Less", steps, e.const(0, dtype="int64")), [1])
     step_weights = e.where(whole, path, chosen)  # (N, T)
     index = e.where(e.op("Less", steps, e.const(0, dtype="int64")), e.const(-1, dtype="int64"), steps)
