@@ -1,4 +1,5 @@
-"""Gradient rules: reductions (ReduceSum, ReduceMean, ReduceMax) in their attribute and input forms."""
+"""Gradient rules: reductions (ReduceSum, ReduceMean, ReduceMax, ReduceL2, ReduceSumSquare) in their
+attribute and input forms."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from __future__ import annotations
 from onnxcam.autodiff.registry import RuleContext, register
 
 # Opset from which each reduction takes its axes as an optional second input.
-_AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18}
+_AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceL2": 18, "ReduceSumSquare": 18}
 
 
 def _reduced_axes(ctx: RuleContext) -> list[int] | None:
@@ -64,3 +65,25 @@ def reduce_max(ctx: RuleContext):
     at_max = e.cast_like(e.op("Equal", x, _spread(ctx, ctx.outputs[0], axes)), x)
     ties = e.reduce_sum(at_max, axes, keepdims=True)
     return _grads(ctx, e.mul(at_max, e.div(_spread(ctx, ctx.dy, axes), ties)))
+
+
+@register("ReduceL2")
+def reduce_l2(ctx: RuleContext):
+    """dX = dY·X / Y (0 where Y = 0: the norm of zeros has no direction)"""
+    e, x = ctx.emit, ctx.inputs[0]
+    axes = _reduced_axes(ctx)
+    if axes is None:
+        return _grads(ctx, e.mul(ctx.dy, e.op("Sign", x)))
+    norm = _spread(ctx, ctx.outputs[0], axes)
+    safe = e.where(e.op("Greater", norm, e.scalar(0.0, norm)), norm, e.scalar(1.0, norm))
+    return _grads(ctx, e.mul(e.div(x, safe), _spread(ctx, ctx.dy, axes)))
+
+
+@register("ReduceSumSquare")
+def reduce_sum_square(ctx: RuleContext):
+    """dX = 2·dY·X"""
+    e, x = ctx.emit, ctx.inputs[0]
+    axes = _reduced_axes(ctx)
+    if axes is None:
+        return _grads(ctx, e.mul(e.mul_scalar(ctx.dy, 2.0), x))
+    return _grads(ctx, e.mul(e.mul_scalar(_spread(ctx, ctx.dy, axes), 2.0), x))

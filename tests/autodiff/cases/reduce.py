@@ -9,8 +9,10 @@ import numpy as np
 
 from tests.autodiff.harness import C, Case, X
 
-ATTR_OPSETS = {"ReduceSum": (11,), "ReduceMean": (11, 13), "ReduceMax": (11, 13)}
-INPUT_OPSETS = {"ReduceSum": (13, 18), "ReduceMean": (18,), "ReduceMax": (18,)}
+ATTR_OPSETS = {"ReduceSum": (11,), "ReduceMean": (11, 13), "ReduceMax": (11, 13), "ReduceL2": (9, 13),
+               "ReduceSumSquare": (11, 13)}
+INPUT_OPSETS = {"ReduceSum": (13, 18), "ReduceMean": (18,), "ReduceMax": (18,), "ReduceL2": (18,),
+                "ReduceSumSquare": (18,)}
 
 
 def _axes(*axes):
@@ -54,4 +56,6 @@ CASES = [
     *_cases("ReduceSum"),
     *_cases("ReduceMean"),
     *_cases("ReduceMax", X=_distinct_x),  # ties are not differentiable: keep the maxima apart
+    *_cases("ReduceL2"),
+    *_cases("ReduceSumSquare"),
 ]
