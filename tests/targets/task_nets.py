@@ -45,8 +45,9 @@ class DBLikeDetector(Split):
     """Two scales fused by upsampling and concatenation (the automatic layer), a DB-style head up to the
     input size: Conv→BN→ReLU→ConvTranspose→BN→ReLU→ConvTranspose, then Sigmoid."""
 
-    def __init__(self):
+    def __init__(self, offset=1.5):
         super().__init__()
+        self.offset = offset
         self.c2 = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
                                 nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
         self.c3 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
@@ -64,7 +65,7 @@ class DBLikeDetector(Split):
         return torch.cat([self.lat2(p2), up], dim=1)
 
     def head(self, a):
-        return self.head_layers(a) + 1.5  # a bias, so that many pixels fire above 0.5
+        return self.head_layers(a) + self.offset
 
 
 class CTCRecogniser(Split):
