@@ -23,8 +23,8 @@ _LAZY = {
     "Explainer": "onnxcam.explainer",
     "Explanation": "onnxcam.explainer",
     "load_explain_model": "onnxcam.explainer",
-    "ExplainModel": "onnxcam.export",
-    "export": "onnxcam.export",
+    "ExplainModel": "onnxcam.exporter",
+    "export": "onnxcam.exporter",
     "overlay": "onnxcam.render",
 }
 

@@ -121,7 +121,7 @@ def _dims(shape) -> str:
 def export(model, out, method, expose, overwrite, fuse, target_inputs, layer, task, score, layout, input_shape,
            output_name, threshold, blank, background):
     """Write an explain model: MODEL's outputs plus cam, cam_target and cam_score."""
-    from onnxcam.export import export as export_model
+    from onnxcam.exporter import export as export_model
 
     out_path = Path(out)
     if out_path.exists() and out_path.resolve() == Path(model).resolve():

@@ -16,7 +16,7 @@ import onnx
 from onnxcam import contract
 from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, OnnxCamError, TargetError
-from onnxcam.export import export
+from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
 from onnxcam.imageio import decode_image, read_labels, resolve_preprocess
 from onnxcam.methods import get_method

@@ -9,7 +9,7 @@ need more of the model (CAM reads the classifier's weights).
 Methods of other kinds:
 
 * ``kind="graph"``: ``build(emit, ctx)`` returns the final (N, H, W) map itself, from a
-  :class:`onnxcam.export.GraphContext` (guided backpropagation differentiates down to the image);
+  :class:`onnxcam.methods.context.GraphContext` (guided backpropagation differentiates down to the image);
 * ``kind="runtime"``: several passes, driven by :class:`onnxcam.Explainer` rather than computed
   in one graph; ``build(ctx)`` takes a :class:`onnxcam.methods.multipass.RunContext` and returns the raw
   (N, h, w) maps (``passes`` then says how many model runs, in words).

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from onnxcam import Explainer, OnnxCamError, export
 from onnxcam.cli import cli
-from onnxcam.export import read_metadata
+from onnxcam.exporter import read_metadata
 from tests import nets
 from tests.methods import reference_methods as ref
 from tests.reference import minmax

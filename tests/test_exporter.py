@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from onnxcam import LayerError, ModelError, export
-from onnxcam.export import read_metadata
+from onnxcam.exporter import read_metadata
 from tests import nets
 from tests.reference import gradcam
 

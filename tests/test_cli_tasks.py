@@ -1,0 +1,132 @@
+"""The CLI on non-classifier models: what each task writes, its options, and its one-line errors."""
+
+import json
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests.targets import task_nets as nets
+from tests.test_cli import assert_one_line_error, invoke
+
+
+def _save(tmp_path, name, module, shape, axis=0):
+    torch.manual_seed(0)
+    module.eval()
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(nets.export(module, torch.randn(1, *shape[1:]), output_batch_axis=axis), str(path))
+    return path
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(32, 32), (40, 56)]):
+        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    return folder
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_dense_writes_the_models_own_map(tmp_path, images):
+    model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out)
+    assert result.exit_code == 0, result.output
+    for record in _records(out):
+        assert record["task"] == "dense" and record["target"] == -1 and "threshold" in record["target_description"]
+        original = cv2.imread(str(images / record["image"].split("/")[-1]))
+        own = cv2.imread(str(out / record["output_map"]), cv2.IMREAD_UNCHANGED)
+        assert own.dtype == np.uint8 and own.shape == original.shape[:2]
+        assert 0 <= record["output_mean"] <= record["output_max"] <= 1
+
+
+def test_dense_region_and_mask(tmp_path, images):
+    model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
+    by_region = tmp_path / "region"
+    assert invoke("run", model, images, "-o", by_region, "--region", "0,0,16,16").exit_code == 0
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:16, :16] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    by_mask = tmp_path / "mask"
+    assert invoke("run", model, images, "-o", by_mask, "--mask", tmp_path / "mask.png").exit_code == 0
+    everything = tmp_path / "all"
+    assert invoke("run", model, images, "-o", everything, "--region", "0,0,32,32").exit_code == 0
+    region, masked, whole = _records(by_region), _records(by_mask), _records(everything)
+    for a, b, c in zip(region, masked, whole):
+        assert a["target_score"] == pytest.approx(b["target_score"], rel=1e-6)
+        assert a["target_score"] != pytest.approx(c["target_score"], rel=1e-3)
+        assert "region" in a["target_description"] and "mask" in b["target_description"]
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_sequence_records_the_decoded_path(tmp_path, images, axis):
+    module = nets.CTCRecogniser(time_major=axis == 1)
+    model = _save(tmp_path, "ctc", module, (1, 3, 16, 32), axis)
+    labels = tmp_path / "dict.txt"
+    labels.write_text("\n".join("abcdef"))  # 7 classes: the blank, then 6 characters (PaddleOCR's layout)
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out, "--labels", labels)
+    assert result.exit_code == 0, result.output
+    for record in _records(out):
+        assert record["task"] == "sequence" and record["steps"] == 8
+        assert all(1 <= i <= 6 for i in record["decoded"]) and record["text"] == "".join(
+            "abcdef"[i - 1] for i in record["decoded"])
+    one_step = tmp_path / "step"
+    assert invoke("run", model, images, "-o", one_step, "--timestep", 3).exit_code == 0
+    assert all(r["target"] == 3 and "timestep_class" in r for r in _records(one_step))
+
+
+def test_layers_says_why_a_tensor_is_not_eligible(tmp_path):
+    model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
+    result = invoke("layers", model)
+    assert result.exit_code == 0, result.output
+    assert "task:    dense" in result.output
+    chosen = [line for line in result.output.splitlines() if line.startswith("*")]
+    assert len(chosen) == 1 and "Concat" in chosen[0]
+    assert "no: one channel" in result.output  # the head's last ConvTranspose: the map itself
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--region", "0,0,99,10"], ["region", "not inside the 32x32 input"]),
+    (["--region", "a,b"], ["--region 'a,b' is not a comma-separated list of numbers"]),
+    (["--target", "1"], ["task dense takes no target index"]),
+    (["--timestep", "2"], ["--timestep is for sequence models"]),
+    (["--reference", "nothing.npy"], ["reference 'nothing.npy' not found"]),
+    (["--task", "sequence"], ["task sequence needs (N, T, C)"]),
+])
+def test_bad_task_options(tmp_path, images, args, fragments):
+    model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
+    out = tmp_path / "out"
+    assert_one_line_error(invoke("run", model, images, "-o", out, *args), *fragments)
+    assert not out.exists() or not any(out.iterdir()), "outputs written despite the error"
+
+
+def test_bad_mask_size_and_timestep(tmp_path, images):
+    model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
+    cv2.imwrite(str(tmp_path / "small.png"), np.full((8, 8), 255, np.uint8))
+    assert_one_line_error(invoke("run", model, images, "-o", tmp_path / "o1", "--mask", tmp_path / "small.png"),
+                          "mask is 8x8 but the model input is 32x32")
+    ctc = _save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32))
+    assert_one_line_error(invoke("run", ctc, images, "-o", tmp_path / "o2", "--timestep", 8),
+                          "target 8 is out of range", "8 time steps")
+
+
+def test_embedding_reference_image_and_vector(tmp_path, images):
+    model = _save(tmp_path, "emb", nets.Embedder(), (1, 3, 12, 12))
+    first = sorted(images.iterdir())[0]
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out, "--reference", first, "--preset", "unit")
+    assert result.exit_code == 0, result.output
+    similarity = {r["image"].split("/")[-1]: r["similarity"] for r in _records(out)}
+    assert similarity[first.name] == pytest.approx(1.0, abs=1e-5)  # an image is its own best match
+    assert similarity["im1.png"] < 1.0
+    np.save(tmp_path / "wrong.npy", np.ones(5, np.float32))
+    assert_one_line_error(invoke("run", model, images, "-o", tmp_path / "o2", "--reference", tmp_path / "wrong.npy"),
+                          "the reference has 5 values but the model's embeddings have 6")
