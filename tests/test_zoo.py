@@ -1,0 +1,25 @@
+"""Real deployed models (the development zoo, fetched by scripts/fetch_zoo.py; skipped when absent):
+automatic task and layer, the gradient against finite differences, a finite, non-constant map."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import zoo_report  # noqa: E402
+
+FD_TOLERANCE = 5e-2  # float32 through ReLU kinks; a wrong rule gives errors of order 1 (see zoo_report)
+
+
+@pytest.mark.parametrize("key", list(zoo_report.CASES))
+def test_zoo_model_is_explained_automatically(key):
+    case = zoo_report.CASES[key]
+    model = zoo_report.load(case)
+    if model is None:
+        pytest.skip(f"zoo model {key} is not fetched; run: python scripts/fetch_zoo.py {key}")
+    measured = zoo_report.measure(case, model, repeats=1)
+    assert measured.task == case.task
+    low, high = measured.cam_range
+    assert measured.cam_finite and low == 0.0 and 0.999 < high <= 1.0, measured.cam_range  # in [0, 1], not constant
+    assert measured.fd_error <= FD_TOLERANCE, measured.fd_error
