@@ -123,7 +123,7 @@ def load(case: ZooCase) -> onnx.ModelProto | None:
     return case.prepare(model) if case.prepare else model
 
 
-def measure(case: ZooCase, model: onnx.ModelProto, repeats: int = 7) -> Measurement:
+def measure(case: ZooCase, model: onnx.ModelProto, repeats: int = 15) -> Measurement:
     explain = export(model, input_shape=case.input_shape, expose=["activations", "gradients"], for_runtime=True,
                      **case.options)
     contract = explain.contract

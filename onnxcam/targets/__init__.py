@@ -66,7 +66,8 @@ def choose_target(view: GraphView, image: str, task: str = "auto", output: str |
             return ChosenTarget(fits[0], score, why)
     listing = ", ".join(f"{n} {_shape(view, n)}" for n in view.graph_outputs)
     wanted = f"task {requested.name} needs {requested.shapes}" if requested else \
-        "onnxcam explains outputs shaped (N, C), (N, T, C), (N, 1, H, W) or (N, C, H, W)"
+        "onnxcam explains outputs shaped (N, C), (N, T, C) with a Softmax, (N, 1, H, W) or (N, C, H, W) " \
+        "(raw object-detector heads are not supported yet)"
     raise ModelError(f"no output fits: {wanted} (outputs: {listing}); name one with --output, or pick --task")
 
 

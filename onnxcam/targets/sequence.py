@@ -1,6 +1,7 @@
 """Sequences, ``(N, T, C)`` or ``(T, N, C)``: CTC text recognisers.
 
-The default score is the greedy path: Σ_t S[t, argmax_t] over the steps whose arg-max is not
+Recognised as a 3-D output that ends in a Softmax, or raw logits of a per-step classifier
+(detector heads, from convolutions and concatenations, are not). The default score is the greedy path: Σ_t S[t, argmax_t] over the steps whose arg-max is not
 the blank (``TaskOptions.blank``, 0 by default) — the characters the model reads. An all-blank
 path counts every step. ``target`` = t explains the character at time step t alone.
 """
@@ -32,8 +33,26 @@ def weights(ctx: SeedContext) -> Seed:
     return Seed(e.mul(characters, e.unsqueeze(step_weights, [2])), index)
 
 
+_REARRANGING = ("Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze")
+_PER_STEP = ("MatMul", "Gemm", "LSTM", "GRU", "RNN")
+
+
 def detect(view, score) -> bool:
-    return score.rank == 3
+    """A 3-D output ending in a Softmax/LogSoftmax, or raw logits of a per-step classifier (a
+    MatMul/Gemm, or a recurrent layer, behind a bias and reshapes).
+
+    Raw detector heads are 3-D too — (N, 4+C, A) or (N, A, 5+C) — but come from convolutions,
+    Sigmoids and concatenations of box and score branches; they are not sequences.
+    """
+    if score.rank != 3:
+        return False
+    if score.activation:
+        return score.activation in ("Softmax", "LogSoftmax")
+    node = view.producers.get(score.tensor)
+    while node is not None and (node.op_type in _REARRANGING or
+                                (node.op_type == "Add" and any(view.is_const(i) for i in node.input))):
+        node = view.producers.get(next(i for i in node.input if not view.is_const(i)))
+    return node is not None and node.op_type in _PER_STEP
 
 
 TASK = Task(
