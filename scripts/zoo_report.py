@@ -106,6 +106,7 @@ class Measurement:
     key: str
     task: str
     layer: str
+    layer_shape: str
     default_target: str
     cam_range: tuple[float, float]
     cam_finite: bool
@@ -137,7 +138,8 @@ def measure(case: ZooCase, model: onnx.ModelProto, repeats: int = 15) -> Measure
     plain = make_session(model.SerializeToString(), "cpu")
     explain_ms = _median_ms(lambda: session.run(["cam"], feeds), repeats)
     plain_ms = _median_ms(lambda: plain.run(None, {contract.input: batch}), repeats)
-    return Measurement(case.key, contract.task, contract.layer, contract.target_description,
+    shape = "x".join("?" if d is None else str(d) for d in explain.plan.layer.shape)
+    return Measurement(case.key, contract.task, contract.layer, shape, contract.target_description,
                        (float(cam.min()), float(cam.max())), bool(np.isfinite(cam).all()), explain_ms / plain_ms,
                        plain_ms, fd_error, float(score[0]))
 
@@ -196,7 +198,7 @@ def main(argv=None) -> int:
             print(f"| {key} | not fetched: run python scripts/fetch_zoo.py {key} | | | | | | |")
             continue
         m = measure(CASES[key], model)
-        print(f"| {key} | {m.task} | `{m.layer}` | {m.default_target} | {m.ratio:.2f}× | {m.plain_ms:.1f} | "
+        print(f"| {key} | {m.task} | `{m.layer}` {m.layer_shape} | {m.default_target} | {m.ratio:.2f}× | {m.plain_ms:.1f} | "
               f"{m.fd_error:.1e} | [{m.cam_range[0]:.2f}, {m.cam_range[1]:.2f}] |")
     return 0
 
