@@ -297,8 +297,10 @@ class Explainer:
     def _describe(self, target, region, mask, reference, weights) -> str:
         if weights is not None:
             return "the given target_weights"
-        if region is not None or mask is not None:
-            return requests.REGION_TASKS[self.task].replace("the region", "the region" if region is not None else "the mask")
+        if region is not None:
+            return requests.REGION_TASKS[self.task]
+        if mask is not None:
+            return requests.REGION_TASKS[self.task].replace("region", "mask")
         if reference is not None:
             return "cosine similarity to the reference"
         if target is not None and np.any(np.asarray(target) >= 0):

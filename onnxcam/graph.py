@@ -101,8 +101,11 @@ class GraphView:
     def node_by_name(self, name: str) -> onnx.NodeProto | None:
         return next((n for n in self.nodes if n.name == name), None)
 
-    def ancestors(self, names) -> set[str]:
-        """Every tensor that the given tensors depend on, themselves included."""
+    def ancestors(self, names, inputs=None) -> set[str]:
+        """Every tensor that the given tensors depend on, themselves included.
+
+        ``inputs(node)``, when given, says which of a node's inputs the walk follows (default: all).
+        """
         seen: set[str] = set()
         stack = [n for n in names if n]
         while stack:
@@ -112,7 +115,7 @@ class GraphView:
             seen.add(name)
             node = self.producers.get(name)
             if node is not None:
-                stack.extend(i for i in node.input if i)
+                stack.extend(i for i in (node.input if inputs is None else inputs(node)) if i)
         return seen
 
     # --- types and shapes --------------------------------------------------------------------

@@ -186,18 +186,10 @@ def _image_dependent(view: GraphView) -> set[str]:
 
 def _differentiable_ancestors(view: GraphView, score: str, variable: set[str]) -> set[str]:
     """Float tensors the score depends on through ops that carry a gradient."""
-    seen: set[str] = set()
-    stack = [score]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        node = view.producers.get(name)
-        if node is None or node.op_type in ZERO_OPS:
-            continue
-        stack.extend(i for i in node.input if i in variable and view.is_float(i))
-    return seen
+    def carried(node):
+        return [] if node.op_type in ZERO_OPS else [i for i in node.input if i in variable and view.is_float(i)]
+
+    return view.ancestors([score], inputs=carried)
 
 
 def _learned_after(view: GraphView, to_score: set[str], variable: set[str]) -> dict[str, bool]:

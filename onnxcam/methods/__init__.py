@@ -1,10 +1,11 @@
 """The CAM methods, one registry that the exporter, the API, the CLI and the docs all read.
 
-A method's ``build(emit, A, G, plan)`` turns the target layer's activations A and gradients G
+A method's ``build(emit, A, G, ctx)`` turns the target layer's activations A and gradients G
 (both NCHW tensors in the graph; G is ``None`` for gradient-free methods) into a raw class
 activation map of shape (N, 1, h, w); :mod:`onnxcam.methods.head` then applies the shared ReLU,
-normalisation and resize. ``plan`` tells what is explained (layer, score), for methods that
-need more of the model (CAM reads the classifier's weights).
+normalisation and resize. ``ctx`` (:class:`onnxcam.methods.context.LayerContext`) tells what is
+explained — the plan (layer, score) and the target's weighting — for methods that need more of
+the model (CAM reads the classifier's weights and the class's one-hot row).
 
 Methods of other kinds:
 
@@ -32,7 +33,7 @@ class Method:
     name: str
     title: str
     paper: str
-    build: Callable  # kind "layer": (emitter, A, G, plan) -> raw cam (N, 1, h, w); see the module doc for others
+    build: Callable  # kind "layer": (emitter, A, G, ctx) -> raw cam (N, 1, h, w); see the module doc for others
     needs_gradients: bool = True
     passes: int | str = 1  # model runs per batch: 1, or in words for multi-pass methods
     kind: str = "layer"  # "layer", "graph" or "runtime"

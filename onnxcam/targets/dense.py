@@ -9,20 +9,18 @@ still says what the model looked at. A region or mask replaces the threshold.
 from __future__ import annotations
 
 from onnxcam.targets.base import Task
-from onnxcam.targets.regression import batch_size
+from onnxcam.targets.ops import float_type, no_index
 from onnxcam.targets.score import Seed, SeedContext
-from onnxcam.targets.segmentation import _float
 
 
 def weights(ctx: SeedContext) -> Seed:
     """w = (activation > threshold) per pixel; all pixels where none is above it"""
     e = ctx.emit
-    firing = e.op("Cast", e.op("Greater", ctx.p, e.scalar(ctx.options.threshold, ctx.p)), to=_float(e, ctx.s),
+    firing = e.op("Cast", e.op("Greater", ctx.p, e.scalar(ctx.options.threshold, ctx.p)), to=float_type(e, ctx.s),
                   dtype_of=ctx.s)
     fires = e.op("Greater", e.reduce("ReduceMax", firing, [1, 2, 3]), e.scalar(0.0, ctx.s))  # (N, 1, 1, 1)
     mask = e.where(fires, firing, e.scalar(1.0, ctx.s))
-    none = e.op("Expand", e.const(-1, dtype="int64"), batch_size(e, ctx.s), dtype_of=ctx.target)
-    return Seed(mask, none)
+    return Seed(mask, no_index(ctx))
 
 
 def detect(view, score) -> bool:

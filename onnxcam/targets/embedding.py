@@ -10,7 +10,7 @@ Detected when the output is L2-normalised in the graph; ``--task embedding`` oth
 from __future__ import annotations
 
 from onnxcam.targets.base import Task
-from onnxcam.targets.regression import batch_size
+from onnxcam.targets.ops import no_index
 from onnxcam.targets.score import Seed, SeedContext
 
 _EPSILON = 1e-12
@@ -19,9 +19,7 @@ _NORMALISERS = {"LpNormalization", "ReduceL2"}
 
 def weights(ctx: SeedContext) -> Seed:
     """r = the reference embedding fed as target_weights (0 when none)"""
-    e = ctx.emit
-    none = e.op("Expand", e.const(-1, dtype="int64"), batch_size(e, ctx.s), dtype_of=ctx.target)
-    return Seed(e.zeros_like(ctx.s), none)
+    return Seed(ctx.emit.zeros_like(ctx.s), no_index(ctx))
 
 
 def cosine(ctx: SeedContext, reference: str) -> tuple[str, str]:

@@ -8,24 +8,19 @@ regression`` for wider ones (they look like class logits otherwise).
 from __future__ import annotations
 
 from onnxcam.targets.base import Task
-from onnxcam.targets.classification import non_negative, one_hot, pick
+from onnxcam.targets.ops import no_index, non_negative, one_hot, pick
 from onnxcam.targets.score import Seed, SeedContext
 
 
 def weights(ctx: SeedContext) -> Seed:
     """w[n] = one-hot(k) for unit k = target[n]; all ones (the sum of the outputs) where target[n] < 0"""
     e = ctx.emit
-    units = pick(ctx, e.op("Expand", e.const(-1, dtype="int64"), batch_size(e, ctx.s), dtype_of=ctx.target))
+    units = pick(ctx, no_index(ctx))
     depth = e.slice(e.shape(ctx.s), [1], [2], [0])
     chosen = one_hot(e, non_negative(e, units), depth, ctx.s)
     everything = e.expand_like(e.scalar(1.0, ctx.s), ctx.s)
     summed = e.unsqueeze(e.op("Less", units, e.const(0, dtype="int64")), [1])
     return Seed(e.where(summed, everything, chosen), units)
-
-
-def batch_size(e, tensor: str) -> str:
-    """int64 [N]: the batch size of ``tensor`` (batch first), as a shape for Expand."""
-    return e.slice(e.shape(tensor), [0], [1], [0])
 
 
 def detect(view, score) -> bool:

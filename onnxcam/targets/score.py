@@ -115,7 +115,3 @@ def batch_first(e: Emitter, score: ScoreTensor, tensor: str) -> str:
 
 def from_batch_first(e: Emitter, score: ScoreTensor, tensor: str) -> str:
     return e.transpose(tensor, list(np.argsort(score.perm)))
-
-
-def weights_dtype(view: GraphView, score: ScoreTensor) -> int:
-    return view.elem_type(score.tensor) or onnx.TensorProto.FLOAT

@@ -12,7 +12,7 @@ import numpy as np
 
 from onnxcam.errors import ModelError
 from onnxcam.targets.base import Task
-from onnxcam.targets.classification import one_hot, pick
+from onnxcam.targets.ops import float_type, one_hot, pick
 from onnxcam.targets.score import Seed, SeedContext
 
 
@@ -23,7 +23,7 @@ def weights(ctx: SeedContext) -> Seed:
         raise ModelError(f"the number of classes of '{ctx.score.tensor}' is unknown; fix it with --input-shape")
     predicted = e.op("ArgMax", ctx.s, axis=1, keepdims=1)  # (N, 1, H, W)
     every_class = e.const(np.arange(classes, dtype=np.int64).reshape(1, classes, 1, 1), hint="classes")
-    masks = e.op("Cast", e.op("Equal", predicted, every_class), to=_float(e, ctx.s), dtype_of=ctx.s)
+    masks = e.op("Cast", e.op("Equal", predicted, every_class), to=float_type(e, ctx.s), dtype_of=ctx.s)
     areas = e.reduce_sum(masks, [2, 3], keepdims=False)  # (N, C) predicted pixels per class
     largest = e.op("ArgMax", e.op("Min", areas, _background_cap(e, ctx, classes)), axis=1, keepdims=0)
     chosen = pick(ctx, largest)
@@ -37,12 +37,6 @@ def _background_cap(e, ctx: SeedContext, classes: int) -> str:
     if 0 <= ctx.options.background < classes:
         cap[ctx.options.background] = 0.5
     return e.const(cap, hint="background_cap")
-
-
-def _float(e, like: str) -> int:
-    from onnx import helper
-
-    return int(helper.np_dtype_to_tensor_dtype(e.dtype(like)))
 
 
 def detect(view, score) -> bool:

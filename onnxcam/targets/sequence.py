@@ -9,10 +9,8 @@ path counts every step. ``target`` = t explains the character at time step t alo
 from __future__ import annotations
 
 from onnxcam.targets.base import Task
-from onnxcam.targets.classification import non_negative, one_hot
-from onnxcam.targets.regression import batch_size
+from onnxcam.targets.ops import float_type, non_negative, one_hot, per_sample
 from onnxcam.targets.score import Seed, SeedContext
-from onnxcam.targets.segmentation import _float
 
 
 def weights(ctx: SeedContext) -> Seed:
@@ -22,10 +20,10 @@ def weights(ctx: SeedContext) -> Seed:
     shape = e.shape(ctx.s)
     characters = one_hot(e, best, e.slice(shape, [2], [3], [0]), ctx.s)  # (N, T, C)
     blank = e.op("Equal", best, e.const(ctx.options.blank, dtype="int64"))
-    read = e.op("Cast", e.op("Not", blank), to=_float(e, ctx.s), dtype_of=ctx.s)  # (N, T)
+    read = e.op("Cast", e.op("Not", blank), to=float_type(e, ctx.s), dtype_of=ctx.s)  # (N, T)
     any_read = e.op("Greater", e.reduce("ReduceMax", read, [1]), e.scalar(0.0, ctx.s))
     path = e.where(any_read, read, e.scalar(1.0, ctx.s))
-    steps = e.op("Expand", ctx.target, batch_size(e, ctx.s), dtype_of=ctx.target)  # (N,)
+    steps = per_sample(ctx, ctx.target)  # (N,)
     chosen = one_hot(e, non_negative(e, steps), e.slice(shape, [1], [2], [0]), ctx.s)
     whole = e.unsqueeze(e.op("Less", steps, e.const(0, dtype="int64")), [1])
     step_weights = e.where(whole, path, chosen)  # (N, T)
