@@ -25,7 +25,7 @@ _LAZY = {
     "load_explain_model": "onnxcam.explainer",
     "ExplainModel": "onnxcam.exporter",
     "export": "onnxcam.exporter",
-    "overlay": "onnxcam.render",
+    "overlay": "onnxcam.io.render",
 }
 
 __all__ = [

@@ -14,16 +14,16 @@ import click
 import numpy as np
 
 from onnxcam.errors import OnnxCamError, OutputError
-from onnxcam.imageio import PRESETS, collect_images
-from onnxcam.imageio import preset as named_preset
+from onnxcam.io.images import PRESETS, collect_images
+from onnxcam.io.images import preset as named_preset
 from onnxcam.methods import method_names
 from onnxcam.methods.fusion import FUSE_CHOICES
 from onnxcam.methods.multipass import BASELINES, RunOptions
 from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
 from onnxcam.contract import TARGET_INPUT_MODES
 from onnxcam.targets import TASK_CHOICES, TaskOptions
-from onnxcam.records import TaskOutputs
-from onnxcam.render import COLORMAPS, write_atomically
+from onnxcam.io.records import TaskOutputs
+from onnxcam.io.render import COLORMAPS, write_atomically
 from onnxcam.runtime import PROVIDER_CHOICES
 
 __all__ = ["run", "export", "layers", "ops"]
@@ -223,7 +223,7 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
     """
     from onnxcam.explainer import Explainer
-    from onnxcam.imageio import resolve_preprocess
+    from onnxcam.io.images import resolve_preprocess
 
     if not Path(model).is_file():
         raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")

@@ -18,7 +18,7 @@ from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
-from onnxcam.imageio import decode_image, read_labels, resolve_preprocess
+from onnxcam.io.images import decode_image, read_labels, resolve_preprocess
 from onnxcam.methods import get_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
 from onnxcam.runtime import check_single_runtime, make_session, memory_budget
@@ -371,6 +371,6 @@ class Explainer:
         return str(index)
 
     def save(self, path) -> None:
-        from onnxcam.render import write_atomically
+        from onnxcam.io.render import write_atomically
 
         write_atomically(path, self.model.SerializeToString())

@@ -32,7 +32,7 @@ import fetch_zoo  # noqa: E402
 from onnxcam import Explainer  # noqa: E402
 from onnxcam.exporter import export  # noqa: E402
 from onnxcam.headmodel import cut_model  # noqa: E402
-from onnxcam.imageio import PRESETS  # noqa: E402
+from onnxcam.io.images import PRESETS  # noqa: E402
 from onnxcam.runtime import make_session  # noqa: E402
 
 PADDLE_DET = PRESETS["imagenet"].replace(color="BGR")

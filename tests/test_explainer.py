@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from onnxcam import Explainer, InputError, TargetError, export, load_explain_model
-from onnxcam.imageio import PRESETS
+from onnxcam.io.images import PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxcam.render import encode_png, heatmap16, overlay, write_atomically
+from onnxcam.io.render import encode_png, heatmap16, overlay, write_atomically
 
 __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
 
