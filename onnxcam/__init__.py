@@ -8,6 +8,7 @@ onnxcam`` (and ``onnxcam --version``) loads neither ONNX Runtime nor OpenCV.
 from importlib import import_module
 
 from onnxcam.errors import (
+    CancelledError,
     InputError,
     LayerError,
     ModelError,
@@ -44,6 +45,7 @@ __all__ = [
     "TargetError",
     "InputError",
     "OutputError",
+    "CancelledError",
 ]
 
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import signal
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 
 import click
 import numpy as np
 
-from onnxcam.errors import OnnxCamError, OutputError
-from onnxcam.io.images import PRESETS, collect_images
+from onnxcam.errors import InputError, OnnxCamError, OutputError
+from onnxcam.io.files import OutputSet, write_atomically
+from onnxcam.io.images import DEFAULT_MAX_PIXELS, PRESETS, collect_images
 from onnxcam.io.images import preset as named_preset
 from onnxcam.methods import method_names
 from onnxcam.methods.fusion import FUSE_CHOICES
@@ -23,7 +24,7 @@ from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
 from onnxcam.contract import TARGET_INPUT_MODES
 from onnxcam.targets import TASK_CHOICES, TaskOptions
 from onnxcam.io.records import TaskOutputs
-from onnxcam.io.render import COLORMAPS, write_atomically
+from onnxcam.io.render import COLORMAPS
 from onnxcam.runtime import PROVIDER_CHOICES
 
 __all__ = ["run", "export", "layers", "ops"]
@@ -197,6 +198,12 @@ class PassesBatch(click.ParamType):
 @click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity in overlays.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.option("--skip-bad", is_flag=True,
+              help="Record an image that cannot be explained (undecodable, non-finite score) in results.jsonl and go "
+                   "on; the exit code is still 1 unless every image succeeded.")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse images with more pixels than this (read from the header, before decoding).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary (counts, paths, timings, failures) on stdout.")
 @click.option("--fuse", type=click.Choice(FUSE_CHOICES), default="mean", show_default=True,
               help="How the maps of several --layer are fused.")
 @click.option("--passes-batch", type=PassesBatch(), default="auto", show_default=True,
@@ -215,9 +222,9 @@ class PassesBatch(click.ParamType):
               help="integrated-gradcam: the path's start: a black image (pre-processed) or all zeros.")
 @_model_options
 def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, batch_size, provider, topk,
-        labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, fuse, passes_batch, scorecam_topk,
-        samples, noise, seed, steps, baseline, layer, task, score, layout, input_shape, output_name, threshold, blank,
-        background):
+        labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, skip_bad, max_pixels, as_json, fuse,
+        passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, layer, task, score, layout, input_shape,
+        output_name, threshold, blank, background):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
@@ -227,41 +234,70 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
 
     if not Path(model).is_file():
         raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
-    images = collect_images(inputs)
     out = Path(out_dir)
+    images = collect_images(inputs, exclude=out)
     names = _output_names(images)
     pre = resolve_preprocess(model, named_preset(preset) if preset else None)
     pre = pre.replace(size=_parse_size(size), color=color, scale=scale, mean=_floats(mean, "--mean"),
                       std=_floats(std, "--std"), labels=labels)
     explainer = Explainer(model, layer=list(layer), method=method, provider=provider, preprocess=pre, fuse=fuse,
-                          passes_batch=passes_batch, scorecam_topk=scorecam_topk, samples=samples, noise=noise,
-                          seed=seed, steps=steps, baseline=baseline,
+                          passes_batch=passes_batch, max_pixels=max_pixels, scorecam_topk=scorecam_topk,
+                          samples=samples, noise=noise, seed=seed, steps=steps, baseline=baseline,
                           **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background))
     request = _target_request(explainer, target, timestep, region, mask_path, reference)  # checked before any work
     writer = TaskOutputs(explainer, colormap, alpha, topk)
-    _prepare_out_dir(out, [name for stem in names.values() for name in writer.files(stem)], overwrite)
+    planned = [name for stem in names.values() for name in writer.files(stem)]
+    outputs = OutputSet(out, [*planned, "results.jsonl"], overwrite)
     log.info("pre-processing %s", pre.describe())
 
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=".onnxcam-", dir=out))
     try:
-        records = []
-        with click.progressbar(length=len(images), label="explaining", file=sys.stderr,
-                               hidden=len(images) <= 4) as bar:
-            for first in range(0, len(images), batch_size):
-                chunk = images[first:first + batch_size]
-                records.extend(_explain_chunk(explainer, writer, chunk, names, staging, request))
-                bar.update(len(chunk))
-        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
-        write_atomically(staging / "results.jsonl", lines)
-        for produced in staging.iterdir():
-            produced.replace(out / produced.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        records = run_interruptibly(
+            lambda: _explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad),
+            explainer.cancel)
+        lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
+        write_atomically(outputs.path("results.jsonl"), lines)
+        outputs.commit()
+    except BaseException:
+        outputs.discard()
+        raise
     seconds = time.perf_counter() - started
-    click.echo(f"explained {len(images)} image(s) in {seconds:.2f} s ({1000 * seconds / len(images):.0f} ms/image) "
-               f"on {explainer.provider.upper()} | {explainer.task} | layer {explainer.layer} | {explainer.method} "
-               f"-> {out}/")
+    failed = [r for r in records if r["status"] != "ok"]
+    _report(records, failed, seconds, explainer, out, as_json)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _report(records, failed, seconds, explainer, out, as_json) -> None:
+    done = len(records) - len(failed)
+    if as_json:
+        click.echo(json.dumps({
+            "images": len(records), "explained": done, "failed": len(failed), "out": str(out),
+            "results": str(out / "results.jsonl"), "seconds": round(seconds, 3),
+            "ms_per_image": round(1000 * seconds / len(records), 2), "provider": explainer.provider,
+            "task": explainer.task, "layer": explainer.layer, "method": explainer.method,
+            "all_zero": sum(bool(r.get("all_zero")) for r in records),
+            "failures": [{"image": r["image"], "error": r["error"]} for r in failed]}))
+        return
+    click.echo(f"explained {done} of {len(records)} image(s) in {seconds:.2f} s "
+               f"({1000 * seconds / len(records):.0f} ms/image) on {explainer.provider.upper()} | {explainer.task} | "
+               f"layer {explainer.layer} | {explainer.method} -> {out}/")
+    for record in failed[:5]:
+        click.echo(f"failed: {record['image']}: {record['error']}", err=True)
+    if len(failed) > 5:
+        click.echo(f"failed: {len(failed) - 5} more (see results.jsonl)", err=True)
+
+
+def _explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad) -> list[dict]:
+    quiet = log.getEffectiveLevel() > logging.INFO
+    records = []
+    with click.progressbar(length=len(images), label="explaining", file=sys.stderr,
+                           hidden=quiet or len(images) <= 4) as bar:
+        for first in range(0, len(images), batch_size):
+            chunk = images[first:first + batch_size]
+            records.extend(_explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad))
+            bar.update(len(chunk))
+    return records
 
 
 def _target_request(explainer, target, timestep, region, mask_path, reference) -> dict:
@@ -308,20 +344,93 @@ def _read_reference(text: str):
     return path
 
 
-def _explain_chunk(explainer, writer, chunk, names, staging, request):
+def _explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad):
+    """Records for one batch of images; with ``skip_bad`` an image that fails gets a failed record."""
     t0 = time.perf_counter()
-    batch, decoded = explainer.prepare(chunk)
+    decoded, failures = {}, {}
+    for path in chunk:
+        try:
+            decoded[path] = explainer.decode(path)
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            failures[path] = str(exc)
     t1 = time.perf_counter()
-    result = explainer.explain(batch, **request)
+    good = [path for path in chunk if path in decoded]
+    result = explainer.explain([decoded[p] for p in good], **request) if good else None
     t2 = time.perf_counter()
-    records = [writer.write(staging, names[path], str(path), image, result, i)
-               for i, (path, image) in enumerate(zip(chunk, decoded))]
-    t3 = time.perf_counter()
+    records = []
+    for path in chunk:
+        if path in failures:
+            records.append({"image": str(path), "status": "failed", "error": failures[path]})
+            continue
+        i = good.index(path)
+        if not result.finite[i]:
+            problem = f"the model's score for this image is {float(result.scores[i])} (not finite)"
+            if not skip_bad:
+                raise InputError(f"{path}: {problem}; check the pre-processing, or pass --skip-bad to go on")
+            records.append({"image": str(path), "status": "failed", "error": problem})
+            continue
+        record = {"status": "ok", **writer.write(staging, names[path], str(path), decoded[path], result, i)}
+        if result.all_zero[i]:
+            record["all_zero"] = True
+            log.warning("%s: the map is all zero (nothing at the layer raises the score)", path)
+        records.append(record)
     share = 1000.0 / len(chunk)
     for record in records:
-        record["timings_ms"] = {"preprocess": round((t1 - t0) * share, 2), "explain": round((t2 - t1) * share, 2),
-                                "render": round((t3 - t2) * share, 2)}
+        if record["status"] == "ok":
+            record["timings_ms"] = {"preprocess": round((t1 - t0) * share, 2), "explain": round((t2 - t1) * share, 2),
+                                    "render": round((time.perf_counter() - t2) * share, 2)}
     return records
+
+
+def run_interruptibly(work, cancel, grace_s: float = 2.0):
+    """Run ``work()`` in a worker thread so that SIGINT/SIGTERM reach this (main) thread while ONNX
+    Runtime computes; a signal calls ``cancel()`` and raises :class:`Interrupted` once the worker stops
+    (or ``grace_s`` later)."""
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    outcome: dict = {}
+    received: list[int] = []
+
+    def target():
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        cancel()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worker = threading.Thread(target=target, name="onnxcam-run", daemon=True)
+    try:
+        worker.start()
+        deadline = None
+        while worker.is_alive():
+            worker.join(0.05)
+            if received and deadline is None:
+                deadline = time.monotonic() + grace_s
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(received[0])
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+class Interrupted(click.exceptions.Exit):
+    """A run stopped by a signal: exit 128 + the signal's number, after the staged outputs are discarded."""
+
+    def __init__(self, signum: int):
+        name = signal.Signals(signum).name
+        click.echo(f"Error: interrupted by {name}; nothing was written", err=True)
+        super().__init__(128 + signum)
 
 
 def _output_names(images: list[Path]) -> dict[Path, str]:
@@ -335,22 +444,6 @@ def _output_names(images: list[Path]) -> dict[Path, str]:
         used.add(stem)
         names[path] = stem
     return names
-
-
-def _prepare_out_dir(out: Path, planned: list[str], overwrite: bool) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".onnxcam-probe-")
-        probe.close()
-    except OSError as exc:
-        raise OutputError(f"output folder '{out}' is not writable ({exc.strerror or exc}); choose another -o") from None
-    if overwrite:
-        return
-    planned = ["results.jsonl", *planned]
-    existing = [name for name in planned if (out / name).exists()]
-    if existing:
-        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-        raise OutputError(f"'{out}' already holds {', '.join(existing[:3])}{more}; pass --overwrite or choose another -o")
 
 
 def _parse_size(text: str | None):

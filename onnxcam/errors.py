@@ -12,6 +12,7 @@ __all__ = [
     "TargetError",
     "InputError",
     "OutputError",
+    "CancelledError",
 ]
 
 
@@ -45,3 +46,7 @@ class InputError(OnnxCamError):
 
 class OutputError(OnnxCamError):
     """Outputs cannot be written (folder not writable, files exist and overwriting was not asked)."""
+
+
+class CancelledError(OnnxCamError):
+    """The run was cancelled (``Explainer.cancel()``, or SIGINT/SIGTERM on the command line)."""

@@ -18,7 +18,7 @@ from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
-from onnxcam.io.images import decode_image, read_labels, resolve_preprocess
+from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess
 from onnxcam.methods import get_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
 from onnxcam.runtime import check_single_runtime, make_session, memory_budget
@@ -43,6 +43,27 @@ class Explanation:
     images: list[np.ndarray] | None = field(default=None, repr=False)  # decoded BGR originals, if given
     task: str = "classification"
     target_description: str = ""  # what was explained, in words
+    finite: np.ndarray | None = None  # (N,) bool: the score and the map are finite (else the map is all 0)
+    all_zero: np.ndarray | None = None  # (N,) bool: the map is all zero (no positive evidence at the layer)
+
+
+def decode_image_array(image: np.ndarray) -> np.ndarray:
+    """A BGR uint8 (H, W, 3) copy of a grey, BGR or BGRA uint8 array (alpha composited as for files)."""
+    from onnxcam.io.images import _to_bgr8
+
+    return _to_bgr8(image, "an image array")
+
+
+def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maps with non-finite samples zeroed (the README promises [0, 1]); which were finite, which are all 0."""
+    finite = np.isfinite(np.asarray(scores, np.float64)) & np.isfinite(cam).reshape(len(cam), -1).all(axis=1)
+    if not finite.all():
+        cam = cam.copy()
+        cam[~finite] = 0.0
+        log.warning("the score or map of %d image(s) is not finite (NaN or infinite); their maps are set to 0",
+                    int((~finite).sum()))
+    all_zero = ~cam.reshape(len(cam), -1).any(axis=1)
+    return cam, finite, all_zero
 
 
 def load_explain_model(path) -> onnx.ModelProto:
@@ -75,7 +96,8 @@ class Explainer:
     """
 
     def __init__(self, model, layer: str | list[str] = "auto", method: str = "gradcam", provider: str = "auto",
-                 preprocess=None, threads: int | None = None, passes_batch: int | str = "auto", **options):
+                 preprocess=None, threads: int | None = None, passes_batch: int | str = "auto",
+                 max_pixels: int = DEFAULT_MAX_PIXELS, **options):
         warning = check_single_runtime()
         if warning:
             log.warning(warning)
@@ -112,9 +134,11 @@ class Explainer:
         self._weights_dtype = np.dtype(view.np_dtype(contract.TARGET_WEIGHTS))
         self._view = view
         self._extra_sessions: dict = {}
+        self._cancelled = False
         self._provider_request, self._threads = provider, threads
         if not self._method.in_graph and contract.ACTIVATIONS not in self.exposed:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
+        self.max_pixels = int(max_pixels)
         self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
         self._session = make_session(proto.SerializeToString(), provider, threads=threads)
@@ -169,10 +193,24 @@ class Explainer:
             raise InputError(f"pre-processing size {tuple(size)} differs from the model's input size {self.input_size}")
         return tuple(size)
 
+    def decode(self, item) -> np.ndarray:
+        """One image as a BGR uint8 (H, W, 3) array: a path or encoded bytes decoded, an array checked."""
+        if isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (3, 4)) \
+                    or 0 in item.shape:
+                raise InputError(f"an image array must be BGR uint8 (H, W, 3) (or grey (H, W), BGRA (H, W, 4)); got "
+                                 f"{item.dtype} {item.shape}")
+            if item.size > self.max_pixels * 4:
+                raise InputError(f"an image array of {item.shape[1]}x{item.shape[0]} pixels is over the limit of "
+                                 f"{self.max_pixels / 1e6:.0f} MP; raise max_pixels if you mean it")
+            return decode_image_array(item)
+        return decode_image(item, self.max_pixels)
+
     def prepare(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
         """Decode paths/bytes (or take BGR arrays) and build the input batch."""
-        decoded = [decode_image(item) if isinstance(item, (str, Path, bytes, bytearray, memoryview)) else item
-                   for item in images]
+        decoded = [self.decode(item) for item in images]
+        if not decoded:
+            raise InputError("no images given; pass at least one path, encoded image or array")
         return self.preprocess.batch(decoded, self._image_size(), self.layout), decoded
 
     def _as_batch(self, inputs) -> tuple[np.ndarray, list[np.ndarray] | None]:
@@ -283,16 +321,42 @@ class Explainer:
         targets = self._targets(target, n)
         weights = self.target_weights(n, region=region, mask=mask, reference=reference, weights=target_weights)
         names = [*self._cam_outputs, *self.model_outputs, *self.exposed]
-        try:
-            values = self._session.run(names, self._feeds(batch, targets, weights))
-        except Exception as exc:  # ORT raises its own types for bad feeds
-            raise InputError(f"ONNX Runtime could not run the explain model on this input: {exc}") from None
-        result = dict(zip(names, values))
+        result = self._run_fixed_batches(names, batch, targets, weights)
         outputs = {name: result[name] for name in [*self.model_outputs, *self.exposed]}
         cam = result[contract.CAM] if self._method.in_graph else self._run_passes(batch, result)
+        cam, finite, all_zero = _checked_maps(cam, result[contract.CAM_SCORE])
         described = self._describe(target, region, mask, reference, target_weights)
         return Explanation(cam, result[contract.CAM_TARGET], result[contract.CAM_SCORE], outputs,
-                           self.layer, self.method, self.provider, decoded, self.task, described)
+                           self.layer, self.method, self.provider, decoded, self.task, described, finite, all_zero)
+
+    def _run_fixed_batches(self, names, batch, targets, weights) -> dict[str, np.ndarray]:
+        """One ORT call; for a model whose batch size is fixed at B, calls of B images (the last padded
+        with copies of its last image), the results cut back to the images given."""
+        fixed = self.input_shape[0]
+        n = batch.shape[0]
+        if fixed is None or fixed == n:
+            return dict(zip(names, self._run_session(names, batch, targets, weights)))
+        per_sample_weights = weights.shape[0] == n and n > 1
+        parts = []
+        for first in range(0, n, fixed):
+            rows = np.minimum(np.arange(first, first + fixed), n - 1)
+            chunk_weights = weights[rows] if per_sample_weights else weights
+            chunk_targets = targets[rows] if targets.size == n else targets
+            parts.append(self._run_session(names, batch[rows], chunk_targets, chunk_weights))
+        joined = {}
+        for i, name in enumerate(names):
+            axis = self.contract.score_batch_axis if name in self.model_outputs and name == self.contract.output else 0
+            joined[name] = np.concatenate([p[i] for p in parts], axis=axis).take(np.arange(n), axis=axis)
+        return joined
+
+    def _run_session(self, names, batch, targets, weights):
+        try:
+            return self._session.run(names, self._feeds(batch, targets, weights))
+        except OnnxCamError:
+            raise
+        except Exception as exc:  # ORT raises its own types for bad feeds
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"ONNX Runtime could not run the explain model on this input: {message}") from None
 
     def _describe(self, target, region, mask, reference, weights) -> str:
         if weights is not None:
@@ -322,6 +386,8 @@ class Explainer:
             cut_at = self.layer if kind == "head" else self.input_name
             cut = cut_model(self.model, [cut_at], self.contract.score_tensor, self._view)
             session = make_session(cut.model.SerializeToString(), self._provider_request, threads=self._threads)
+            if self._cancelled:
+                session.cancel()
             self._extra_sessions[kind] = (cut, session)
         return self._extra_sessions[kind]
 
@@ -365,12 +431,20 @@ class Explainer:
             black=lambda: self._black_image(batch))
         return finish_maps(self._method.build(context), *context.image_size)
 
+    def cancel(self) -> None:
+        """Stop the explanations in flight (from another thread or a signal handler): they raise
+        :class:`~onnxcam.errors.CancelledError`, and so does every later call."""
+        self._cancelled = True
+        self._session.cancel()
+        for _, session in list(self._extra_sessions.values()):
+            session.cancel()
+
     def label(self, index: int) -> str:
         if self.labels and 0 <= index < len(self.labels):
             return self.labels[index]
         return str(index)
 
     def save(self, path) -> None:
-        from onnxcam.io.render import write_atomically
+        from onnxcam.io.files import write_atomically
 
         write_atomically(path, self.model.SerializeToString())

@@ -63,7 +63,7 @@ class ExplainModel:
         return Contract.read(self.model)
 
     def save(self, path: str | Path) -> Path:
-        from onnxcam.io.render import write_atomically
+        from onnxcam.io.files import write_atomically
 
         path = Path(path)
         write_atomically(path, self.model.SerializeToString())

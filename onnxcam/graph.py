@@ -36,17 +36,43 @@ def load_model(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
         model = onnx.ModelProto()
         model.CopyFrom(source)
         return model
+    if not isinstance(source, (bytes, bytearray, str, Path)):
+        raise ModelError(f"cannot read an ONNX model from {type(source).__name__}; give a path, bytes or a ModelProto")
     try:
         if isinstance(source, (bytes, bytearray)):
-            return onnx.load_from_string(bytes(source))
+            if not source:
+                raise ModelError("the model bytes are empty; give the contents of an .onnx file")
+            model = onnx.load_from_string(bytes(source))
+            if _uses_external_data(model):
+                raise ModelError("this model keeps its weights in external data files, which bytes cannot carry; "
+                                 "pass the model's path instead, so that the files beside it are found")
+            return _checked(model, "the model bytes")
         path = Path(source)
         if not path.is_file():
             raise ModelError(f"model file '{path}' not found; pass the path of an .onnx file")
-        return onnx.load(str(path))
+        if path.stat().st_size == 0:
+            raise ModelError(f"model file '{path}' is empty (0 bytes); give a complete .onnx file")
+        return _checked(onnx.load(str(path)), f"'{path}'")
     except ModelError:
         raise
     except Exception as exc:  # protobuf raises several unrelated types
-        raise ModelError(f"cannot read ONNX model from {_describe(source)}: {exc}") from None
+        raise ModelError(f"cannot read ONNX model from {_describe(source)}: {_first_line(exc)}") from None
+
+
+def _uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _checked(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """A parsed model that is recognisably ONNX (protobuf parses many byte strings as an empty model)."""
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(f"{label} is not an ONNX model (no graph in it); give an .onnx file")
+    return model
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _describe(source) -> str:

@@ -78,12 +78,26 @@ def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout
 
 def _image_input(view: GraphView) -> str:
     images = [name for name in view.graph_inputs if view.rank(name) == 4 and view.is_float(name)]
-    if len(images) == 1:
-        return images[0]
-    inputs = ", ".join(f"{n} {view.shape(n)}" for n in view.graph_inputs) or "none"
+    inputs = ", ".join(f"{n} ({_type_name(view, n)} {view.shape(n)})" for n in view.graph_inputs) or "none"
+    if len(images) > 1:
+        raise ModelError(f"the model has several 4-D image inputs ({inputs}); onnxcam explains models with one "
+                         "image input")
     if not images:
+        four_d = [n for n in view.graph_inputs if view.rank(n) == 4]
+        if four_d:
+            raise ModelError(f"the model's 4-D input '{four_d[0]}' holds {_type_name(view, four_d[0])} values, and "
+                             "onnxcam feeds float images; re-export the model with a float input")
         raise ModelError(f"the model has no 4-D float image input (its inputs: {inputs}); onnxcam explains image models")
-    raise ModelError(f"the model has several 4-D image inputs ({inputs}); onnxcam explains models with one image input")
+    others = [n for n in view.graph_inputs if n != images[0]]
+    if others:
+        raise ModelError(f"the model needs inputs besides the image ({inputs}); onnxcam feeds only the image: "
+                         f"give '{others[0]}' a default (an initializer) or fix it in the model")
+    return images[0]
+
+
+def _type_name(view: GraphView, name: str) -> str:
+    elem = view.elem_type(name)
+    return onnx.TensorProto.DataType.Name(elem).lower() if elem else "unknown-type"
 
 
 def _layout(view: GraphView, image: str, requested: str) -> str:

@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 
 import onnxruntime as ort
@@ -30,18 +30,44 @@ _ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-training", "onnx
 
 @dataclass
 class Session:
-    """An inference session and the provider it actually runs on."""
+    """An inference session and the provider it actually runs on; :meth:`cancel` stops its runs."""
 
     session: ort.InferenceSession
     provider: str  # "cuda" or "cpu"
     reason: str
+    run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
 
     def run(self, output_names, feeds):
-        return self.session.run(output_names, feeds)
+        try:
+            return self.session.run(output_names, feeds, self.run_options)
+        except Exception as exc:  # ORT raises its own types
+            if self.run_options.terminate:
+                from onnxcam.errors import CancelledError
+
+                raise CancelledError("the run was cancelled") from None
+            raise exc
+
+    def cancel(self) -> None:
+        """Make the runs in flight stop (ORT checks the flag between nodes) and later ones fail at once."""
+        self.run_options.terminate = True
 
 
 def make_session(model_bytes: bytes, provider: str = "auto", threads: int | None = None) -> Session:
-    """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU."""
+    """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU; a model
+    ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`."""
+    try:
+        return _make_session(model_bytes, provider, threads)
+    except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, NotImplemented, ...)
+        from onnxcam.errors import ModelError, OnnxCamError
+
+        if isinstance(exc, OnnxCamError):
+            raise
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise ModelError(f"ONNX Runtime cannot load the model: {reason[:400]}") from None
+
+
+def _make_session(model_bytes: bytes, provider: str, threads: int | None) -> Session:
     if provider not in PROVIDER_CHOICES:
         from onnxcam.errors import OnnxCamError
 

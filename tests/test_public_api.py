@@ -7,7 +7,7 @@ def test_public_names():
     assert sorted(onnxcam.__all__) == sorted([
         "__version__", "Explainer", "Explanation", "ExplainModel", "export", "load_explain_model", "overlay",
         "OnnxCamError", "ModelError", "UnsupportedOpError", "NotDifferentiableError", "LayerError", "TargetError",
-        "InputError", "OutputError",
+        "InputError", "OutputError", "CancelledError",
     ])
     for name in onnxcam.__all__:
         assert hasattr(onnxcam, name), name
@@ -15,5 +15,5 @@ def test_public_names():
 
 def test_errors_share_one_base():
     for name in ("ModelError", "UnsupportedOpError", "NotDifferentiableError", "LayerError", "TargetError",
-                 "InputError", "OutputError"):
+                 "InputError", "OutputError", "CancelledError"):
         assert issubclass(getattr(onnxcam, name), onnxcam.OnnxCamError)

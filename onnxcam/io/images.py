@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ import numpy as np
 
 from onnxcam.errors import InputError, OnnxCamError
 
-__all__ = ["Preprocess", "PRESETS", "decode_image", "find_sidecar", "read_labels", "IMAGE_SUFFIXES", "collect_images"]
+__all__ = ["Preprocess", "PRESETS", "decode_image", "header_size", "find_sidecar", "read_labels", "IMAGE_SUFFIXES",
+           "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +61,9 @@ class Preprocess:
         unknown = set(data) - known
         if unknown:
             raise OnnxCamError(f"unknown pre-processing keys {sorted(unknown)} in {source}; known: {sorted(known)}")
-        values = dict(data)
-        if values.get("size") is not None:
-            values["size"] = tuple(int(v) for v in values["size"])
-        for key in ("mean", "std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        if values.get("labels") and base_dir is not None and not Path(values["labels"]).is_absolute():
-            values["labels"] = str(base_dir / values["labels"])
+        values = {key: _checked_value(key, value, source) for key, value in data.items()}
+        if values.get("labels") and base_dir is not None:
+            values["labels"] = str(_inside(base_dir, values["labels"], source))
         return cls(**values, source=source)
 
     def replace(self, **changes) -> Preprocess:
@@ -109,6 +106,44 @@ def preset(name: str) -> Preprocess:
         raise OnnxCamError(f"unknown pre-processing preset '{name}'; choose one of: {', '.join(PRESETS)}") from None
 
 
+def _checked_value(key: str, value, source: str):
+    """A sidecar or dict value in the type its key needs, or an error naming the key."""
+    def wrong(expected: str) -> InputError:
+        return InputError(f"'{key}' in {source} is {json.dumps(value)}; it must be {expected}")
+
+    if value is None:
+        return None
+    if key == "size":
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise wrong("[height, width], two positive whole numbers")
+        return tuple(value)
+    if key in ("mean", "std"):
+        numbers = value if isinstance(value, (list, tuple)) else None
+        if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise wrong("a list of numbers, one per channel")
+        return tuple(float(v) for v in numbers)
+    if key == "scale":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise wrong("a number")
+        return float(value)
+    if key in ("color", "layout", "labels"):
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    return value
+
+
+def _inside(base_dir: Path, name: str, source: str) -> Path:
+    """``name`` resolved under ``base_dir``; a model bundle's sidecar may not read outside its folder."""
+    base = Path(base_dir).resolve()
+    target = (base / name).resolve()
+    if base not in target.parents:
+        raise InputError(f"'labels' in {source} points outside the model's folder ({name}); a sidecar may only "
+                         "name files beside the model (pass --labels to use another file)")
+    return target
+
+
 def find_sidecar(model_path: str | Path) -> Path | None:
     """``model.json`` beside ``model.onnx`` (and ``model.json`` for ``model.cam.onnx``)."""
     path = Path(model_path)
@@ -143,47 +178,171 @@ def resolve_preprocess(model_path: str | Path | None, given=None) -> Preprocess:
     return PRESETS["imagenet"]
 
 
-def decode_image(source: str | Path | bytes) -> np.ndarray:
-    """Decode a path or encoded bytes into a BGR uint8 (H, W, 3) image."""
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; raise with --max-pixels / Explainer(max_pixels=...)
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white (BGR)
+
+
+def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a path or encoded bytes into a BGR uint8 (H, W, 3) image, as a viewer shows it.
+
+    The header's size is checked against ``max_pixels`` before anything is decoded. EXIF
+    orientation is applied (OpenCV's reading); 16-bit images are scaled by 255/65535 (not
+    stretched per image); an alpha channel is composited on white; grey becomes BGR.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, label = np.frombuffer(source, dtype=np.uint8), "image bytes"
-    else:
+    elif isinstance(source, (str, Path)):
         label = f"image '{source}'"
         try:
             data = np.fromfile(str(source), dtype=np.uint8)
         except OSError as exc:
             raise InputError(f"cannot read {label}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    else:
+        raise InputError(f"cannot read an image from {type(source).__name__}; give a path, encoded bytes or a "
+                         "BGR uint8 array")
+    if not data.size:
+        raise InputError(f"{label} is empty (0 bytes)")
+    size = header_size(data[:65536].tobytes())
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InputError(f"{label} is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), over the "
+                         f"limit of {max_pixels / 1e6:.0f} MP; raise it with --max-pixels (max_pixels=...) if you "
+                         "mean it")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)  # applies EXIF orientation
+        if image is not None and _may_have_alpha(data):
+            unchanged = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if unchanged is not None and unchanged.ndim == 3 and unchanged.shape[2] == 4:
+                image = _composite(unchanged)
+    except cv2.error as exc:
+        raise InputError(f"cannot decode {label}: {str(exc).strip().splitlines()[-1]}") from None
     if image is None:
         raise InputError(f"cannot decode {label}: not an image OpenCV reads (PNG, JPEG, BMP, TIFF, WebP, ...)")
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
+    return _to_bgr8(image, label)
+
+
+def _to_bgr8(image: np.ndarray, label: str) -> np.ndarray:
+    if image.dtype == np.uint16:
+        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.round(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise InputError(f"{label} has {image.dtype} pixels; give an 8- or 16-bit image")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return _composite(image)
     return image
 
 
+def _composite(bgra: np.ndarray) -> np.ndarray:
+    """Alpha-blend a BGRA image (8 or 16 bit) on :data:`ALPHA_BACKGROUND`."""
+    top = 65535.0 if bgra.dtype == np.uint16 else 255.0
+    pixels = bgra.astype(np.float32) / top
+    alpha = pixels[..., 3:4]
+    background = np.asarray(ALPHA_BACKGROUND, np.float32) / 255.0
+    blended = pixels[..., :3] * alpha + background * (1.0 - alpha)
+    return np.round(blended * 255.0).astype(np.uint8)
+
+
+def _may_have_alpha(data: np.ndarray) -> bool:
+    head = data[:16].tobytes()
+    return head.startswith(b"\x89PNG") or head[8:12] == b"WEBP" or head[:4] in (b"II*\x00", b"MM\x00*")
+
+
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, GIF, BMP or WebP header; ``None`` when not found."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head[:2] == b"BM" and len(head) >= 26:
+        return int.from_bytes(head[18:22], "little", signed=True), abs(int.from_bytes(head[22:26], "little", signed=True))
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _webp_size(head)
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_size(head)
+    return None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8 " and len(head) >= 30:
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and len(head) >= 25:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """The frame size from the first SOF marker (the markers before it are skipped by length)."""
+    i = 2
+    while i + 9 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(head[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
+MAX_LABELS_BYTES = 16 << 20
+
+
 def read_labels(path: str | Path) -> list[str]:
+    """Class names, one per line, from a UTF-8 text file of at most 16 MB."""
+    path = Path(path)
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise InputError(f"labels file '{path}' is over {MAX_LABELS_BYTES >> 20} MB; give a text file of class "
+                             "names, one per line")
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise InputError(f"cannot read labels file '{path}': {exc.strerror or exc}") from None
-    return [line.strip() for line in lines if line.strip()]
+    except UnicodeDecodeError:
+        raise InputError(f"labels file '{path}' is not UTF-8 text; give a text file of class names, "
+                         "one per line") from None
+    if "\x00" in text:
+        raise InputError(f"labels file '{path}' is binary, not text; give a text file of class names, one per line")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def collect_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly, plus the image files under named folders (sorted)."""
+def collect_images(paths: Sequence[str | Path], exclude: str | Path | None = None) -> list[Path]:
+    """Image files named directly, plus the image files under named folders (sorted).
+
+    Nothing inside ``exclude`` (the output folder) is taken: onnxcam never reads its own outputs.
+    """
+    outside = Path(exclude).resolve() if exclude is not None else None
+
+    def inside_out(path: Path) -> bool:
+        return outside is not None and (path.resolve() == outside or outside in path.resolve().parents)
+
     found: list[Path] = []
+    skipped = 0
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            for candidate in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+                if inside_out(candidate) or any(part.startswith(".onnxcam-") for part in candidate.parts):
+                    skipped += 1
+                else:
+                    found.append(candidate)
         elif path.is_file():
+            if inside_out(path):
+                raise InputError(f"input '{path}' is inside the output folder '{exclude}'; onnxcam does not read its "
+                                 "own outputs: move it, or choose another -o")
             found.append(path)
         else:
             raise InputError(f"input '{path}' does not exist; pass image files or folders of images")
+    if skipped:
+        log.info("skipped %d file(s) inside the output folder '%s'", skipped, exclude)
     if not found:
         raise InputError(f"no images found in {', '.join(map(str, paths))} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return found

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxcam.io.render import encode_png, heatmap16, overlay, write_atomically
+from onnxcam.io.files import write_atomically
+from onnxcam.io.render import encode_png, heatmap16, overlay
 
 __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
 

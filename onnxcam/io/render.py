@@ -1,17 +1,14 @@
-"""Turning CAMs into pictures (colormap overlays, 16-bit heatmaps) and writing files atomically."""
+"""Turning CAMs into pictures: colormap overlays, 16-bit heatmaps, PNG encoding."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from onnxcam.errors import OnnxCamError, OutputError
 
-__all__ = ["COLORMAPS", "overlay", "colorize", "heatmap16", "encode_png", "write_atomically"]
+__all__ = ["COLORMAPS", "overlay", "colorize", "heatmap16", "encode_png"]
 
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
@@ -60,20 +57,3 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise OutputError("OpenCV could not encode a PNG")
     return data.tobytes()
-
-
-def write_atomically(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write into '{path.parent}': {exc.strerror or exc}; choose a writable folder") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from None
