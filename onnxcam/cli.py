@@ -39,6 +39,9 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except OnnxCamError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C outside a run's ONNX Runtime calls (loading, exporting)
+            click.echo("Error: interrupted by SIGINT; nothing was written", err=True)
+            raise click.exceptions.Exit(130) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

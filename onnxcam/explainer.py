@@ -15,7 +15,7 @@ import onnx
 
 from onnxcam import contract
 from onnxcam.contract import Contract, is_explain_model
-from onnxcam.errors import InputError, OnnxCamError, TargetError
+from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess
@@ -64,6 +64,25 @@ def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
                     int((~finite).sum()))
     all_zero = ~cam.reshape(len(cam), -1).any(axis=1)
     return cam, finite, all_zero
+
+
+MAX_FIXED_BATCH = 4096
+MAX_SIDE = 16384
+
+
+def _checked_input_shape(name: str, shape) -> tuple:
+    """The image input's shape, refused when its fixed dims cannot be fed (0, negative, absurdly large)."""
+    if shape is None or len(shape) != 4:
+        raise ModelError(f"the image input '{name}' has shape {shape}; onnxcam feeds 4-D image batches")
+    batch, rest = shape[0], shape[1:]
+    if batch is not None and not 1 <= batch <= MAX_FIXED_BATCH:
+        raise ModelError(f"the image input '{name}' has its batch fixed at {batch}; onnxcam feeds batches of "
+                         f"1..{MAX_FIXED_BATCH} (re-export the model with a dynamic or smaller batch)")
+    bad = [d for d in rest if d is not None and not 1 <= d <= MAX_SIDE]
+    if bad:
+        raise ModelError(f"the image input '{name}' has shape {shape}, with a dim of {bad[0]}; image dims must be "
+                         f"1..{MAX_SIDE} (fix them with --input-shape)")
+    return tuple(shape)
 
 
 def load_explain_model(path) -> onnx.ModelProto:
@@ -122,7 +141,7 @@ class Explainer:
         self.layout = self.contract.input_layout
         self.input_name = self.contract.input
         view = GraphView(proto)
-        self.input_shape = view.shape(self.input_name)
+        self.input_shape = _checked_input_shape(self.input_name, view.shape(self.input_name))
         self.score_shape = self.contract.score_dims
         self.num_classes = self.score_shape[-1] if self.task in ("classification", "regression") else \
             self.score_shape[1] if self.task == "segmentation" else None

@@ -34,7 +34,7 @@ from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView, load_model
+from onnxcam.graph import GraphView, check_attributes, load_model
 from onnxcam.methods import Method, get_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
@@ -136,6 +136,7 @@ def export(
 # --- stage 1: load ------------------------------------------------------------------------------
 def _load(source, input_shape) -> onnx.ModelProto:
     model = load_model(source)
+    check_attributes(model)
     if is_explain_model(model):
         raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
     if input_shape:

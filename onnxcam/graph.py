@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from onnxcam.errors import ModelError
 
-__all__ = ["GraphView", "load_model", "FLOAT_TYPES"]
+__all__ = ["GraphView", "load_model", "check_attributes", "FLOAT_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,47 @@ def load_model(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
         raise
     except Exception as exc:  # protobuf raises several unrelated types
         raise ModelError(f"cannot read ONNX model from {_describe(source)}: {_first_line(exc)}") from None
+
+
+# Attributes that size windows and grids: they must be small whole numbers (strides and dilations ≥ 1).
+_GEOMETRY_ATTRIBUTES = {"kernel_shape": 0, "strides": 1, "dilations": 1, "pads": 0, "output_padding": 0,
+                        "output_shape": 0}
+_GEOMETRY_LIMIT = 1 << 20
+_INT_FLAGS = {"transA", "transB", "keepdims", "ceil_mode", "count_include_pad", "noop_with_empty_axes",
+              "select_last_index"}
+
+
+def check_attributes(model: onnx.ModelProto) -> None:
+    """Refuse attributes of the wrong type (by the op's ONNX schema) or of absurd size, before any
+    rule or shape inference trusts them; such a model is damaged or not what its opset says."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or opset is None:
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset)
+        except Exception:  # an op the opset does not define: ONNX Runtime's loader says so
+            continue
+        for attribute in node.attribute:
+            _check_attribute(node, attribute, schema)
+
+
+def _check_attribute(node: onnx.NodeProto, attribute: onnx.AttributeProto, schema) -> None:
+    label = f"attribute '{attribute.name}' of {node.op_type} node '{node.name}'"
+    declared = schema.attributes.get(attribute.name)
+    if declared is not None and int(declared.type) != 0 and int(declared.type) != int(attribute.type):
+        expected = onnx.AttributeProto.AttributeType.Name(int(declared.type)).lower()
+        got = onnx.AttributeProto.AttributeType.Name(attribute.type).lower() if attribute.type in \
+            onnx.AttributeProto.AttributeType.values() else f"type {attribute.type}"
+        raise ModelError(f"{label} is {got}, but the ONNX schema wants {expected}; the model is damaged")
+    if attribute.name in _GEOMETRY_ATTRIBUTES and attribute.type == onnx.AttributeProto.INTS:
+        low = _GEOMETRY_ATTRIBUTES[attribute.name]
+        bad = [v for v in attribute.ints if not (low if attribute.name != "pads" else -_GEOMETRY_LIMIT) <= v
+               <= _GEOMETRY_LIMIT]
+        if bad:
+            raise ModelError(f"{label} holds {bad[0]}, outside {low}..{_GEOMETRY_LIMIT}; the model is damaged")
+    if attribute.name in _INT_FLAGS and attribute.type == onnx.AttributeProto.INT and attribute.i not in (0, 1):
+        raise ModelError(f"{label} is {attribute.i}, but it is a flag (0 or 1); the model is damaged")
 
 
 def _uses_external_data(model: onnx.ModelProto) -> bool:
@@ -155,7 +196,11 @@ class GraphView:
         elem = self.elem_type(name)
         if elem is None:
             return np.dtype(np.float32)
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        try:
+            return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        except (KeyError, ValueError, TypeError):
+            raise ModelError(f"tensor '{name}' has element type {elem}, which ONNX does not define; the model is "
+                             "damaged") from None
 
     def is_float(self, name: str) -> bool:
         elem = self.elem_type(name)

@@ -97,7 +97,9 @@ def _image_input(view: GraphView) -> str:
 
 def _type_name(view: GraphView, name: str) -> str:
     elem = view.elem_type(name)
-    return onnx.TensorProto.DataType.Name(elem).lower() if elem else "unknown-type"
+    if elem in onnx.TensorProto.DataType.values() and elem:
+        return onnx.TensorProto.DataType.Name(elem).lower()
+    return f"element-type-{elem}"
 
 
 def _layout(view: GraphView, image: str, requested: str) -> str:

@@ -115,8 +115,8 @@ def _checked_value(key: str, value, source: str):
         return None
     if key == "size":
         if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-            raise wrong("[height, width], two positive whole numbers")
+                isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16384 for v in value):
+            raise wrong("[height, width], two whole numbers from 1 to 16384")
         return tuple(value)
     if key in ("mean", "std"):
         numbers = value if isinstance(value, (list, tuple)) else None
