@@ -33,11 +33,22 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+def _current_umask() -> int:
+    """The umask, read without changing it where the OS tells (Linux), else set and restored once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def file_mode() -> int:
     """0666 under the process's umask (what ``open`` would give), not mkstemp's 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_current_umask()
 
 
 def write_atomically(path: str | Path, data: bytes) -> None:
@@ -125,7 +136,8 @@ def _check_conflicts(out: Path, names: list[str], overwrite: bool) -> None:
         raise OutputError(f"'{out}' holds a folder named {folders[0]}, where an output file goes; move it away")
     if overwrite:
         return
-    existing = [name for name in ["results.jsonl", *names] if (out / name).exists() or (out / name).is_symlink()]
+    existing = [name for name in dict.fromkeys(["results.jsonl", *names])
+                if (out / name).exists() or (out / name).is_symlink()]
     if existing:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
         raise OutputError(f"'{out}' already holds {', '.join(existing[:3])}{more}; pass --overwrite or choose another -o")
