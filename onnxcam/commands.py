@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -240,10 +241,12 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
     pre = resolve_preprocess(model, named_preset(preset) if preset else None)
     pre = pre.replace(size=_parse_size(size), color=color, scale=scale, mean=_floats(mean, "--mean"),
                       std=_floats(std, "--std"), labels=labels)
-    explainer = Explainer(model, layer=list(layer), method=method, provider=provider, preprocess=pre, fuse=fuse,
-                          passes_batch=passes_batch, max_pixels=max_pixels, scorecam_topk=scorecam_topk,
-                          samples=samples, noise=noise, seed=seed, steps=steps, baseline=baseline,
-                          **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background))
+    explainer = run_interruptibly(lambda: Explainer(
+        model, layer=list(layer), method=method, provider=provider, preprocess=pre, fuse=fuse,
+        passes_batch=passes_batch, max_pixels=max_pixels, scorecam_topk=scorecam_topk, samples=samples, noise=noise,
+        seed=seed, steps=steps, baseline=baseline,
+        **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background)),
+        cancel=lambda: None, grace_s=0.2)  # nothing is staged yet: stop at once
     request = _target_request(explainer, target, timestep, region, mask_path, reference)  # checked before any work
     writer = TaskOutputs(explainer, colormap, alpha, topk)
     planned = [name for stem in names.values() for name in writer.files(stem)]
@@ -417,6 +420,10 @@ def run_interruptibly(work, cancel, grace_s: float = 2.0):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received and worker.is_alive():  # stuck in native code that cannot be cancelled: exiting normally would
+        Interrupted.say(received[0])  # wait for it (or abort in its destructors), so leave at once
+        sys.stderr.flush()
+        os._exit(128 + received[0])
     if received:
         raise Interrupted(received[0])
     if "error" in outcome:
@@ -428,9 +435,12 @@ class Interrupted(click.exceptions.Exit):
     """A run stopped by a signal: exit 128 + the signal's number, after the staged outputs are discarded."""
 
     def __init__(self, signum: int):
-        name = signal.Signals(signum).name
-        click.echo(f"Error: interrupted by {name}; nothing was written", err=True)
+        self.say(signum)
         super().__init__(128 + signum)
+
+    @staticmethod
+    def say(signum: int) -> None:
+        click.echo(f"Error: interrupted by {signal.Signals(signum).name}; nothing was written", err=True)
 
 
 def _output_names(images: list[Path]) -> dict[Path, str]:

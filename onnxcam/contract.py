@@ -55,7 +55,7 @@ class Contract:
     task: str
     method: str
     layer: str  # the target layer's tensor name(s), comma-separated
-    layer_layout: str  # "NCHW" or "NHWC" per layer, comma-separated
+    layer_layout: str  # "NCHW", "NHWC" or "tokens/PREFIX/HxW" per layer, comma-separated
     input: str  # the image input
     input_layout: str
     output: str  # the model output the score is read from

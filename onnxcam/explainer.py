@@ -19,6 +19,7 @@ from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess
+from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import get_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
 from onnxcam.runtime import check_single_runtime, make_session, memory_budget
@@ -393,9 +394,7 @@ class Explainer:
 
     # --- multi-pass methods ------------------------------------------------------------------
     def _nchw(self, tensor: np.ndarray | None) -> np.ndarray | None:
-        if tensor is None or self.contract.layer_layout == "NCHW":
-            return tensor
-        return np.ascontiguousarray(tensor.transpose(0, 3, 1, 2))
+        return nchw_array(tensor, self.contract.layer_layout)
 
     def _sub_session(self, kind: str):
         """The head model (layer → score) or the plain forward model (image → score), built once."""
@@ -414,10 +413,9 @@ class Explainer:
         axis = self.contract.score_batch_axis
         return scores if axis == 0 else np.moveaxis(scores, axis, 0)
 
-    def _head(self, activations: np.ndarray, rows: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    def _head(self, activations: np.ndarray, rows: np.ndarray, batch: np.ndarray, native: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("head")
-        if self.contract.layer_layout != "NCHW":
-            activations = activations.transpose(0, 2, 3, 1)
+        activations = native_array(activations, self.contract.layer_layout, native[rows])
         feeds = {cut.inputs[0]: np.ascontiguousarray(activations)}
         feeds.update({name: batch[rows] for name in cut.inputs[1:]})  # the image, where a skip bypasses the layer
         return self._batch_first(session.run([cut.output], feeds)[0])
@@ -446,7 +444,8 @@ class Explainer:
             weights=result[contract.CAM_WEIGHTS], task=self.task,
             activations=self._nchw(result[contract.ACTIVATIONS]), gradients=self._nchw(result.get(contract.GRADIENTS)),
             score_kind=self.contract.score, options=self.run_options,
-            head=lambda a, rows: self._head(a, rows, batch), forward=self._forward, explain=self._explain_batch,
+            head=lambda a, rows: self._head(a, rows, batch, result[contract.ACTIVATIONS]), forward=self._forward,
+            explain=self._explain_batch,
             black=lambda: self._black_image(batch))
         return finish_maps(self._method.build(context), *context.image_size)
 

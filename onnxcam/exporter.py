@@ -35,6 +35,7 @@ from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView, check_attributes, load_model
+from onnxcam.layers import nchw_view
 from onnxcam.methods import Method, get_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
@@ -199,8 +200,8 @@ def _method_outputs(emit: Emitter, method: Method, plans, target: EmittedTarget,
                     fuse: str) -> dict[str, str]:
     if method.kind == "runtime":
         return {}
-    a_nchw = [_nchw(emit, t, p.layer.layout) for t, p in zip(tensors, plans)]
-    g_nchw = [_nchw(emit, gradients[t], p.layer.layout) for t, p in zip(tensors, plans)] if gradients else []
+    a_nchw = [nchw_view(emit, t, p.layer) for t, p in zip(tensors, plans)]
+    g_nchw = [nchw_view(emit, gradients[t], p.layer) for t, p in zip(tensors, plans)] if gradients else []
     if method.kind == "layer":
         return {contract.CAM: _layer_maps(emit, method, plans, target, a_nchw, g_nchw, fuse)}
     built: list[str] = []
@@ -212,10 +213,6 @@ def _method_outputs(emit: Emitter, method: Method, plans, target: EmittedTarget,
 
     context = GraphContext(plans[0], plans, target.seeds, a_nchw, g_nchw, gradcam, emit)
     return {contract.CAM: method.build(emit, context)}
-
-
-def _nchw(emit: Emitter, tensor: str, layout: str) -> str:
-    return tensor if layout == "NCHW" else emit.transpose(tensor, [0, 3, 1, 2])
 
 
 def _layer_maps(emit: Emitter, method: Method, plans, target: EmittedTarget, activations, gradients,
@@ -274,7 +271,7 @@ def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse
     score = plan.score_tensor
     return Contract(
         version=__version__, task=plan.task.name, method=method.name,
-        layer=",".join(p.layer.tensor for p in plans), layer_layout=",".join(p.layer.layout for p in plans),
+        layer=",".join(p.layer.tensor for p in plans), layer_layout=",".join(p.layer.layout_code for p in plans),
         input=plan.image, input_layout=plan.layout, output=plan.output, output_activation=score.activation,
         score=score.kind, score_tensor=score.tensor, score_shape=format_shape(score.shape),
         score_batch_axis=score.batch_axis, score_description=score.describe(), target_description=plan.task.default,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from functools import cached_property
 from pathlib import Path
@@ -259,11 +260,146 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shapes from ONNX's inference (with data propagation); where it leaves dims unknown that ONNX
+    Runtime's symbolic inference resolves (a Reshape to a computed shape, as flatten exports are),
+    those fill the gaps."""
+    light = _without_weights(model)
     try:
-        return shape_inference.infer_shapes(_without_weights(model), check_type=False, strict_mode=False, data_prop=True)
+        inferred = shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference failing is not fatal: rules then see fewer shapes
         log.warning("ONNX shape inference failed (%s); continuing with declared shapes only", exc)
         return model
+    if _has_unknown_dims(inferred.graph):
+        _fill_from_symbolic(inferred.graph, light)
+    if _has_unknown_dims(inferred.graph):
+        _fill_from_probe(inferred.graph, model)
+    return inferred
+
+
+def _unknown_tensors(graph: onnx.GraphProto, model: onnx.ModelProto) -> list[str]:
+    """Node outputs whose rank, or a dim other than the inputs' symbolic ones, is unknown."""
+    inputs = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    infos = {info.name: info for info in graph.value_info}
+    unknown = []
+    for node in model.graph.node:
+        for name in node.output:
+            info = infos.get(name)
+            if not name:
+                continue
+            if info is None or not info.type.tensor_type.HasField("shape") or any(
+                    not d.HasField("dim_value") and d.dim_param not in inputs for d in info.type.tensor_type.shape.dim):
+                unknown.append(name)
+    return unknown
+
+
+_PROBE_ELEMENTS = 1 << 26  # per sample of an input: 64 M values (a 4096 x 4096 RGB image is 50 M)
+_PROBE_SECONDS = 5.0  # a model that needs longer on zeros (a long Loop) keeps the shapes inference found
+
+
+def _fill_from_probe(graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
+    """Shapes read off two ONNX Runtime runs on zero inputs (batch 1 and 2) of the fixed input size:
+    a dim that changes with the batch is the batch, the others are static. Needs static non-batch
+    input dims; skipped when ONNX Runtime is absent or the model does not run."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    initializers = {t.name for t in model.graph.initializer}
+    feeds_by_batch = {}
+    batch_symbols = {}
+    for info in model.graph.input:
+        if info.name in initializers:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        if not dims or None in dims[1:]:
+            return  # dynamic spatial dims: nothing to probe with (give --input-shape)
+        first = info.type.tensor_type.shape.dim[0]
+        batch_symbols[info.name] = first.dim_param or None
+        if any(d <= 0 for d in dims[1:]) or np.prod(dims[1:], dtype=np.float64) > _PROBE_ELEMENTS or \
+                (dims[0] is not None and not 1 <= dims[0] <= 64):
+            return  # an input too large (or malformed) to probe with
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+        except (KeyError, ValueError, TypeError):
+            return
+        for batch in (1, 2):
+            shape = [batch if dims[0] is None else dims[0], *dims[1:]]
+            feeds_by_batch.setdefault(batch, {})[info.name] = np.zeros(shape, dtype)
+    wanted = _unknown_tensors(graph, model)
+    if not wanted:
+        return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted if n not in known)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    options.log_severity_level = 4
+    run_options = ort.RunOptions()
+    run_options.log_severity_level = 4
+    budget = threading.Timer(_PROBE_SECONDS, lambda: setattr(run_options, "terminate", True))
+    budget.daemon = True
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        budget.start()
+        runs = [dict(zip(wanted, session.run(wanted, feeds_by_batch[b], run_options))) for b in (1, 2)]
+    except Exception as exc:  # the model does not run on zeros, or not within the budget
+        log.debug("probe run for shapes failed (%s)", exc)
+        return
+    finally:
+        budget.cancel()
+    symbol = next((s for s in batch_symbols.values() if s), "batch")
+    infos = {info.name: info for info in graph.value_info}
+    for name in wanted:
+        one, two = runs[0][name], runs[1][name]
+        if not isinstance(one, np.ndarray) or one.ndim != two.ndim:
+            continue
+        elem = helper.np_dtype_to_tensor_dtype(one.dtype)
+        dims = [a if a == b else symbol for a, b in zip(one.shape, two.shape)]
+        info = infos.get(name)
+        if info is None:
+            graph.value_info.append(helper.make_tensor_value_info(name, elem, dims))
+        else:
+            info.CopyFrom(helper.make_tensor_value_info(name, elem, dims))
+    log.info("shapes of %d tensor(s) read off a probe run (static inference left them unknown)", len(wanted))
+
+
+def _has_unknown_dims(graph: onnx.GraphProto) -> bool:
+    inputs = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    for info in graph.value_info:
+        tensor_type = info.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            return True
+        if any(not d.HasField("dim_value") and d.dim_param not in inputs for d in tensor_type.shape.dim):
+            return True
+    return False
+
+
+def _fill_from_symbolic(graph: onnx.GraphProto, light: onnx.ModelProto) -> None:
+    """Merge ONNX Runtime's symbolic shape inference into ``graph``: a known dim wins over an unknown one."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:  # the autodiff engine works without ONNX Runtime; shapes then stay as ONNX inferred them
+        return
+    try:
+        symbolic = SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=True)
+    except Exception as exc:  # its own assertions on graphs it does not handle
+        log.debug("ONNX Runtime's symbolic shape inference failed (%s)", exc)
+        return
+    found = {info.name: info for info in symbolic.graph.value_info}
+    for info in graph.value_info:
+        better = found.get(info.name)
+        if better is None or not better.type.tensor_type.HasField("shape"):
+            continue
+        dims, extra = info.type.tensor_type.shape.dim, better.type.tensor_type.shape.dim
+        if not info.type.tensor_type.HasField("shape") or len(dims) != len(extra):
+            info.type.tensor_type.shape.CopyFrom(better.type.tensor_type.shape)
+            continue
+        for dim, other in zip(dims, extra):
+            if not dim.HasField("dim_value") and other.HasField("dim_value"):
+                dim.dim_value = other.dim_value
+    known = {info.name for info in graph.value_info} | {o.name for o in graph.output}
+    graph.value_info.extend(info for name, info in found.items() if name not in known)
 
 
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:

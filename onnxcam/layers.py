@@ -12,6 +12,12 @@ graph order — the usual Grad-CAM target (MATLAB's ``gradCAM`` and torch-cam ch
 except for dense and segmentation outputs, where it is the last eligible tensor *before the
 prediction head*: the chain of single-input ops ending at the score (a DB text detector's
 Conv→BN→ReLU→ConvTranspose→...→Sigmoid) would otherwise give the head's own upsampling layers.
+
+Transformer token sequences (N, T, D) are candidates too when their last h·w tokens form a grid
+of the input (see :func:`_token_layer`); they are eligible only when an op on the way to the score
+still mixes tokens (attention, pooling): after a ViT's last attention only the class token reaches
+the score, and the patch tokens' gradient is zero. For them the automatic layer is the last
+eligible LayerNormalization output — the last block's first norm, pytorch-grad-cam's ViT recipe.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from onnxcam.errors import LayerError
 from onnxcam.graph import GraphView
 
 __all__ = ["Layer", "Candidate", "candidate_layers", "considered_layers", "resolve_layer", "automatic_layer",
-           "prediction_head_input", "tensor_layouts"]
+           "prediction_head_input", "tensor_layouts", "parse_layout", "nchw_view", "nchw_array", "native_array"]
 
 _NCHW_SOURCES = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "BatchNormalization",
                  "InstanceNormalization", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "LRN"}
@@ -36,25 +42,95 @@ _PERMS = {(0, 2, 3, 1): {"NCHW": "NHWC"}, (0, 3, 1, 2): {"NHWC": "NCHW"}}
 
 @dataclass(frozen=True)
 class Layer:
-    """A candidate target: the tensor, the node producing it, its shape and its layout."""
+    """A candidate target: the tensor, the node producing it, its shape and its layout.
+
+    ``layout`` is "NCHW", "NHWC" or "tokens": a transformer's (N, T, D) token sequence whose last
+    h·w tokens are the patch grid ``grid`` = (h, w), after ``prefix`` extra tokens (a class token,
+    distillation or register tokens). Methods always see the NCHW view (:func:`nchw_view`).
+    """
 
     tensor: str
     node: str
     op_type: str
     shape: tuple
-    layout: str  # "NCHW" or "NHWC"
+    layout: str  # "NCHW", "NHWC" or "tokens"
+    grid: tuple | None = None  # tokens: (h, w)
+    prefix: int = 0  # tokens: extra tokens before the grid
 
     @property
     def spatial(self) -> tuple:
+        if self.layout == "tokens":
+            return self.grid
         return self.shape[2:4] if self.layout == "NCHW" else self.shape[1:3]
 
     @property
     def channels(self):
-        return self.shape[1] if self.layout == "NCHW" else self.shape[3]
+        return self.shape[1] if self.layout == "NCHW" else self.shape[-1]
+
+    @property
+    def layout_code(self) -> str:
+        """The layout as the explain model's metadata records it: "NCHW", "NHWC" or "tokens/1/8x8"."""
+        if self.layout != "tokens":
+            return self.layout
+        return f"tokens/{self.prefix}/{self.grid[0]}x{self.grid[1]}"
 
     def describe(self) -> str:
         dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        if self.layout == "tokens":
+            extra = f"{self.prefix}+" if self.prefix else ""
+            return f"{self.tensor} ({self.op_type} '{self.node}', tokens {dims} = {extra}{self.grid[0]}x{self.grid[1]} grid)"
         return f"{self.tensor} ({self.op_type} '{self.node}', {self.layout} {dims})"
+
+
+def parse_layout(code: str) -> tuple[str, int, tuple[int, int] | None]:
+    """(layout, prefix, grid) from :attr:`Layer.layout_code`."""
+    if not code.startswith("tokens/"):
+        return code, 0, None
+    _, prefix, grid = code.split("/")
+    h, w = grid.split("x")
+    return "tokens", int(prefix), (int(h), int(w))
+
+
+def nchw_view(e, tensor: str, layer: Layer) -> str:
+    """The layer's tensor (or its gradient, of the same shape) as an (N, C, h, w) tensor in the graph.
+
+    Token layers lose their prefix tokens (the class token's own gradient is ignored, as in
+    pytorch-grad-cam's ViT recipe) and are reshaped to the grid."""
+    if layer.layout == "NCHW":
+        return tensor
+    if layer.layout == "NHWC":
+        return e.transpose(tensor, [0, 3, 1, 2])
+    patches = e.slice(tensor, [layer.prefix], [layer.prefix + layer.grid[0] * layer.grid[1]], [1]) \
+        if layer.prefix else tensor
+    grid = e.reshape(patches, e.ints([0, layer.grid[0], layer.grid[1], layer.shape[2]]))
+    return e.transpose(grid, [0, 3, 1, 2])
+
+
+def nchw_array(array, code: str):
+    """NumPy twin of :func:`nchw_view` for a tensor the explain model returned."""
+    import numpy as np
+
+    layout, prefix, grid = parse_layout(code)
+    if layout == "NCHW" or array is None:
+        return array
+    if layout == "NHWC":
+        return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
+    patches = array[:, prefix:prefix + grid[0] * grid[1]]
+    return np.ascontiguousarray(patches.reshape(len(array), grid[0], grid[1], -1).transpose(0, 3, 1, 2))
+
+
+def native_array(nchw, code: str, original):
+    """The inverse of :func:`nchw_array`: an (N, C, h, w) array back in the layer's own layout; token
+    layers take their prefix tokens from ``original`` (the layer's tensor as the model computed it)."""
+    import numpy as np
+
+    layout, prefix, grid = parse_layout(code)
+    if layout == "NCHW":
+        return nchw
+    if layout == "NHWC":
+        return np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
+    tokens = nchw.reshape(len(nchw), nchw.shape[1], -1).transpose(0, 2, 1)
+    return np.ascontiguousarray(np.concatenate([original[:, :prefix], tokens], axis=1))
 
 
 def tensor_layouts(view: GraphView, input_layouts: dict[str, str] | None = None) -> dict[str, str]:
@@ -107,20 +183,32 @@ class _Paths:
         self.variable = _image_dependent(view)
         self.to_score = _differentiable_ancestors(view, score, self.variable)
         self.learned_after = _learned_after(view, self.to_score, self.variable)
+        self.mixing_after = _mixing_after(view, self.to_score, self.variable)
 
 
 def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None) -> list[Candidate]:
-    """Every 4-D float activation with a traced layout that the score is computed from, in graph order,
-    with the reason it cannot be a target layer where it cannot."""
+    """Every 4-D float activation with a traced layout, and every (N, T, D) token sequence whose
+    tokens form a grid of the input, that the score is computed from, in graph order, with the
+    reason it cannot be a target layer where it cannot."""
     layouts = tensor_layouts(view, input_layouts)
     needed = view.ancestors([score])
     paths = _Paths(view, score)
+    strides = _patch_strides(view)
+    image_hw = _image_size(view, input_layouts)
     considered = []
     for node in view.nodes:
         for out in node.output:
-            if out in layouts and out in needed and view.is_float(out):
+            if out not in needed or not view.is_float(out):
+                continue
+            if out in layouts:
                 layer = Layer(out, node.name, node.op_type, view.shape(out), layouts[out])
-                considered.append(Candidate(layer, _why_not(layer, paths)))
+            elif view.rank(out) == 3 and image_hw is not None and _same_batch(view, out, input_layouts):
+                layer = _token_layer(view, node, out, image_hw, strides)
+                if layer is None:
+                    continue
+            else:
+                continue
+            considered.append(Candidate(layer, _why_not(layer, paths)))
     return considered
 
 
@@ -133,7 +221,67 @@ def _why_not(layer: Layer, paths: _Paths) -> str:
         return "one channel (a map, not features)"
     if not paths.learned_after.get(layer.tensor):
         return "no learned layer between it and the score"
+    if layer.layout == "tokens" and not paths.mixing_after.get(layer.tensor):
+        return "no op mixes its tokens on the way to the score (only the class token reaches it: a zero map)"
     return ""
+
+
+# Most tokens that come before a transformer's patch grid (class, distillation, register tokens).
+_MAX_PREFIX = 8
+
+
+def _image_size(view: GraphView, input_layouts) -> tuple[int, int] | None:
+    for image, layout in (input_layouts or {}).items():
+        shape = view.shape(image)
+        if shape is not None and len(shape) == 4:
+            hw = shape[2:4] if layout == "NCHW" else shape[1:3]
+            if None not in hw:
+                return tuple(hw)
+    return None
+
+
+def _same_batch(view: GraphView, tensor: str, input_layouts) -> bool:
+    """Whether ``tensor``'s first dim is the image batch (not windows × batch, as inside Swin blocks)."""
+    image = next(iter(input_layouts or {}), None)
+    if image is None:
+        return False
+    batch, first = view.symbolic_shape(image)[0], (view.symbolic_shape(tensor) or (None,))[0]
+    return first is not None and first == batch
+
+
+def _patch_strides(view: GraphView) -> list[int]:
+    """Strides of patch embeddings (a Conv whose stride equals its kernel), the likeliest grid steps first."""
+    found = []
+    for node in view.nodes:
+        if node.op_type == "Conv":
+            attrs = {a.name: list(a.ints) for a in node.attribute if a.name in ("strides", "kernel_shape")}
+            strides, kernel = attrs.get("strides"), attrs.get("kernel_shape")
+            if strides and kernel and strides == kernel and len(set(strides)) == 1 and strides[0] > 1:
+                found.append(strides[0])
+    return sorted(set(found), key=found.index)
+
+
+def _token_layer(view: GraphView, node, tensor: str, image_hw, strides: list[int]) -> Layer | None:
+    """A Layer for an (N, T, D) tensor whose last h·w tokens form a grid of the input, else None.
+
+    The grid is the input divided by a patch stride (a patch embedding's, times 2^k for the
+    patch merging of hierarchical models, else any common divisor); the tokens before it
+    (at most 8) are the prefix."""
+    shape = view.shape(tensor)
+    tokens = shape[1]
+    if tokens is None or shape[2] is None:
+        return None
+    height, width = image_hw
+    steps = [s * 2 ** k for s in strides for k in range(5)]
+    steps += [s for s in range(2, 65) if s not in steps]
+    for step in steps:
+        if height % step or width % step:
+            continue
+        grid = (height // step, width // step)
+        prefix = tokens - grid[0] * grid[1]
+        if 0 <= prefix <= _MAX_PREFIX and grid[0] * grid[1] > 1:
+            return Layer(tensor, node.name, node.op_type, shape, "tokens", grid, prefix)
+    return None
 
 
 def candidate_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None) -> list[Layer]:
@@ -155,6 +303,10 @@ def automatic_layer(view: GraphView, candidates: list[Layer], score: str, task: 
         usable = [layer for layer in candidates if layer.tensor in before_head]
         if usable:
             return usable[-1]
+    if candidates[-1].layout == "tokens":  # pytorch-grad-cam's ViT recipe: the last block's first LayerNorm
+        normed = [layer for layer in candidates if layer.layout == "tokens" and layer.op_type == "LayerNormalization"]
+        if normed:
+            return normed[-1]
     return candidates[-1]
 
 
@@ -207,6 +359,43 @@ def _learned_after(view: GraphView, to_score: set[str], variable: set[str]) -> d
     return learned
 
 
+def _mixing_after(view: GraphView, to_score: set[str], variable: set[str]) -> dict[str, bool]:
+    """Per tensor on a differentiable path to the score: does an op on the way combine tokens?"""
+    mixing: dict[str, bool] = {}
+    for node in reversed(view.nodes):
+        outputs = [o for o in node.output if o in to_score]
+        if not outputs:
+            continue
+        after = any(mixing.get(o) for o in outputs)
+        mixes = _mixes_tokens(view, node, variable)
+        for name in node.input:
+            if name in to_score:
+                mixing[name] = mixing.get(name, False) or after or mixes
+    return mixing
+
+
+def _mixes_tokens(view: GraphView, node, variable: set[str]) -> bool:
+    """Attention products, convolutions and poolings combine positions; so do reductions over the
+    token axis and reshapes of a token sequence into one vector per sample."""
+    op, inputs = node.op_type, [i for i in node.input if i]
+    if op in ("MatMul", "Einsum"):
+        return sum(i in variable for i in inputs) >= 2
+    if op in ("Conv", "ConvTranspose", "GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool"):
+        return True
+    rank = view.rank(inputs[0]) if inputs else None
+    if op.startswith("Reduce") and rank == 3:
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        if axes is None and len(inputs) > 1:
+            value = view.const_value(inputs[1])
+            axes = None if value is None else [int(a) for a in value.ravel()]
+        return axes is None or any(a % 3 == 1 for a in axes)
+    if op in ("Flatten", "Reshape") and rank == 3:
+        out_rank = view.rank(node.output[0])
+        return out_rank is not None and out_rank < 3 and not (out_rank == 2 and view.shape(node.output[0])[1] ==
+                                                             view.shape(inputs[0])[2])
+    return False
+
+
 def resolve_layer(view: GraphView, spec: str, score: str, input_layouts: dict[str, str] | None = None,
                   task: str = "classification") -> Layer:
     """The layer named by ``spec``: "auto", a tensor name, or a node name."""
@@ -238,7 +427,7 @@ def _not_a_candidate(view: GraphView, spec: str, score: str, candidates: list[La
         elif refused.get(tensor):
             why = refused[tensor]
         elif shape is None or len(shape) != 4:
-            why = f"it is not a 4-D activation (shape {shape})"
+            why = f"it is neither a 4-D activation nor a token sequence over a grid of the input (shape {shape})"
         elif all(d == 1 for d in shape[2:]) or all(d == 1 for d in shape[1:3]):
             why = f"it has no spatial extent (shape {shape})"
         else:

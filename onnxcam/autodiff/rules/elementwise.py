@@ -142,3 +142,11 @@ def where(ctx: RuleContext):
     da = _unbroadcast(ctx, e.where(cond, ctx.dy, zero), 1) if ctx.needs[1] else None
     db = _unbroadcast(ctx, e.where(cond, zero, ctx.dy), 2) if ctx.needs[2] else None
     return [None, da, db]
+
+
+@register("Mod")
+def mod(ctx: RuleContext):
+    """dA = dY, dB = −dY·(A − Y)/B (Y = A − B·q with q the integer quotient, constant almost everywhere)"""
+    e, (a, b), y = ctx.emit, ctx.inputs, ctx.outputs[0]
+    db = _unbroadcast(ctx, e.neg(e.mul(ctx.dy, e.div(e.sub(a, y), b))), 1) if ctx.needs[1] else None
+    return [_unbroadcast(ctx, ctx.dy, 0), db]

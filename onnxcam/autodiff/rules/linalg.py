@@ -55,3 +55,61 @@ def _sum_to(ctx: RuleContext, grad: str, operand: str, rank: int) -> str:
     axes = list(range(lead)) + [lead + i for i, dim in enumerate(shape[:-2]) if dim == 1]
     summed = ctx.emit.reduce_sum(grad, axes, keepdims=True)
     return ctx.emit.reshape_like(summed, operand) if axes or len(shape) < 2 else summed
+
+
+@register("Einsum", since=12)
+def einsum(ctx: RuleContext):
+    """dXᵢ = Einsum(dY, the other operands) back to Xᵢ's subscripts; indices only Xᵢ has are broadcast"""
+    e = ctx.emit
+    terms, output = _einsum_terms(ctx)
+    grads = []
+    for i, (operand, subscripts) in enumerate(zip(ctx.inputs, terms)):
+        if not ctx.needs[i]:
+            grads.append(None)
+            continue
+        if len(set(subscripts)) != len(subscripts):
+            ctx.fail(f"operand {i}'s subscripts '{subscripts}' repeat an index (a diagonal)")
+        others = [(name, term) for j, (name, term) in enumerate(zip(ctx.inputs, terms)) if j != i]
+        present = set(output).union(*(set(term) for _, term in others))
+        kept = "".join(c for c in subscripts if c in present)
+        if kept:
+            equation = ",".join([output, *[term for _, term in others]]) + "->" + kept
+            grad = e.op("Einsum", ctx.dy, *[name for name, _ in others], equation=equation, dtype_of=ctx.dy)
+        else:
+            grad = ctx.dy
+        missing = [axis for axis, c in enumerate(subscripts) if c not in present]
+        if missing:  # indices summed inside this operand alone: their gradient is the same along them
+            grad = e.expand_like(e.unsqueeze(grad, missing) if kept else e.reshape(grad, e.ints([1] * len(subscripts))),
+                                 operand)
+        grads.append(_unbroadcast_einsum(ctx, grad, operand, subscripts, terms, output))
+    return grads
+
+
+def _unbroadcast_einsum(ctx: RuleContext, grad: str, operand: str, subscripts: str, terms, output) -> str:
+    """Sum the axes where ``operand`` has size 1 but the index is larger elsewhere (broadcast ellipsis dims)."""
+    shape = ctx.shape(operand)
+    sizes = {}
+    for name, term in zip(ctx.inputs, terms):
+        for c, d in zip(term, ctx.shape(name) or ()):
+            if d is not None and d != 1:
+                sizes[c] = d
+    axes = [a for a, (c, d) in enumerate(zip(subscripts, shape or ())) if d == 1 and sizes.get(c, 1) != 1]
+    return ctx.emit.reduce_sum(grad, axes, keepdims=True) if axes else grad
+
+
+def _einsum_terms(ctx: RuleContext) -> tuple[list[str], str]:
+    """The operands' and the output's subscripts, with '...' spelled out as letters of their own."""
+    equation = ctx.attr("equation").replace(" ", "")
+    inputs, arrow, output = equation.partition("->")
+    terms = inputs.split(",")
+    used = set(equation) - set(".,->")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used]
+    widths = [ctx.rank(name) - (len(term) - 3) if "..." in term else 0 for name, term in zip(ctx.inputs, terms)]
+    ellipsis = "".join(spare[:max(widths, default=0)])
+    terms = [term.replace("...", ellipsis[len(ellipsis) - w:] if w else "") for term, w in zip(terms, widths)]
+    if not arrow:  # implicit output: the indices that appear once, sorted, after the ellipsis ones
+        letters = "".join(terms)
+        output = ellipsis + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ellipsis))
+    else:
+        output = output.replace("...", ellipsis)
+    return terms, output

@@ -188,3 +188,27 @@ def pad(ctx: RuleContext):
         total = [e.op("ReduceSum", t, keepdims=0) for t in (ctx.dy, dx)]
         grads[2] = e.reshape_like(e.sub(*total), ctx.inputs[2])
     return grads
+
+
+@register("GatherElements", since=16)
+def gather_elements(ctx: RuleContext):
+    """dX = ScatterElements(0, indices, dY, reduction=add) along axis (repeats add up; indices get none)"""
+    e, x, indices = ctx.emit, ctx.inputs[0], ctx.inputs[1]
+    dx = e.op("ScatterElements", e.zeros_like(x), indices, ctx.dy, axis=int(ctx.attr("axis", 0)), reduction="add",
+              dtype_of=ctx.dy)
+    return [dx, None]
+
+
+@register("ScatterND", since=11)
+def scatter_nd(ctx: RuleContext):
+    """dData = dY with the written positions zeroed (kept for reduction=add); dUpdates = GatherND(dY, indices)"""
+    e, data, indices, updates = ctx.emit, *ctx.inputs[:3]
+    reduction = ctx.attr("reduction", "none")
+    if reduction not in ("none", "add"):
+        ctx.fail(f"reduction '{reduction}' is not supported (only none and add)")
+    d_data = None
+    if ctx.needs[0]:
+        d_data = ctx.dy if reduction == "add" else e.op("ScatterND", ctx.dy, indices, e.zeros_like(updates),
+                                                         dtype_of=ctx.dy)
+    d_updates = e.op("GatherND", ctx.dy, indices, dtype_of=ctx.dy) if ctx.needs[2] else None
+    return [d_data, None, d_updates]

@@ -32,3 +32,12 @@ CASES = [
     Case("Cast", [X((2, 3))], attrs=dict(to=11), id="to-double", tol=1e-2),
     Case("Where", [C(np.array([[True, False, True]])), X((2, 3)), X((2, 1))], id="broadcast"),
 ]
+
+# Mod of floats (ONNX requires fmod=1 for them: C's fmod): values kept away from the jumps.
+_MOD_A = np.array([[1.3, -2.6, 3.7], [4.1, -0.4, 2.2]], np.float32)
+_MOD_B = np.array([[0.7, 0.9, -1.1], [1.5, 0.6, -0.8]], np.float32)
+CASES += [
+    Case("Mod", [X((2, 3), values=_MOD_A), X((2, 3), values=_MOD_B)], attrs=dict(fmod=1), id="fmod", opsets=(13,)),
+    Case("Mod", [X((2, 3), values=_MOD_A), C(np.array([0.7], np.float32))], attrs=dict(fmod=1), id="fmod-broadcast",
+         opsets=(13,)),
+]

@@ -48,3 +48,23 @@ CASES += [
     Case("MatMul", [X((4,)), X((4,))], id="1d-1d", opsets=(11, 13)),
     Case("MatMul", [X((3, 1)), X((1, 4))], id="outer"),
 ]
+
+# Einsum: attention's products, linear layers, transposes, reductions, ellipsis and implicit outputs.
+_EINSUM_OPSETS = (12, 13, 17)
+CASES += [
+    Case("Einsum", [X((2, 2, 3, 4)), X((2, 2, 5, 4))], attrs=dict(equation="bhid,bhjd->bhij"), id="attention-scores",
+         opsets=_EINSUM_OPSETS),
+    Case("Einsum", [X((2, 2, 3, 5)), X((2, 2, 5, 4))], attrs=dict(equation="bhij,bhjd->bhid"), id="attention-values",
+         opsets=_EINSUM_OPSETS),
+    Case("Einsum", [X((2, 3, 4)), _const(4, 5)], attrs=dict(equation="bnd,de->bne"), id="linear"),
+    Case("Einsum", [X((3, 4)), X((4, 5))], attrs=dict(equation="ij,jk"), id="implicit-matmul"),
+    Case("Einsum", [X((3, 4))], attrs=dict(equation="ij->ji"), id="transpose"),
+    Case("Einsum", [X((2, 3, 4))], attrs=dict(equation="bij->bj"), id="sum-one-axis"),
+    Case("Einsum", [X((3, 4)), X((4,))], attrs=dict(equation="ij,j->i"), id="matrix-vector"),
+    Case("Einsum", [X((4,)), X((4,))], attrs=dict(equation="i,i->"), id="dot"),
+    Case("Einsum", [X((3, 4)), X((5,))], attrs=dict(equation="ij,k->ijk"), id="outer-product"),
+    Case("Einsum", [X((2, 3, 4)), X((4, 5))], attrs=dict(equation="...ij,jk->...ik"), id="ellipsis"),
+    Case("Einsum", [X((1, 3, 4)), X((2, 4, 5))], attrs=dict(equation="...ij,...jk->...ik"),
+         id="ellipsis-broadcast"),
+    Case("Einsum", [X((3, 4)), X((4, 5))], attrs=dict(equation="ij,jk->i"), id="index-only-in-one"),
+]

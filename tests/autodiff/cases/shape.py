@@ -68,3 +68,16 @@ CASES = [
     Case("Pad", [X((2, 3, 4)), i64(0, 0, 1, 0, 0, 2)], attrs=dict(mode="constant"), id="explicit-mode",
          opsets=(13, 18)),
 ]
+
+# Gathers and scatters (window partitioning, relative-position tables).
+CASES += [
+    Case("GatherElements", [X((3, 4)), C(np.array([[0, 2, 1, 0], [2, 2, 1, 0], [0, 1, 2, 1]], np.int64))],
+         attrs=dict(axis=0), id="axis0-repeats", opsets=(16, 18)),
+    Case("GatherElements", [X((3, 4)), C(np.array([[3, 0], [1, 1], [2, 0]], np.int64))], attrs=dict(axis=1),
+         id="axis1", opsets=(16,)),
+    Case("ScatterND", [X((4, 3)), C(np.array([[1], [3]], np.int64)), X((2, 3))], id="rows", opsets=(11, 13, 16)),
+    Case("ScatterND", [X((2, 3, 4)), C(np.array([[0, 1], [1, 2]], np.int64)), X((2, 4))], id="inner",
+         opsets=(13, 16)),
+    Case("ScatterND", [X((4, 3)), C(np.array([[1], [3]], np.int64)), X((2, 3))], attrs=dict(reduction="add"),
+         id="add", opsets=(16,)),
+]
