@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -95,7 +96,8 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
     for candidate in plan.considered:
         cand = candidate.layer
         mark = "*" if cand in chosen else ""
-        rows.append((mark, cand.node, cand.op_type, cand.tensor, _dims(cand.shape),
+        grid = f" ({cand.prefix}+{cand.grid[0]}x{cand.grid[1]} tokens)" if cand.layout == "tokens" else ""
+        rows.append((mark, cand.node, cand.op_type, cand.tensor, _dims(cand.shape) + grid,
                      "yes" if candidate.eligible else f"no: {candidate.why_not}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -260,10 +262,14 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
             explainer.cancel)
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
         write_atomically(outputs.path("results.jsonl"), lines)
-        outputs.commit()
+        with signals_deferred() as deferred:  # a commit is finished once begun
+            outputs.commit()
     except BaseException:
         outputs.discard()
         raise
+    if deferred:
+        click.echo(f"Error: interrupted by {signal.Signals(deferred[0]).name} after the outputs were written", err=True)
+        raise click.exceptions.Exit(128 + deferred[0])
     seconds = time.perf_counter() - started
     failed = [r for r in records if r["status"] != "ok"]
     _report(records, failed, seconds, explainer, out, as_json)
@@ -429,6 +435,22 @@ def run_interruptibly(work, cancel, grace_s: float = 2.0):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+@contextmanager
+def signals_deferred():
+    """SIGINT/SIGTERM received inside are recorded (the yielded list), not acted on."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Interrupted(click.exceptions.Exit):
