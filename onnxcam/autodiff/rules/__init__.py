@@ -2,6 +2,7 @@
 
 from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registrations)
     activation,
+    attention,
     conv,
     elementwise,
     linalg,

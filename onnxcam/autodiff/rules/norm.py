@@ -137,3 +137,17 @@ def layer_normalization(ctx: RuleContext):
     d_scale = e.unbroadcast(e.mul(dy, x_hat), scale, y) if ctx.needs[1] else None
     d_bias = e.unbroadcast(dy, bias, y) if bias and ctx.needs[2] else None
     return [dx if ctx.needs[0] else None, d_scale, d_bias][: len(ctx.inputs)]
+
+
+@register("RMSNormalization", since=23)
+def rms_normalization(ctx: RuleContext):
+    """dX = r·(g − x̂·mean(g·x̂)), r = 1/√(mean(X²) + ε), x̂ = X·r, g = dY·S over axes ≥ axis; dS = Σ dY·x̂"""
+    e, x, scale = ctx.emit, ctx.inputs[0], ctx.inputs[1]
+    rank = ctx.rank(x)
+    axes = list(range(ctx.attr("axis", -1) % rank, rank))
+    inv_rms = _inv_std(ctx, e.reduce_mean(e.mul(x, x), axes), ctx.attr("epsilon", 1e-5))
+    x_hat = e.mul(x, inv_rms)
+    g = e.mul(ctx.dy, scale)
+    dx = e.mul(e.sub(g, e.mul(x_hat, e.reduce_mean(e.mul(g, x_hat), axes))), inv_rms) if ctx.needs[0] else None
+    d_scale = e.unbroadcast(e.mul(ctx.dy, x_hat), scale, ctx.outputs[0]) if ctx.needs[1] else None
+    return [dx, d_scale]
