@@ -8,6 +8,7 @@ session runs per batch, the first explain-model run included. Prints a Markdown 
 the README quotes.
 
     python scripts/bench_methods.py [--images 200] [--batch 200] [--methods gradcam,scorecam] [--layer NAME]
+                                    [--model models/shapes_vit.onnx]
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class CallCounter:
         Session.run = self._run
 
 
-def bench(method: str, layer: str, images: list, labels: np.ndarray, boxes: np.ndarray, batch: int) -> dict:
-    explainer = Explainer(MODEL, layer=layer, method=method, provider="cpu")
+def bench(method: str, layer: str, images: list, labels: np.ndarray, boxes: np.ndarray, batch: int,
+          model: Path = MODEL) -> dict:
+    explainer = Explainer(model, layer=layer, method=method, provider="cpu")
     explainer.explain(images[:1], target=labels[:1])  # warm-up: sessions built, first run done
     cams = []
     with CallCounter() as counter:
@@ -74,15 +76,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
     parser.add_argument("--layer", default="auto", help="the layer explained (default: the automatic choice)")
+    parser.add_argument("--model", type=Path, default=MODEL,
+                        help="the demo model (default: the CNN; models/shapes_vit.onnx is the transformer)")
     args = parser.parse_args()
     bgr, labels, boxes = shapes_data.evaluation_batch(args.images)
     images = list(bgr)
-    print(f"# {args.images} demo images, batch {args.batch}, layer {args.layer}, "
+    print(f"# {args.model.name}: {args.images} demo images, batch {args.batch}, layer {args.layer}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print("| method | pointing game | ORT calls / batch | ms / image |")
     print("|---|---|---|---|")
     for method in args.methods.split(","):
-        row = bench(method, args.layer, images, labels, boxes, args.batch)
+        if method == "cam" and args.model != MODEL:
+            continue  # CAM needs the CNN's global-average-pool → linear head
+        row = bench(method, args.layer, images, labels, boxes, args.batch, args.model)
         print(f"| `{row['method']}` | {row['pointing']:.3f} | {row['calls']:.0f} | {row['ms']:.1f} |", flush=True)
 
 

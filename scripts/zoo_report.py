@@ -96,6 +96,7 @@ CASES = {case.key: case for case in (
     ZooCase("seal-det", "dense", text_image, PADDLE_DET, "1x3x640x640"),
     ZooCase("ppocrv5-rec", "sequence", text_line, PADDLE_REC, "1x3x48x320"),
     ZooCase("ppocrv6-tiny-rec", "sequence", text_line, PADDLE_REC, "1x3x48x320"),
+    ZooCase("ppocrv6-small-rec", "sequence", text_line, PADDLE_REC, "1x3x48x320"),
     ZooCase("centerface", "dense", face_image, PRESETS["raw"].replace(color="BGR"), "1x3x320x320",
             prepare=dynamic_input),
 )}

@@ -42,3 +42,16 @@ def test_maps_depend_on_the_weights(demo_model, fresh_images):
     random_cams = random.explain(list(images[:50]), target=labels[:50]).cam
     correlation = np.corrcoef(trained.reshape(50, -1).ravel(), random_cams.reshape(50, -1).ravel())[0, 1]
     assert correlation < 0.5, f"maps barely changed (correlation {correlation:.2f})"
+
+
+VIT_MODEL = ROOT / "models" / "shapes_vit.onnx"
+
+
+@pytest.mark.parametrize("method, floor", [("gradcam", 0.40), ("hirescam", 0.70)])
+def test_vit_demo_pointing_game(fresh_images, method, floor):
+    """The transformer demo (scripts/train_demo_vit.py) explained at its token layer; measured 0.495 and 0.775."""
+    images, labels, boxes = fresh_images
+    explainer = Explainer(VIT_MODEL, method=method, provider="cpu")
+    assert explainer.layer == "/blocks/blocks.3/norm1/LayerNormalization_output_0"
+    score = shapes_data.pointing_game(explainer.explain(list(images), target=labels).cam, boxes)
+    assert score >= floor, f"{method} pointing game {score:.3f} < {floor}"
