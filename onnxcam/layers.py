@@ -36,7 +36,8 @@ _NCHW_SOURCES = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "B
 # Ops whose 4-D output has the layout of their 4-D inputs.
 _LAYOUT_PRESERVING = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
                       "Tanh", "Gelu", "Erf", "Softplus", "Mish", "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min",
-                      "Identity", "Dropout", "Cast", "Pad", "Neg", "Abs", "Exp", "Sqrt", "Pow", "Where"}
+                      "Identity", "Dropout", "Cast", "Pad", "Neg", "Abs", "Exp", "Sqrt", "Pow", "Where",
+                      "LayerNormalization"}
 _PERMS = {(0, 2, 3, 1): {"NCHW": "NHWC"}, (0, 3, 1, 2): {"NHWC": "NCHW"}}
 
 
@@ -202,8 +203,8 @@ def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str]
                 continue
             if out in layouts:
                 layer = Layer(out, node.name, node.op_type, view.shape(out), layouts[out])
-            elif view.rank(out) == 3 and image_hw is not None and _same_batch(view, out, input_layouts):
-                layer = _token_layer(view, node, out, image_hw, strides)
+            elif view.rank(out) in (3, 4) and image_hw is not None and _same_batch(view, out, input_layouts):
+                layer = (_token_layer if view.rank(out) == 3 else _grid_layer)(view, node, out, image_hw, strides)
                 if layer is None:
                     continue
             else:
@@ -261,6 +262,24 @@ def _patch_strides(view: GraphView) -> list[int]:
     return sorted(set(found), key=found.index)
 
 
+def _grid_steps(image_hw, strides: list[int]):
+    """Candidate grid steps: patch strides (×2ᵏ for patch merging) first, then any common divisor."""
+    steps = [s * 2 ** k for s in strides for k in range(5)]
+    steps += [s for s in range(2, 65) if s not in steps]
+    return [s for s in steps if not image_hw[0] % s and not image_hw[1] % s]
+
+
+def _grid_layer(view: GraphView, node, tensor: str, image_hw, strides: list[int]) -> Layer | None:
+    """A channels-last (N, h, w, D) window grid (Swin blocks that keep the grid) as an NHWC layer."""
+    shape = view.shape(tensor)
+    if None in shape[1:] or shape[3] < 2:
+        return None
+    for step in _grid_steps(image_hw, strides):
+        if (shape[1], shape[2]) == (image_hw[0] // step, image_hw[1] // step):
+            return Layer(tensor, node.name, node.op_type, shape, "NHWC")
+    return None
+
+
 def _token_layer(view: GraphView, node, tensor: str, image_hw, strides: list[int]) -> Layer | None:
     """A Layer for an (N, T, D) tensor whose last h·w tokens form a grid of the input, else None.
 
@@ -272,11 +291,7 @@ def _token_layer(view: GraphView, node, tensor: str, image_hw, strides: list[int
     if tokens is None or shape[2] is None:
         return None
     height, width = image_hw
-    steps = [s * 2 ** k for s in strides for k in range(5)]
-    steps += [s for s in range(2, 65) if s not in steps]
-    for step in steps:
-        if height % step or width % step:
-            continue
+    for step in _grid_steps(image_hw, strides):
         grid = (height // step, width // step)
         prefix = tokens - grid[0] * grid[1]
         if 0 <= prefix <= _MAX_PREFIX and grid[0] * grid[1] > 1:

@@ -15,7 +15,7 @@ from onnxcam.methods import METHODS
 from tests import transformer_nets as nets
 from tests.reference import finish
 
-PREFIX = {"vit": 1, "deit": 2, "swin": 0, "hybrid": 1}
+PREFIX = {"vit": 1, "deit": 2, "swin": 0, "swin-grid": 0, "hybrid": 1}
 TARGETS = np.array([3, 0, 4], np.int64)
 
 
@@ -75,6 +75,8 @@ def _torch_norm1(module, x, index):
 def _gradcam_recipe(a, g, prefix, grid, size=32):
     """pytorch-grad-cam's reshape_transform (drop the prefix tokens, tokens → grid, NCHW), then Grad-CAM."""
     def reshape(t):
+        if t.ndim == 4:  # a channels-last grid
+            return t.transpose(0, 3, 1, 2)
         return t[:, prefix:].reshape(len(t), grid, grid, -1).transpose(0, 3, 1, 2)
 
     a, g = reshape(a), reshape(g)
@@ -88,14 +90,19 @@ def test_automatic_layer_is_the_last_eligible_norm(arch):
     name, module, model, exporter = arch
     layer = export(model).plan.layer
     last = len(module.blocks) - 1
-    assert layer.tensor == (_final_norm(module, exporter) if name == "swin" else _norm1(last, exporter))
-    assert layer.layout == "tokens" and layer.grid == (8, 8) and layer.prefix == PREFIX[name]
+    assert layer.tensor == (_final_norm(module, exporter) if name.startswith("swin") else _norm1(last, exporter))
+    if name == "swin-grid":  # channels-last grids are NHWC maps
+        assert layer.layout == "NHWC" and layer.spatial == (8, 8)
+    else:
+        assert layer.layout == "tokens" and layer.grid == (8, 8) and layer.prefix == PREFIX[name]
 
 
 def test_tokens_after_the_last_attention_are_not_eligible(arch):
     name, module, model, exporter = arch
     refused = {c.layer.tensor: c.why_not for c in export(model).plan.considered}
     norm2 = _norm2(module, exporter)
+    if name == "swin-grid":
+        return  # a 4-D grid: every position reaches the mean pool, as in a CNN
     if name == "swin":  # mean pooling mixes every token: the last norm2 still explains
         assert refused[norm2] == ""
     else:  # only the class token(s) reach the score after the last attention

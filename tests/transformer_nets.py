@@ -124,9 +124,42 @@ class Swin(nn.Module):
         return self.head(self.norm(self.blocks(self.embed(x))).mean(dim=1))
 
 
+class GridWindowBlock(WindowBlock):
+    """The same block on a channels-last (N, h, w, D) grid, as newer Swin implementations keep it."""
+
+    def forward(self, x):
+        n, g, _, d = x.shape
+        w = self.window
+        y = self.norm1(x)
+        if self.shift:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        windows = y.reshape(n, g // w, w, g // w, w, d).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, d)
+        mixed = self.attention(windows).reshape(n, g // w, g // w, w, w, d).permute(0, 1, 3, 2, 4, 5)
+        mixed = mixed.reshape(n, g, g, d)
+        if self.shift:
+            mixed = torch.roll(mixed, shifts=(self.shift, self.shift), dims=(1, 2))
+        x = x + mixed
+        return x + self.mlp(self.norm2(x))
+
+
+class SwinGrid(Swin):
+    """Swin-style on an (N, h, w, D) grid throughout, mean-pooled over both grid axes."""
+
+    def __init__(self, classes: int = 5, dim: int = 32, size: int = 32):
+        super().__init__(classes, dim, size)
+        self.blocks = nn.Sequential(*[GridWindowBlock(dim, 4, size // 4, 4, shift) for shift in (0, 2, 0)])
+
+    def embed(self, x):
+        return self.patch(x).permute(0, 2, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.norm(self.blocks(self.embed(x))).mean(dim=(1, 2)))
+
+
 ARCHITECTURES = {
     "vit": lambda: ViT(extra=1),
     "deit": lambda: ViT(extra=2),
     "swin": Swin,
+    "swin-grid": SwinGrid,
     "hybrid": Hybrid,
 }
