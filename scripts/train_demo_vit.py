@@ -1,7 +1,7 @@
 """Train and export a small vision transformer on the demo's shapes task ("shapes_vit").
 
 The transformer explains token maps the way the CNN demo explains conv maps: patch 8 on 64x64
-images (an 8x8 grid of 64 patch tokens plus a class token), 4 pre-norm blocks of dimension 64
+images (an 8x8 grid of 64 patch tokens plus a class token), 3 pre-norm blocks of dimension 64
 with 4 heads, the class token's final features classified by a linear layer. Images come from
 ``shapes_data.py`` (nothing is downloaded); training is seeded and runs on the CPU in a few
 minutes. The patch embedding's kernels are kept zero-mean per colour channel, as the CNN's first
@@ -37,7 +37,7 @@ from train_demo_model import MEAN, SCALE, STD, accuracy, augment, check_onnx, pr
 
 PATCH = 8
 DIM = 64
-DEPTH = 4
+DEPTH = 3
 HEADS = 4
 TRAIN_IMAGES = 16000
 BATCH_SIZE = 128

@@ -47,11 +47,11 @@ def test_maps_depend_on_the_weights(demo_model, fresh_images):
 VIT_MODEL = ROOT / "models" / "shapes_vit.onnx"
 
 
-@pytest.mark.parametrize("method, floor", [("gradcam", 0.40), ("hirescam", 0.70)])
+@pytest.mark.parametrize("method, floor", [("gradcam", 0.45), ("hirescam", 0.60)])
 def test_vit_demo_pointing_game(fresh_images, method, floor):
-    """The transformer demo (scripts/train_demo_vit.py) explained at its token layer; measured 0.495 and 0.775."""
+    """The transformer demo (scripts/train_demo_vit.py) explained at its token layer; measured 0.545 and 0.700."""
     images, labels, boxes = fresh_images
     explainer = Explainer(VIT_MODEL, method=method, provider="cpu")
-    assert explainer.layer == "/blocks/blocks.3/norm1/LayerNormalization_output_0"
+    assert explainer.layer == "/blocks/blocks.2/norm1/LayerNormalization_output_0"
     score = shapes_data.pointing_game(explainer.explain(list(images), target=labels).cam, boxes)
     assert score >= floor, f"{method} pointing game {score:.3f} < {floor}"
