@@ -106,9 +106,21 @@ def _uses_external_data(model: onnx.ModelProto) -> bool:
 
 
 def _checked(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
-    """A parsed model that is recognisably ONNX (protobuf parses many byte strings as an empty model)."""
+    """A parsed model that is recognisably ONNX (protobuf parses many byte strings as an empty model)
+    and whose names are text (protobuf decodes string fields only when they are read)."""
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{label} is not an ONNX model (no graph in it); give an .onnx file")
+    graph = model.graph
+    try:
+        names = [t.name for t in graph.initializer]
+        names += [v.name for v in (*graph.input, *graph.output, *graph.value_info)]
+        names += [d.dim_param for v in (*graph.input, *graph.output) for d in v.type.tensor_type.shape.dim]
+        for node in graph.node:
+            names += [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
+    except UnicodeDecodeError:
+        names = [b""]
+    if not all(isinstance(name, str) for name in names):  # protobuf hands back bytes that are not UTF-8
+        raise ModelError(f"{label} holds names that are not UTF-8 text; the file is damaged")
     return model
 
 
