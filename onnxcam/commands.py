@@ -73,7 +73,7 @@ def _export_options(task, score, layout, input_shape, output_name, threshold, bl
 @click.argument("model", type=click.Path(dir_okay=False))
 @_model_options
 def layers(model, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
-    """List the 4-D tensors of MODEL considered as target layers; '*' marks the chosen one.
+    """List the tensors of MODEL considered as target layers (maps, token grids); '*' marks the chosen one.
 
     Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible.
     """
