@@ -141,7 +141,7 @@ class Explainer:
         self.method = self.contract.method
         self.layout = self.contract.input_layout
         self.input_name = self.contract.input
-        view = GraphView(proto)
+        view = GraphView(proto, complete=False)  # the interface and the sizes the runs need
         self.input_shape = _checked_input_shape(self.input_name, view.shape(self.input_name))
         self.score_shape = self.contract.score_dims
         self.num_classes = self.score_shape[-1] if self.task in ("classification", "regression") else \

