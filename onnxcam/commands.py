@@ -23,7 +23,7 @@ from onnxcam.methods import method_names
 from onnxcam.methods.fusion import FUSE_CHOICES
 from onnxcam.methods.multipass import BASELINES, RunOptions
 from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
-from onnxcam.contract import TARGET_INPUT_MODES
+from onnxcam.contract import TARGET_INPUT_MODES, format_shape
 from onnxcam.targets import TASK_CHOICES, TaskOptions
 from onnxcam.io.records import TaskOutputs
 from onnxcam.io.render import COLORMAPS
@@ -105,7 +105,7 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
 
 
 def _dims(shape) -> str:
-    return "rank ?" if shape is None else "x".join("?" if d is None else str(d) for d in shape)
+    return "rank ?" if shape is None else format_shape(shape)
 
 
 # --- export ----------------------------------------------------------------------------------

@@ -25,10 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onnxcam.autodiff import ZERO_OPS
+from onnxcam.contract import format_shape
 from onnxcam.errors import LayerError
 from onnxcam.graph import GraphView
 
-__all__ = ["Layer", "Candidate", "candidate_layers", "considered_layers", "resolve_layer", "automatic_layer",
+__all__ = ["Layer", "Candidate", "ScorePaths", "considered_layers", "resolve_layer", "automatic_layer",
            "prediction_head_input", "tensor_layouts", "parse_layout", "nchw_view", "nchw_array", "native_array"]
 
 _NCHW_SOURCES = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "BatchNormalization",
@@ -76,7 +77,7 @@ class Layer:
         return f"tokens/{self.prefix}/{self.grid[0]}x{self.grid[1]}"
 
     def describe(self) -> str:
-        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        dims = format_shape(self.shape)
         if self.layout == "tokens":
             extra = f"{self.prefix}+" if self.prefix else ""
             return f"{self.tensor} ({self.op_type} '{self.node}', tokens {dims} = {extra}{self.grid[0]}x{self.grid[1]} grid)"
@@ -176,24 +177,26 @@ class Candidate:
         return not self.why_not
 
 
-class _Paths:
-    """Which tensors reach the score through differentiable ops, and through a learned layer."""
+class ScorePaths:
+    """Which tensors reach the score through differentiable ops, through a learned layer, and through
+    an op that mixes tokens; computed once per plan."""
 
     def __init__(self, view: GraphView, score: str):
         self.view = view
         self.variable = _image_dependent(view)
         self.to_score = _differentiable_ancestors(view, score, self.variable)
-        self.learned_after = _learned_after(view, self.to_score, self.variable)
-        self.mixing_after = _mixing_after(view, self.to_score, self.variable)
+        self.learned_after = _found_after(view, self.to_score, lambda node: _is_learned(node, self.variable))
+        self.mixing_after = _found_after(view, self.to_score, lambda node: _mixes_tokens(view, node, self.variable))
 
 
-def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None) -> list[Candidate]:
+def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None,
+                      paths: ScorePaths | None = None) -> list[Candidate]:
     """Every 4-D float activation with a traced layout, and every (N, T, D) token sequence whose
     tokens form a grid of the input, that the score is computed from, in graph order, with the
     reason it cannot be a target layer where it cannot."""
     layouts = tensor_layouts(view, input_layouts)
     needed = view.ancestors([score])
-    paths = _Paths(view, score)
+    paths = paths or ScorePaths(view, score)
     strides = _patch_strides(view)
     image_hw = _image_size(view, input_layouts)
     considered = []
@@ -213,7 +216,7 @@ def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str]
     return considered
 
 
-def _why_not(layer: Layer, paths: _Paths) -> str:
+def _why_not(layer: Layer, paths: ScorePaths) -> str:
     if layer.tensor not in paths.to_score:
         return "the score depends on it only through non-differentiable ops (its gradient is zero)"
     if not _has_spatial_extent(layer):
@@ -299,21 +302,17 @@ def _token_layer(view: GraphView, node, tensor: str, image_hw, strides: list[int
     return None
 
 
-def candidate_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None) -> list[Layer]:
-    """The eligible target layers, in graph order."""
-    return [c.layer for c in considered_layers(view, score, input_layouts) if c.eligible]
-
-
 def _has_spatial_extent(layer: Layer) -> bool:
     dims = [d for d in layer.spatial if d is not None]
     return not dims or max(dims) > 1  # unknown (dynamic) spatial dims count as extended
 
 
-def automatic_layer(view: GraphView, candidates: list[Layer], score: str, task: str) -> Layer:
+def automatic_layer(view: GraphView, candidates: list[Layer], score: str, task: str,
+                    paths: ScorePaths | None = None) -> Layer:
     """The last eligible layer; for dense and segmentation tasks the last one not inside the
     prediction head (the chain of one-input ops that ends at the score)."""
     if task in _HEAD_TASKS:
-        head_input = prediction_head_input(view, score)
+        head_input = prediction_head_input(view, score, paths)
         before_head = view.ancestors([head_input])
         usable = [layer for layer in candidates if layer.tensor in before_head]
         if usable:
@@ -325,11 +324,11 @@ def automatic_layer(view: GraphView, candidates: list[Layer], score: str, task: 
     return candidates[-1]
 
 
-def prediction_head_input(view: GraphView, score: str) -> str:
+def prediction_head_input(view: GraphView, score: str, paths: ScorePaths | None = None) -> str:
     """Walk back from the score while each op has one varying input used by nothing else: where the walk
     stops (a merge of branches, or features shared by several heads) is the head's input."""
-    variable = _image_dependent(view)
-    to_score = _differentiable_ancestors(view, score, variable)
+    paths = paths or ScorePaths(view, score)
+    variable, to_score = paths.variable, paths.to_score
     tensor = score
     while (node := view.producers.get(tensor)) is not None and node.op_type not in ZERO_OPS:
         inputs = [i for i in node.input if i in variable and view.is_float(i)]
@@ -359,34 +358,24 @@ def _differentiable_ancestors(view: GraphView, score: str, variable: set[str]) -
     return view.ancestors([score], inputs=carried)
 
 
-def _learned_after(view: GraphView, to_score: set[str], variable: set[str]) -> dict[str, bool]:
-    """Per tensor on a differentiable path to the score: is there a learned layer on the way?"""
-    learned: dict[str, bool] = {}
+def _found_after(view: GraphView, to_score: set[str], found) -> dict[str, bool]:
+    """Per tensor on a differentiable path to the score: does an op for which ``found(node)`` holds lie
+    on the way (the tensor's consumer itself included)?"""
+    after: dict[str, bool] = {}
     for node in reversed(view.nodes):
         outputs = [o for o in node.output if o in to_score]
         if not outputs:
             continue
-        after = any(learned.get(o) for o in outputs)
-        weighted = node.op_type in _LEARNED and any(i and i not in variable for i in node.input[1:])
+        here = any(after.get(o) for o in outputs) or found(node)
         for name in node.input:
             if name in to_score:
-                learned[name] = learned.get(name, False) or after or weighted
-    return learned
+                after[name] = after.get(name, False) or here
+    return after
 
 
-def _mixing_after(view: GraphView, to_score: set[str], variable: set[str]) -> dict[str, bool]:
-    """Per tensor on a differentiable path to the score: does an op on the way combine tokens?"""
-    mixing: dict[str, bool] = {}
-    for node in reversed(view.nodes):
-        outputs = [o for o in node.output if o in to_score]
-        if not outputs:
-            continue
-        after = any(mixing.get(o) for o in outputs)
-        mixes = _mixes_tokens(view, node, variable)
-        for name in node.input:
-            if name in to_score:
-                mixing[name] = mixing.get(name, False) or after or mixes
-    return mixing
+def _is_learned(node, variable: set[str]) -> bool:
+    """A layer with weights: Conv, Gemm, MatMul, ... with a constant operand besides the first."""
+    return node.op_type in _LEARNED and any(i and i not in variable for i in node.input[1:])
 
 
 def _mixes_tokens(view: GraphView, node, variable: set[str]) -> bool:
@@ -411,10 +400,10 @@ def _mixes_tokens(view: GraphView, node, variable: set[str]) -> bool:
     return False
 
 
-def resolve_layer(view: GraphView, spec: str, score: str, input_layouts: dict[str, str] | None = None,
-                  task: str = "classification") -> Layer:
-    """The layer named by ``spec``: "auto", a tensor name, or a node name."""
-    candidates = candidate_layers(view, score, input_layouts)
+def resolve_layer(view: GraphView, spec: str, score: str, considered: list[Candidate], task: str = "classification",
+                  paths: ScorePaths | None = None) -> Layer:
+    """The layer named by ``spec`` ("auto", a tensor name, or a node name) among ``considered``."""
+    candidates = [c.layer for c in considered if c.eligible]
     if not candidates:
         raise LayerError(
             "the model has no 4-D activation with spatial extent and several channels that the score depends on "
@@ -422,21 +411,22 @@ def resolve_layer(view: GraphView, spec: str, score: str, input_layouts: dict[st
             "'onnxcam layers MODEL' shows what was considered"
         )
     if spec in (None, "", "auto"):
-        return automatic_layer(view, candidates, score, task)
+        return automatic_layer(view, candidates, score, task, paths)
     for layer in candidates:
         if spec in (layer.tensor, layer.node):
             return layer
-    raise LayerError(_not_a_candidate(view, spec, score, candidates, input_layouts))
+    raise LayerError(_not_a_candidate(view, spec, score, candidates, considered))
 
 
-def _not_a_candidate(view: GraphView, spec: str, score: str, candidates: list[Layer], input_layouts=None) -> str:
+def _not_a_candidate(view: GraphView, spec: str, score: str, candidates: list[Layer],
+                     considered: list[Candidate]) -> str:
     names = ", ".join(layer.tensor for layer in candidates[-8:])
     more = f" (last 8 of {len(candidates)}; 'onnxcam layers MODEL' lists all)" if len(candidates) > 8 else ""
     node = view.node_by_name(spec)
     tensor = node.output[0] if node is not None else spec
     if tensor in view.producers or tensor in view.graph_inputs:
         shape = view.shape(tensor)
-        refused = {c.layer.tensor: c.why_not for c in considered_layers(view, score, input_layouts)}
+        refused = {c.layer.tensor: c.why_not for c in considered}
         if tensor not in view.ancestors([score]):
             why = "the score does not depend on it"
         elif refused.get(tensor):

@@ -14,7 +14,7 @@ import onnx
 
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView
-from onnxcam.layers import Candidate, Layer, considered_layers, resolve_layer
+from onnxcam.layers import Candidate, Layer, ScorePaths, considered_layers, resolve_layer
 from onnxcam.targets import SCORE_CHOICES, ChosenTarget, Task, choose_target
 from onnxcam.targets.score import ScoreTensor
 
@@ -75,8 +75,10 @@ def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout
     chosen = choose_target(view, image, task=task, output=output, kind=score)
     layouts = {image: image_layout}
     tensor = chosen.score.tensor
-    picked = resolve_layer(view, layer, tensor, layouts, task=chosen.task.name)
-    return Plan(image, image_layout, chosen, picked, tuple(considered_layers(view, tensor, layouts)))
+    paths = ScorePaths(view, tensor)
+    considered = considered_layers(view, tensor, layouts, paths)
+    picked = resolve_layer(view, layer, tensor, considered, chosen.task.name, paths)
+    return Plan(image, image_layout, chosen, picked, tuple(considered))
 
 
 def _image_input(view: GraphView) -> str:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_zoo  # noqa: E402
 
 from onnxcam import Explainer  # noqa: E402
+from onnxcam.contract import format_shape  # noqa: E402
 from onnxcam.exporter import export  # noqa: E402
 from onnxcam.graph import load_model  # noqa: E402
 from onnxcam.headmodel import cut_model  # noqa: E402
@@ -127,8 +128,8 @@ def measure(case: ZooCase, model: onnx.ModelProto, repeats: int = 15) -> Measure
     plain = make_session(sized.SerializeToString(), "cpu")
     explain_ms = _median_ms(lambda: session.run(["cam"], feeds), repeats)
     plain_ms = _median_ms(lambda: plain.run(None, {contract.input: batch}), repeats)
-    shape = "x".join("?" if d is None else str(d) for d in explain.plan.layer.shape)
-    return Measurement(case.key, contract.task, contract.layer, shape, contract.target_description,
+    return Measurement(case.key, contract.task, contract.layer, format_shape(explain.plan.layer.shape),
+                       contract.target_description,
                        (float(cam.min()), float(cam.max())), bool(np.isfinite(cam).all()), explain_ms / plain_ms,
                        plain_ms, fd_error, float(score[0]))
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxcam.contract import format_shape
 from onnxcam.errors import TargetError
 
 __all__ = ["check_weights", "region_mask", "resize_mask", "region_weights", "reference_weights", "REGION_TASKS"]
@@ -30,9 +31,8 @@ def check_weights(weights, score_shape: Sequence[int | None], samples: int, dtyp
         array = array[None]
     if array.ndim != len(full) or any(
             a != 1 and d is not None and a != d for a, d in zip(array.shape, full)):
-        shown = "x".join("?" if d is None else str(d) for d in full)
         raise TargetError(f"target_weights has shape {array.shape}, which does not broadcast to the score tensor's "
-                          f"{shown} (batch first; use 1 for a dim to broadcast over)")
+                          f"{format_shape(full)} (batch first; use 1 for a dim to broadcast over)")
     return np.ascontiguousarray(array)
 
 
