@@ -34,7 +34,7 @@ from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView, check_attributes, load_model
+from onnxcam.graph import GraphView, check_attributes, load_model, outer_names
 from onnxcam.layers import nchw_view
 from onnxcam.methods import Method, get_method
 from onnxcam.methods.context import GraphContext, LayerContext
@@ -44,7 +44,7 @@ from onnxcam.plan import Plan, fix_input_shape, make_plan, parse_input_shape
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
 from onnxcam.version import __version__
 
-__all__ = ["export", "ExplainModel", "is_explain_model", "read_metadata", "prune_dead_nodes"]
+__all__ = ["export", "ExplainModel", "prune_dead_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def export(
 def _load(source, input_shape) -> onnx.ModelProto:
     model = load_model(source)
     check_attributes(model)
-    if is_explain_model(model):
+    if contract.is_explain_model(model):
         raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
     if input_shape:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
@@ -280,15 +280,6 @@ def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse
         exposed=",".join(expose))
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    """onnxcam's ``metadata_props`` entries, without the prefix (for display; code reads :class:`Contract`)."""
-    prefix = contract.METADATA_PREFIX
-    return {p.key[len(prefix):]: p.value for p in model.metadata_props if p.key.startswith(prefix)}
-
-
-is_explain_model = contract.is_explain_model
-
-
 # --- stage 7: prune -----------------------------------------------------------------------------
 def prune_dead_nodes(model: onnx.ModelProto) -> int:
     """Remove the nodes and initializers no graph output depends on (in place); returns the nodes removed."""
@@ -299,7 +290,7 @@ def prune_dead_nodes(model: onnx.ModelProto) -> int:
         if any(o in needed for o in node.output):
             kept.append(node)
             needed.update(i for i in node.input if i)
-            needed.update(_outer_names(node))
+            needed.update(outer_names(node))
     removed = len(graph.node) - len(kept)
     if removed:
         kept.reverse()
@@ -311,17 +302,6 @@ def prune_dead_nodes(model: onnx.ModelProto) -> int:
         del graph.initializer[:]
         graph.initializer.extend(initializers)
     return removed
-
-
-def _outer_names(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs (If, Loop, Scan bodies) read from the enclosing graph."""
-    names = set()
-    for attribute in node.attribute:
-        for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-            for sub in graph.node:
-                names.update(i for i in sub.input if i)
-                names.update(_outer_names(sub))
-    return names
 
 
 # --- stage 8: check -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from onnxcam.errors import ModelError
 
-__all__ = ["GraphView", "load_model", "check_attributes", "FLOAT_TYPES"]
+__all__ = ["GraphView", "load_model", "check_attributes", "outer_names", "FLOAT_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,19 @@ class GraphView:
 
     def is_const(self, name: str) -> bool:
         return self.const_value(name) is not None
+
+
+def outer_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If, Loop, Scan bodies, nested ones too) read from the enclosing graph:
+    what their nodes read that the subgraph does not define itself."""
+    names = set()
+    for attribute in node.attribute:
+        for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+            defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+            defined.update(o for sub in graph.node for o in sub.output)
+            for sub in graph.node:
+                names.update(i for i in (*sub.input, *outer_names(sub)) if i and i not in defined)
+    return names
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -15,7 +15,7 @@ import onnx
 from onnx import helper
 
 from onnxcam.errors import ModelError
-from onnxcam.graph import GraphView
+from onnxcam.graph import GraphView, outer_names
 
 __all__ = ["CutModel", "cut_model"]
 
@@ -51,9 +51,7 @@ def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str, view: 
             continue
         kept.add(id(node))
         stack.extend(node.input)
-        for attribute in node.attribute:  # names a subgraph reads from the outer scope
-            for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                stack.extend(i for sub in graph.node for i in sub.input)
+        stack.extend(outer_names(node))  # names a subgraph reads from the outer scope
     unused = [name for name in inputs if name not in seen]
     if unused:
         raise ModelError(f"'{output}' does not depend on {', '.join(unused)}; cannot cut the model there")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from onnxcam import LayerError, ModelError, export
-from onnxcam.exporter import read_metadata
+from onnxcam.contract import Contract
 from tests import nets
 from tests.reference import gradcam
 
@@ -63,9 +63,9 @@ def test_interface_and_metadata(resnet_onnx):
     inputs = {i.name: i for i in model.graph.input}
     assert inputs["target"].type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert [o.name for o in model.graph.output] == ["logits", "cam", "cam_target", "cam_score", "activations", "gradients"]
-    meta = read_metadata(model)
-    assert meta["method"] == "gradcam" and meta["layer"] == result.plan.layer.tensor
-    assert meta["input_layout"] == "NCHW" and meta["score"] == "logit"
+    meta = Contract.read(model)
+    assert meta.method == "gradcam" and meta.layer == result.plan.layer.tensor
+    assert meta.input_layout == "NCHW" and meta.score == "logit"
     # the caller's model is untouched
     assert [o.name for o in resnet_onnx.graph.output] == ["logits"]
 

@@ -20,3 +20,16 @@ def test_bytes_per_sample_counts_every_node_output():
 
 def test_bytes_per_sample_leaves_out_unknown_sizes():
     assert GraphView(_relu_then_cast(["h", "w"])).bytes_per_sample() == 0
+
+
+def test_outer_names_are_what_a_subgraph_reads_from_outside():
+    from onnx import TensorProto, helper
+
+    from onnxcam.graph import outer_names
+
+    body = helper.make_graph(
+        [helper.make_node("Add", ["x", "outside"], ["inner"]), helper.make_node("Identity", ["inner"], ["y"])],
+        "body", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    node = helper.make_node("If", ["cond"], ["out"], then_branch=body, else_branch=body)
+    assert outer_names(node) == {"outside"}

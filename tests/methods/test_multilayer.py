@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from onnxcam import Explainer, OnnxCamError, export
 from onnxcam.cli import cli
-from onnxcam.exporter import read_metadata
+from onnxcam.contract import Contract
 from tests import nets
 from tests.methods import reference_methods as ref
 from tests.reference import minmax
@@ -50,8 +50,8 @@ def test_fused_map_matches_numpy_fusion(source, method, fuse):
     result = export(source, layer=layers, method=method, fuse=fuse)
     (cam,) = _run(result.model, x, ["cam"])
     np.testing.assert_allclose(cam, expected, rtol=0, atol=1e-4)
-    meta = read_metadata(result.model)
-    assert meta["layer"] == ",".join(layers) and meta["fuse"] == fuse
+    meta = Contract.read(result.model)
+    assert meta.layer == ",".join(layers) and meta.fuse == fuse
     assert [p.layer.tensor for p in result.plans] == layers
 
 
@@ -88,4 +88,4 @@ def test_explainer_and_cli_take_several_layers(source, tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert result.output.count("layer:") == 2 and "fuse:   max" in result.output
-    assert read_metadata(onnx.load(str(out)))["layer"] == ",".join(layers)
+    assert Contract.read(onnx.load(str(out))).layer == ",".join(layers)
