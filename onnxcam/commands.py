@@ -262,7 +262,7 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
             explainer.cancel)
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
         write_atomically(outputs.path("results.jsonl"), lines)
-        with signals_deferred() as deferred:  # a commit is finished once begun
+        with signals_recorded() as deferred:  # a commit is finished once begun
             outputs.commit()
     except BaseException:
         outputs.discard()
@@ -400,7 +400,6 @@ def run_interruptibly(work, cancel, grace_s: float = 2.0):
     if threading.current_thread() is not threading.main_thread():
         return work()
     outcome: dict = {}
-    received: list[int] = []
 
     def target():
         try:
@@ -408,13 +407,8 @@ def run_interruptibly(work, cancel, grace_s: float = 2.0):
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
 
-    def on_signal(signum, frame):
-        received.append(signum)
-        cancel()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     worker = threading.Thread(target=target, name="onnxcam-run", daemon=True)
-    try:
+    with signals_recorded(then=cancel) as received:
         worker.start()
         deadline = None
         while worker.is_alive():
@@ -423,9 +417,6 @@ def run_interruptibly(work, cancel, grace_s: float = 2.0):
                 deadline = time.monotonic() + grace_s
             if deadline is not None and time.monotonic() > deadline:
                 break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if received and worker.is_alive():  # stuck in native code that cannot be cancelled: exiting normally would
         Interrupted.say(received[0])  # wait for it (or abort in its destructors), so leave at once
         sys.stderr.flush()
@@ -438,14 +429,20 @@ def run_interruptibly(work, cancel, grace_s: float = 2.0):
 
 
 @contextmanager
-def signals_deferred():
-    """SIGINT/SIGTERM received inside are recorded (the yielded list), not acted on."""
+def signals_recorded(then=None):
+    """SIGINT/SIGTERM received inside are recorded in the yielded list (and ``then()`` is called),
+    not acted on; outside the main thread, where no handler can be set, the list stays empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        if then is not None:
+            then()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:

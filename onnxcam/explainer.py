@@ -18,7 +18,7 @@ from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
-from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess
+from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import get_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
@@ -46,13 +46,6 @@ class Explanation:
     target_description: str = ""  # what was explained, in words
     finite: np.ndarray | None = None  # (N,) bool: the score and the map are finite (else the map is all 0)
     all_zero: np.ndarray | None = None  # (N,) bool: the map is all zero (no positive evidence at the layer)
-
-
-def decode_image_array(image: np.ndarray) -> np.ndarray:
-    """A BGR uint8 (H, W, 3) copy of a grey, BGR or BGRA uint8 array (alpha composited as for files)."""
-    from onnxcam.io.images import _to_bgr8
-
-    return _to_bgr8(image, "an image array")
 
 
 def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,7 +216,7 @@ class Explainer:
             if item.size > self.max_pixels * 4:
                 raise InputError(f"an image array of {item.shape[1]}x{item.shape[0]} pixels is over the limit of "
                                  f"{self.max_pixels / 1e6:.0f} MP; raise max_pixels if you mean it")
-            return decode_image_array(item)
+            return to_bgr8(item)
         return decode_image(item, self.max_pixels)
 
     def prepare(self, images) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from onnxcam.errors import InputError, OnnxCamError
 
-__all__ = ["Preprocess", "PRESETS", "decode_image", "header_size", "find_sidecar", "read_labels", "IMAGE_SUFFIXES",
+__all__ = ["Preprocess", "PRESETS", "decode_image", "to_bgr8", "header_size", "find_sidecar", "read_labels", "IMAGE_SUFFIXES",
            "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
 
 log = logging.getLogger(__name__)
@@ -217,10 +217,11 @@ def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXEL
         raise InputError(f"cannot decode {label}: {str(exc).strip().splitlines()[-1]}") from None
     if image is None:
         raise InputError(f"cannot decode {label}: not an image OpenCV reads (PNG, JPEG, BMP, TIFF, WebP, ...)")
-    return _to_bgr8(image, label)
+    return to_bgr8(image, label)
 
 
-def _to_bgr8(image: np.ndarray, label: str) -> np.ndarray:
+def to_bgr8(image: np.ndarray, label: str = "an image array") -> np.ndarray:
+    """A grey, BGR or BGRA image of 8 or 16 bits as BGR uint8 (H, W, 3), alpha composited (8-bit BGR as is)."""
     if image.dtype == np.uint16:
         image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64):

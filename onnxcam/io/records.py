@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxcam.io.files import write_atomically
+from onnxcam.methods.multipass import softmax
 from onnxcam.io.render import encode_png, heatmap16, overlay
 
 __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
@@ -135,8 +136,7 @@ def _probabilities(scores: np.ndarray, activation: str) -> np.ndarray:
         return scores
     if activation == "LogSoftmax":
         return np.exp(scores)
-    shifted = np.exp(scores - scores.max())
-    return shifted / shifted.sum()
+    return softmax(scores[None])[0]
 
 
 def _gray8(values: np.ndarray, height: int, width: int) -> np.ndarray:

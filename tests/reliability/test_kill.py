@@ -104,9 +104,9 @@ def test_a_signal_during_the_commit_waits_for_it():
     """The commit is not cut short: a signal inside it is recorded and acted on after."""
     import os
 
-    from onnxcam.commands import signals_deferred
+    from onnxcam.commands import signals_recorded
 
-    with signals_deferred() as received:
+    with signals_recorded() as received:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # the handler runs between bytecodes: no KeyboardInterrupt here
         done = True
