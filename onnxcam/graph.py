@@ -297,9 +297,9 @@ def _infer_shapes(model: onnx.ModelProto, complete: bool = True) -> onnx.ModelPr
     except Exception as exc:  # inference failing is not fatal: rules then see fewer shapes
         log.warning("ONNX shape inference failed (%s); continuing with declared shapes only", exc)
         return model
-    if complete and _has_unknown_dims(inferred.graph):
+    if complete and _unknown_tensors(inferred.graph, model):
         _fill_from_symbolic(inferred.graph, light)
-    if complete and _has_unknown_dims(inferred.graph):
+    if complete and _unknown_tensors(inferred.graph, model):
         _fill_from_probe(inferred.graph, model)
     return inferred
 
@@ -307,13 +307,11 @@ def _infer_shapes(model: onnx.ModelProto, complete: bool = True) -> onnx.ModelPr
 def _unknown_tensors(graph: onnx.GraphProto, model: onnx.ModelProto) -> list[str]:
     """Node outputs whose rank, or a dim other than the inputs' symbolic ones, is unknown."""
     inputs = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
-    infos = {info.name: info for info in graph.value_info}
+    infos = {info.name: info for info in (*graph.value_info, *graph.output)}
     unknown = []
     for node in model.graph.node:
-        for name in node.output:
+        for name in filter(None, node.output):
             info = infos.get(name)
-            if not name:
-                continue
             if info is None or not info.type.tensor_type.HasField("shape") or any(
                     not d.HasField("dim_value") and d.dim_param not in inputs for d in info.type.tensor_type.shape.dim):
                 unknown.append(name)
@@ -392,17 +390,6 @@ def _fill_from_probe(graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
     log.info("shapes of %d tensor(s) read off a probe run (static inference left them unknown)", len(wanted))
 
 
-def _has_unknown_dims(graph: onnx.GraphProto) -> bool:
-    inputs = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
-    for info in graph.value_info:
-        tensor_type = info.type.tensor_type
-        if not tensor_type.HasField("shape"):
-            return True
-        if any(not d.HasField("dim_value") and d.dim_param not in inputs for d in tensor_type.shape.dim):
-            return True
-    return False
-
-
 def _fill_from_symbolic(graph: onnx.GraphProto, light: onnx.ModelProto) -> None:
     """Merge ONNX Runtime's symbolic shape inference into ``graph``: a known dim wins over an unknown one."""
     try:
@@ -413,6 +400,8 @@ def _fill_from_symbolic(graph: onnx.GraphProto, light: onnx.ModelProto) -> None:
         symbolic = SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=True)
     except Exception as exc:  # its own assertions on graphs it does not handle
         log.debug("ONNX Runtime's symbolic shape inference failed (%s)", exc)
+        return
+    if symbolic is None:  # it returns None for opsets it does not know
         return
     found = {info.name: info for info in symbolic.graph.value_info}
     for info in graph.value_info:
