@@ -123,20 +123,23 @@ def augment(batch: torch.Tensor) -> torch.Tensor:
     return torch.rot90(batch, int(torch.randint(4, ())), dims=(2, 3))
 
 
-def train_one_epoch(model, optimizer, scheduler, inputs, labels) -> tuple[float, float]:
-    """One pass over the data in shuffled mini-batches; returns (loss, accuracy)."""
+def train_one_epoch(model, optimizer, scheduler, inputs, labels, batch_size: int = BATCH_SIZE,
+                    constrain=make_first_layer_zero_mean, label_smoothing: float = 0.0) -> tuple[float, float]:
+    """One pass over the data in shuffled mini-batches; returns (loss, accuracy).
+
+    ``constrain(model)`` runs after every optimiser step (the zero-mean first layer)."""
     model.train()
     order = torch.randperm(len(inputs))
     total_loss, correct = 0.0, 0
-    for start in range(0, len(inputs), BATCH_SIZE):
-        idx = order[start : start + BATCH_SIZE]
+    for start in range(0, len(inputs), batch_size):
+        idx = order[start : start + batch_size]
         x, y = augment(inputs[idx]), labels[idx]
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        make_first_layer_zero_mean(model)
+        constrain(model)
         scheduler.step()
         total_loss += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())

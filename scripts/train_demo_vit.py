@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes_data import CLASSES, IMAGE_SIZE, evaluation_batch, make_batch, pointing_game  # noqa: E402
-from train_demo_model import MEAN, SCALE, STD, accuracy, augment, check_onnx, preprocess  # noqa: E402
+from train_demo_model import MEAN, SCALE, STD, accuracy, check_onnx, preprocess, train_one_epoch  # noqa: E402
 
 PATCH = 8
 DIM = 64
@@ -87,23 +86,11 @@ def train(model: TinyViT, inputs: torch.Tensor, labels: torch.Tensor, epochs: in
     steps = epochs * ((len(inputs) + BATCH_SIZE - 1) // BATCH_SIZE)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=steps)
     for epoch in range(1, epochs + 1):
-        started, correct, total_loss = time.perf_counter(), 0, 0.0
-        model.train()
-        order = torch.randperm(len(inputs))
-        for first in range(0, len(inputs), BATCH_SIZE):
-            idx = order[first:first + BATCH_SIZE]
-            x, y = augment(inputs[idx]), labels[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            zero_mean_patches(model)
-            scheduler.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-        print(f"epoch {epoch}/{epochs}  loss {total_loss / len(inputs):.4f}  train acc {correct / len(inputs):.4f}  "
-              f"({time.perf_counter() - started:.1f} s)", flush=True)
+        started = time.perf_counter()
+        loss, acc = train_one_epoch(model, optimizer, scheduler, inputs, labels, batch_size=BATCH_SIZE,
+                                    constrain=zero_mean_patches, label_smoothing=0.05)
+        print(f"epoch {epoch}/{epochs}  loss {loss:.4f}  train acc {acc:.4f}  ({time.perf_counter() - started:.1f} s)",
+              flush=True)
 
 
 def export(model: TinyViT, path: Path) -> None:

@@ -93,8 +93,14 @@ class WindowBlock(nn.Module):
 
     def forward(self, x):
         n, t, d = x.shape
-        g, w = self.grid, self.window
-        y = self.norm1(x).reshape(n, g, g, d)
+        mixed = self.window_attention(self.norm1(x).reshape(n, self.grid, self.grid, d))
+        x = x + mixed.reshape(n, t, d)
+        return x + self.mlp(self.norm2(x))
+
+    def window_attention(self, y):
+        """Attention inside the windows of an (N, g, g, D) grid, the grid rolled by ``shift`` first and back after."""
+        n, g, _, d = y.shape
+        w = self.window
         if self.shift:
             y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
         windows = y.reshape(n, g // w, w, g // w, w, d).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, d)
@@ -102,8 +108,7 @@ class WindowBlock(nn.Module):
         mixed = mixed.reshape(n, g, g, d)
         if self.shift:
             mixed = torch.roll(mixed, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + mixed.reshape(n, t, d)
-        return x + self.mlp(self.norm2(x))
+        return mixed
 
 
 class Swin(nn.Module):
@@ -128,17 +133,7 @@ class GridWindowBlock(WindowBlock):
     """The same block on a channels-last (N, h, w, D) grid, as newer Swin implementations keep it."""
 
     def forward(self, x):
-        n, g, _, d = x.shape
-        w = self.window
-        y = self.norm1(x)
-        if self.shift:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = y.reshape(n, g // w, w, g // w, w, d).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, d)
-        mixed = self.attention(windows).reshape(n, g // w, g // w, w, w, d).permute(0, 1, 3, 2, 4, 5)
-        mixed = mixed.reshape(n, g, g, d)
-        if self.shift:
-            mixed = torch.roll(mixed, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + mixed
+        x = x + self.window_attention(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
