@@ -18,6 +18,7 @@ from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
+from onnxcam.io.files import write_atomically
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import get_method
@@ -456,6 +457,4 @@ class Explainer:
         return str(index)
 
     def save(self, path) -> None:
-        from onnxcam.io.files import write_atomically
-
         write_atomically(path, self.model.SerializeToString())

@@ -35,6 +35,7 @@ from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView, check_attributes, load_model, outer_names
+from onnxcam.io.files import write_atomically
 from onnxcam.layers import nchw_view
 from onnxcam.methods import Method, get_method
 from onnxcam.methods.context import GraphContext, LayerContext
@@ -64,8 +65,6 @@ class ExplainModel:
         return Contract.read(self.model)
 
     def save(self, path: str | Path) -> Path:
-        from onnxcam.io.files import write_atomically
-
         path = Path(path)
         write_atomically(path, self.model.SerializeToString())
         return path

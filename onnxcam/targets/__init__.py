@@ -17,7 +17,7 @@ from onnxcam.graph import GraphView
 from onnxcam.targets import classification, dense, embedding, regression, segmentation, sequence
 from onnxcam.targets.base import Task
 from onnxcam.targets.score import (SCORE_CHOICES, ScoreTensor, SeedContext, TaskOptions, batch_first,
-                                   from_batch_first, score_tensor)
+                                   final_activation, from_batch_first, score_tensor)
 
 __all__ = ["Task", "TASKS", "TASK_CHOICES", "get_task", "choose_target", "emit_target", "EmittedTarget",
            "ScoreTensor", "TaskOptions", "SCORE_CHOICES"]
@@ -73,8 +73,6 @@ def choose_target(view: GraphView, image: str, task: str = "auto", output: str |
 
 def _candidate_outputs(view: GraphView) -> list[str]:
     """Float outputs of known rank 2–4, those that end in a Softmax/Sigmoid first."""
-    from onnxcam.targets.score import final_activation
-
     usable = [n for n in view.graph_outputs if view.is_float(n) and view.rank(n) in (2, 3, 4)]
     return sorted(usable, key=lambda n: final_activation(view, n) is None)
 
