@@ -77,14 +77,14 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
 
     Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible.
     """
-    from onnxcam.graph import GraphView, load_model
-    from onnxcam.plan import fix_input_shape, make_plan, parse_input_shape
+    from onnxcam.graph import load_model
+    from onnxcam.plan import fix_input_shape, make_plans, parse_input_shape, plan_view
 
     proto = load_model(model)
     if input_shape:
         proto = fix_input_shape(proto, parse_input_shape(input_shape))
-    view = GraphView(proto)
-    plans = [make_plan(view, layer=spec, score=score, layout=layout, output=output_name, task=task) for spec in layer]
+    view = plan_view(proto)
+    plans = make_plans(view, list(layer), score=score, layout=layout, output=output_name, task=task)
     plan = plans[0]
     chosen = {p.layer for p in plans}
     outputs = ", ".join(f"{name} {_dims(view.shape(name))}" for name in view.graph_outputs)
@@ -185,6 +185,16 @@ class PassesBatch(click.ParamType):
                    "non-zero pixels count).")
 @click.option("--reference", default=None, metavar="IMAGE|VECTOR.npy",
               help="embedding: explain the similarity to this image's embedding, or to this vector.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="detection: drop boxes less confident than this (class probability × objectness).")
+@click.option("--iou", type=click.FloatRange(0, 1), default=0.45, show_default=True,
+              help="detection: class-wise NMS overlap threshold.")
+@click.option("--max-boxes", type=click.IntRange(1), default=10, show_default=True,
+              help="detection: explain the most confident boxes, at most this many per image.")
+@click.option("--box", "box_index", type=click.IntRange(0), default=None,
+              help="detection: explain only the box of this index (0 = the most confident).")
+@click.option("--class", "class_ids", type=click.IntRange(0), multiple=True,
+              help="detection: explain only boxes of this class (repeat for several).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
               help="auto = CUDA when usable, else CPU.")
@@ -224,7 +234,8 @@ class PassesBatch(click.ParamType):
 @click.option("--baseline", type=click.Choice(BASELINES), default=RunOptions.baseline, show_default=True,
               help="integrated-gradcam: the path's start: a black image (pre-processed) or all zeros.")
 @_model_options
-def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, batch_size, provider, topk,
+def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, min_score, iou, max_boxes,
+        box_index, class_ids, batch_size, provider, topk,
         labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, skip_bad, max_pixels, as_json, fuse,
         passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, layer, task, score, layout, input_shape,
         output_name, threshold, blank, background):
@@ -249,8 +260,12 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
         seed=seed, steps=steps, baseline=baseline,
         **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background)),
         cancel=lambda: None, grace_s=0.2)  # nothing is staged yet: stop at once
-    request = _target_request(explainer, target, timestep, region, mask_path, reference)  # checked before any work
-    writer = TaskOutputs(explainer, colormap, alpha, topk)
+    if explainer.task == "detection":  # checked before any work
+        request = _box_request({"--target": target, "--timestep": timestep, "--region": region, "--mask": mask_path,
+                                "--reference": reference}, min_score, iou, max_boxes, box_index, class_ids)
+    else:
+        request = _target_request(explainer, target, timestep, region, mask_path, reference)
+    writer = TaskOutputs(explainer, colormap, alpha, topk, max_boxes)
     planned = [name for stem in names.values() for name in writer.files(stem)]
     outputs = OutputSet(out, [*planned, "results.jsonl"], overwrite)
     log.info("pre-processing %s", pre.describe())
@@ -278,18 +293,21 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
 
 
 def _report(records, failed, seconds, explainer, out, as_json) -> None:
-    done = len(records) - len(failed)
+    images = len(dict.fromkeys(r["image"] for r in records))  # a detector writes one record per box
+    done = images - len(failed)
     if as_json:
         click.echo(json.dumps({
-            "images": len(records), "explained": done, "failed": len(failed), "out": str(out),
+            "images": images, "explained": done, "failed": len(failed), "out": str(out),
             "results": str(out / "results.jsonl"), "seconds": round(seconds, 3),
-            "ms_per_image": round(1000 * seconds / len(records), 2), "provider": explainer.provider,
+            "ms_per_image": round(1000 * seconds / images, 2), "provider": explainer.provider,
             "task": explainer.task, "layer": explainer.layer, "method": explainer.method,
             "all_zero": sum(bool(r.get("all_zero")) for r in records),
             "failures": [{"image": r["image"], "error": r["error"]} for r in failed]}))
         return
-    click.echo(f"explained {done} of {len(records)} image(s) in {seconds:.2f} s "
-               f"({1000 * seconds / len(records):.0f} ms/image) on {explainer.provider.upper()} | {explainer.task} | "
+    boxes = f" | {sum(1 for r in records if r.get('box_index') is not None)} box(es)" \
+        if explainer.task == "detection" else ""
+    click.echo(f"explained {done} of {images} image(s){boxes} in {seconds:.2f} s "
+               f"({1000 * seconds / images:.0f} ms/image) on {explainer.provider.upper()} | {explainer.task} | "
                f"layer {explainer.layer} | {explainer.method} -> {out}/")
     for record in failed[:5]:
         click.echo(f"failed: {record['image']}: {record['error']}", err=True)
@@ -332,6 +350,18 @@ def _target_request(explainer, target, timestep, region, mask_path, reference) -
     return request
 
 
+def _box_request(others: dict, min_score, iou, max_boxes, box_index, class_ids) -> dict:
+    """explain_boxes() keyword arguments; the other target options do not apply to boxes."""
+    given = [option for option, value in others.items() if value is not None]
+    if given:
+        raise OnnxCamError(f"{given[0]} does not apply to detection: every detected box is explained; narrow them "
+                           "with --box, --class, --min-score or --max-boxes")
+    if box_index is not None and box_index >= max_boxes:
+        raise OnnxCamError(f"--box {box_index} is beyond --max-boxes {max_boxes}; boxes are numbered from 0")
+    return {"min_score": min_score, "iou": iou, "max_boxes": max_boxes, "box": box_index,
+            "classes": list(class_ids) or None}
+
+
 def _read_mask(path: str) -> np.ndarray:
     import cv2
 
@@ -366,7 +396,9 @@ def _explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad):
             failures[path] = str(exc)
     t1 = time.perf_counter()
     good = [path for path in chunk if path in decoded]
-    result = explainer.explain([decoded[p] for p in good], **request) if good else None
+    boxes = explainer.task == "detection"
+    explain = explainer.explain_boxes if boxes else explainer.explain
+    result = explain([decoded[p] for p in good], **request) if good else None
     t2 = time.perf_counter()
     records = []
     for path in chunk:
@@ -374,6 +406,10 @@ def _explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad):
             records.append({"image": str(path), "status": "failed", "error": failures[path]})
             continue
         i = good.index(path)
+        if boxes:
+            records.extend({"status": "ok", **record} for record in writer.write_boxes(
+                staging, names[path], str(path), decoded[path], result.images[i], result.input_size, result))
+            continue
         if not result.finite[i]:
             problem = f"the model's score for this image is {float(result.scores[i])} (not finite)"
             if not skip_bad:

@@ -73,6 +73,7 @@ class Contract:
     fuse: str = ""
     passes: str = "1"
     exposed: str = ""
+    detection: str = ""  # detection: the head's layout as JSON (onnxcam.detection.head.Head)
 
     @property
     def layers(self) -> list[str]:

@@ -265,6 +265,7 @@ class Explainer:
         what, count = {
             "classification": ("classes", self.num_classes), "segmentation": ("classes", self.num_classes),
             "regression": ("output units", self.num_classes), "sequence": ("time steps", self.score_shape[1]),
+            "detection": ("anchors", None),
         }.get(self.task, (None, None))
         if what is None:
             if np.any(values >= 0):
@@ -390,13 +391,14 @@ class Explainer:
     def _nchw(self, tensor: np.ndarray | None) -> np.ndarray | None:
         return nchw_array(tensor, self.contract.layer_layout)
 
-    def _sub_session(self, kind: str):
-        """The head model (layer → score) or the plain forward model (image → score), built once."""
+    def _sub_session(self, kind: str, inputs=None, outputs=None):
+        """A part of the explain model, built once: the head model (layer → score), the plain forward
+        model (image → score), or ``kind`` cut from ``inputs`` to ``outputs``."""
         if kind not in self._extra_sessions:
             from onnxcam.headmodel import cut_model
 
-            cut_at = self.layer if kind == "head" else self.input_name
-            cut = cut_model(self.model, [cut_at], self.contract.score_tensor, self._view)
+            cut_at = inputs or [self.layer if kind == "head" else self.input_name]
+            cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view)
             session = make_session(cut.model.SerializeToString(), self._provider_request, threads=self._threads)
             if self._cancelled:
                 session.cancel()
@@ -442,6 +444,25 @@ class Explainer:
             explain=self._explain_batch,
             black=lambda: self._black_image(batch))
         return finish_maps(self._method.build(context), *context.image_size)
+
+    def explain_boxes(self, inputs, *, min_score: float = 0.25, iou: float = 0.45, max_boxes: int = 10,
+                      box: int | None = None, classes=None):
+        """Detectors: every detected box of every image and its own map, in one object
+        (:class:`onnxcam.detection.explain.Detections`). Boxes come from the model's outputs (score
+        threshold ``min_score``, class-wise NMS at ``iou``, the ``max_boxes`` most confident; ``box``
+        keeps one of them, ``classes`` some classes); the maps cost one forward pass per batch and one
+        pass of the head (the graph after the target layers) per box."""
+        from onnxcam.detection.boxes import BoxOptions
+        from onnxcam.detection.explain import explain_boxes
+
+        if self.task != "detection":
+            raise OnnxCamError(f"boxes are for detection models, and this one's task is {self.task}")
+        if not self._method.in_graph:
+            raise OnnxCamError(f"method '{self.method}' runs several passes per image; per-box maps need an "
+                               "in-graph method (gradcam, hirescam, ...)")
+        chosen = None if classes is None else tuple(int(c) for c in np.atleast_1d(classes))
+        options = BoxOptions(float(min_score), float(iou), int(max_boxes), None if box is None else int(box), chosen)
+        return explain_boxes(self, inputs, options)
 
     def cancel(self) -> None:
         """Stop the explanations in flight (from another thread or a signal handler): they raise

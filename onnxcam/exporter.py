@@ -41,8 +41,9 @@ from onnxcam.methods import Method, get_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
-from onnxcam.plan import Plan, fix_input_shape, make_plan, parse_input_shape
+from onnxcam.plan import Plan, fix_input_shape, make_plans, parse_input_shape, plan_view
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
+from onnxcam.targets.detection import head_for
 from onnxcam.version import __version__
 
 __all__ = ["export", "ExplainModel", "prune_dead_nodes"]
@@ -101,9 +102,8 @@ def export(
     _check_options(chosen, expose, fuse, target_inputs, for_runtime)
     options = TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background))
     model = _load(source, input_shape)
-    view = GraphView(model)
-    plans = tuple(make_plan(view, layer=spec, score=score, layout=layout, output=output, task=task)
-                  for spec in _layer_specs(layer))
+    view = plan_view(model)
+    plans = make_plans(view, _layer_specs(layer), score=score, layout=layout, output=output, task=task)
     plan = plans[0]
     tensors = [p.layer.tensor for p in plans]
     _check_layers(tensors, chosen, expose)
@@ -124,7 +124,7 @@ def export(
     outputs.update({name: exposed[name] for name in expose})
 
     _assemble(model, emit, plan, outputs, target_inputs)
-    _contract(plans, chosen, expose, fuse, target_inputs, options).write(model)
+    _contract(plans, chosen, expose, fuse, target_inputs, options, view).write(model)
     removed = prune_dead_nodes(model)
     _check(model)
     seconds = time.perf_counter() - started
@@ -265,9 +265,10 @@ def _output_info(view: GraphView, name: str, batch, plan: Plan):
 
 
 def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse: str, target_inputs: str,
-              options: TaskOptions) -> Contract:
+              options: TaskOptions, view: GraphView) -> Contract:
     plan = plans[0]
     score = plan.score_tensor
+    head = head_for(view, score).to_json() if plan.task.name == "detection" else ""
     return Contract(
         version=__version__, task=plan.task.name, method=method.name,
         layer=",".join(p.layer.tensor for p in plans), layer_layout=",".join(p.layer.layout_code for p in plans),
@@ -276,7 +277,7 @@ def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse
         score_batch_axis=score.batch_axis, score_description=score.describe(), target_description=plan.task.default,
         target_inputs=target_inputs, threshold=options.threshold, blank=options.blank,
         background=options.background, fuse=fuse if len(plans) > 1 else "", passes=str(method.passes),
-        exposed=",".join(expose))
+        exposed=",".join(expose), detection=head)
 
 
 # --- stage 7: prune -----------------------------------------------------------------------------

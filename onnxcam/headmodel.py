@@ -23,18 +23,25 @@ __all__ = ["CutModel", "cut_model"]
 @dataclass
 class CutModel:
     model: onnx.ModelProto
-    inputs: list[str]  # the cut tensors, then any graph inputs still needed
-    output: str
+    inputs: list[str]  # the cut tensors, then any graph inputs still needed (optional ones stay optional)
+    outputs: list[str]
+
+    @property
+    def output(self) -> str:
+        return self.outputs[0]
 
 
-def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str, view: GraphView | None = None) -> CutModel:
-    """The part of ``model`` computing ``output`` from the tensors ``inputs``."""
+def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str | Sequence[str],
+              view: GraphView | None = None) -> CutModel:
+    """The part of ``model`` computing ``output`` (one tensor or several) from the tensors ``inputs``."""
     view = view or GraphView(model)
+    outputs = [output] if isinstance(output, str) else list(output)
     stop = set(inputs)
     seen: set[str] = set()
     kept: set[int] = set()
     extra: list[str] = []
-    stack = [output]
+    optional = {i.name for i in view.graph.input} & set(view.initializers)
+    stack = list(outputs)
     while stack:
         name = stack.pop()
         if name in seen or not name:
@@ -44,7 +51,7 @@ def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str, view: 
             continue
         node = view.producers.get(name)
         if node is None:
-            if name in view.graph_inputs:
+            if name in view.graph_inputs or name in optional:
                 extra.append(name)
             elif name not in view.initializers:
                 raise ModelError(f"cannot cut the model at {', '.join(inputs)}: '{name}' comes from nowhere")
@@ -54,14 +61,16 @@ def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str, view: 
         stack.extend(outer_names(node))  # names a subgraph reads from the outer scope
     unused = [name for name in inputs if name not in seen]
     if unused:
-        raise ModelError(f"'{output}' does not depend on {', '.join(unused)}; cannot cut the model there")
+        raise ModelError(f"'{', '.join(outputs)}' does not depend on {', '.join(unused)}; cannot cut the model there")
     nodes = [node for node in view.nodes if id(node) in kept]
     initializers = [t for t in view.graph.initializer if t.name in seen]
-    names = [*inputs, *[name for name in view.graph_inputs if name in extra]]
-    graph = helper.make_graph(nodes, f"{view.graph.name}_cut", [_info(view, name) for name in names],
-                              [_info(view, output)], initializer=initializers)
+    names = [*inputs, *[i.name for i in view.graph.input if i.name in extra]]
+    infos = [next((i for i in view.graph.input if i.name == name), None) if name in optional else _info(view, name)
+             for name in names]
+    graph = helper.make_graph(nodes, f"{view.graph.name}_cut", infos, [_info(view, name) for name in outputs],
+                              initializer=initializers)
     cut = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    return CutModel(cut, names, output)
+    return CutModel(cut, names, outputs)
 
 
 def _info(view: GraphView, name: str) -> onnx.ValueInfoProto:

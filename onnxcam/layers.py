@@ -30,7 +30,7 @@ from onnxcam.errors import LayerError
 from onnxcam.graph import GraphView
 
 __all__ = ["Layer", "Candidate", "ScorePaths", "considered_layers", "resolve_layer", "automatic_layer",
-           "prediction_head_input", "tensor_layouts", "parse_layout", "nchw_view", "nchw_array", "native_array"]
+           "prediction_head_input", "level_layers", "tensor_layouts", "parse_layout", "nchw_view", "nchw_array", "native_array"]
 
 _NCHW_SOURCES = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "BatchNormalization",
                  "InstanceNormalization", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "LRN"}
@@ -339,6 +339,61 @@ def prediction_head_input(view: GraphView, score: str, paths: ScorePaths | None 
             break
         tensor = inputs[0]
     return tensor
+
+
+def level_layers(view: GraphView, candidates: list[Layer], outputs: list[str], image: str) -> list[Layer]:
+    """A detector's automatic layers: per pyramid level, the last eligible tensor that every path from
+    the image to the level's prediction maps passes through — the neck output feeding the level's
+    head, or the head's stem where it has one (the last tensor the level's box and class branches
+    share). The prediction maps are where walking back from the head's ``outputs`` first meets a 4-D
+    map laid on a grid of the input; grouped by size they are the levels, the largest first. Empty
+    when the head is not made of such maps."""
+    image_hw = _image_size(view, {image: "NCHW"}) or _image_size(view, {image: "NHWC"})
+    levels: dict[tuple, list[str]] = {}
+    stack, seen = list(outputs), set()
+    while stack:
+        name = stack.pop()
+        if name in seen or name in view.initializers:
+            continue
+        seen.add(name)
+        shape = view.shape(name)
+        if shape is not None and len(shape) == 4 and _on_input_grid(shape[2:], image_hw):
+            levels.setdefault(tuple(shape[2:]), []).append(name)
+        elif (node := view.producers.get(name)) is not None and node.op_type not in ZERO_OPS:
+            stack.extend(i for i in node.input if i)
+    order = {layer.tensor: i for i, layer in enumerate(candidates)}
+    chosen = []
+    for size in sorted(levels, key=lambda hw: -hw[0] * hw[1]):
+        maps = levels[size]
+        before = view.ancestors(maps)
+        found = next((layer for layer in reversed(candidates) if layer.tensor in before and layer.spatial == size
+                      and _dominates(view, layer.tensor, maps, image)), None)
+        if found is None:
+            return []
+        chosen.append(found)
+    return sorted(dict.fromkeys(chosen), key=lambda layer: order[layer.tensor]) if len(chosen) > 1 else []
+
+
+def _on_input_grid(hw, image_hw) -> bool:
+    """A map of (h, w) cells is a grid of the input when both sides have the same stride (to a quarter)."""
+    if not all(isinstance(d, int) and d > 1 for d in hw):
+        return False
+    if image_hw is None or None in image_hw:
+        return True
+    rows, cols = image_hw[0] / hw[0], image_hw[1] / hw[1]
+    return abs(rows - cols) <= 0.25 * min(rows, cols) and rows >= 1
+
+
+def _dominates(view: GraphView, tensor: str, targets: list[str], image: str) -> bool:
+    """Every path from ``image`` to ``targets`` passes through ``tensor``."""
+    reached, stack = {image}, [image]
+    while stack:
+        for node in view.consumers.get(stack.pop(), []):
+            for out in node.output:
+                if out and out != tensor and out not in reached:
+                    reached.add(out)
+                    stack.append(out)
+    return not any(t in reached for t in targets)
 
 
 def _image_dependent(view: GraphView) -> set[str]:

@@ -14,13 +14,15 @@ import onnx
 
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView
-from onnxcam.layers import Candidate, Layer, ScorePaths, considered_layers, resolve_layer
+from onnxcam.detection.head import add_level_scores
+from onnxcam.layers import Candidate, Layer, ScorePaths, considered_layers, level_layers, resolve_layer
 from onnxcam.targets import SCORE_CHOICES, ChosenTarget, Task, choose_target
+from onnxcam.targets.detection import head_for
 from onnxcam.targets.score import ScoreTensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "make_plan", "fix_input_shape", "parse_input_shape", "SCORE_CHOICES", "LAYOUT_CHOICES"]
+__all__ = ["Plan", "make_plan", "make_plans", "plan_view", "fix_input_shape", "parse_input_shape", "SCORE_CHOICES", "LAYOUT_CHOICES"]
 
 LAYOUT_CHOICES = ("auto", "NCHW", "NHWC")
 _IMAGE_CHANNELS = (1, 3, 4)
@@ -79,6 +81,25 @@ def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout
     considered = considered_layers(view, tensor, layouts, paths)
     picked = resolve_layer(view, layer, tensor, considered, chosen.task.name, paths)
     return Plan(image, image_layout, chosen, picked, tuple(considered))
+
+
+def make_plans(view: GraphView, layers, **options) -> tuple[Plan, ...]:
+    """One plan per layer spec; a detector's ``auto`` is one layer per pyramid level (:func:`level_layers`)."""
+    specs = ["auto" if spec in (None, "") else spec for spec in ([layers] if isinstance(layers, str) else layers)]
+    plans = tuple(make_plan(view, layer=spec, **options) for spec in specs)
+    if specs != ["auto"] or plans[0].task.name != "detection":
+        return plans
+    plan = plans[0]
+    head = head_for(view, plan.score_tensor)
+    outputs = [*head.score_outputs, *head.box_outputs] if head.layout == "levels" else [head.output]
+    levels = level_layers(view, list(plan.candidates), outputs, plan.image)
+    return tuple(Plan(plan.image, plan.layout, plan.target, layer, plan.considered) for layer in levels) or plans
+
+
+def plan_view(model: onnx.ModelProto) -> GraphView:
+    """The view plans read; a multi-level detector's score outputs are first joined into one (in place)."""
+    view = GraphView(model)
+    return GraphView(model) if add_level_scores(model, view) else view
 
 
 def _image_input(view: GraphView) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxcam.io.files import write_atomically
 from onnxcam.methods.multipass import softmax
-from onnxcam.io.render import encode_png, heatmap16, overlay
+from onnxcam.io.render import draw_boxes, encode_png, heatmap16, overlay
 
 __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
 
@@ -24,19 +24,54 @@ __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
 class TaskOutputs:
     """Writes one image's files into a staging folder and returns its record."""
 
-    def __init__(self, explainer, colormap: str = "jet", alpha: float = 0.5, topk: int = 5):
+    def __init__(self, explainer, colormap: str = "jet", alpha: float = 0.5, topk: int = 5, max_boxes: int = 10):
         self.explainer = explainer
         self.contract = explainer.contract
         self.task = explainer.task
-        self.colormap, self.alpha, self.topk = colormap, alpha, topk
+        self.colormap, self.alpha, self.topk, self.max_boxes = colormap, alpha, topk, max_boxes
         self._characters = sequence_labels(explainer.labels, explainer.score_shape[-1], explainer.contract) \
             if self.task == "sequence" else None
 
     def files(self, stem: str) -> list[str]:
+        """Every file an image may get (a detector's image gets the box files of the boxes it has)."""
+        if self.task == "detection":
+            return [f"{stem}.overlay.png", *[f"{stem}.box{i}.{kind}.png" for i in range(self.max_boxes)
+                                             for kind in ("cam", "overlay")]]
         names = [f"{stem}.overlay.png", f"{stem}.cam.png"]
         if self.task == "dense":
             names.append(f"{stem}.output.png")
         return names
+
+    def write_boxes(self, staging: Path, stem: str, image_path: str, image: np.ndarray, detection,
+                    input_hw: tuple[int, int], result) -> list[dict]:
+        """A detector's image: one overlay with every box, per box its map and overlay; one record per box
+        (one record with ``"boxes": 0`` when nothing is detected). Boxes are in the image's pixels."""
+        height, width = image.shape[:2]
+        boxes = detection.boxes
+        scale = np.array([width / input_hw[1], height / input_hw[0]] * 2, np.float32)
+        xyxy = np.clip(boxes.xyxy * scale, 0, [width, height, width, height])
+        label = self.explainer.label
+        captions = [f"#{i} {label(int(c))} {s:.2f}" for i, (c, s) in enumerate(zip(boxes.classes, boxes.scores))]
+        everything = detection.maps.max(axis=0) if len(boxes) else np.zeros(input_hw, np.float32)
+        image_overlay = f"{stem}.overlay.png"
+        write_atomically(staging / image_overlay, encode_png(draw_boxes(
+            overlay(image, everything, self.alpha, self.colormap), xyxy, captions)))
+        common = {"image": image_path, "task": self.task, "image_overlay": image_overlay, "boxes": len(boxes),
+                  "layer": result.layer, "method": result.method, "provider": result.provider}
+        if not len(boxes):
+            return [{**common, "box_index": None, "overlay": image_overlay}]
+        records = []
+        for i in range(len(boxes)):
+            cam_name, overlay_name = f"{stem}.box{i}.cam.png", f"{stem}.box{i}.overlay.png"
+            write_atomically(staging / cam_name, encode_png(heatmap16(detection.maps[i], height, width)))
+            write_atomically(staging / overlay_name, encode_png(draw_boxes(
+                overlay(image, detection.maps[i], self.alpha, self.colormap), xyxy[i:i + 1], captions[i:i + 1])))
+            records.append({**common, "box_index": i, "box": [round(float(v), 2) for v in xyxy[i]],
+                            "class": int(boxes.classes[i]), "label": label(int(boxes.classes[i])),
+                            "score": _number(boxes.scores[i]), "anchor": int(boxes.anchors[i]),
+                            "target_score": _number(detection.scores[i]), "heatmap": cam_name,
+                            "overlay": overlay_name})
+        return records
 
     def write(self, staging: Path, stem: str, image_path: str, image: np.ndarray, result, i: int) -> dict:
         height, width = image.shape[:2]

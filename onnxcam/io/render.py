@@ -8,7 +8,7 @@ import numpy as np
 
 from onnxcam.errors import OnnxCamError, OutputError
 
-__all__ = ["COLORMAPS", "overlay", "colorize", "heatmap16", "encode_png"]
+__all__ = ["COLORMAPS", "overlay", "colorize", "heatmap16", "encode_png", "draw_boxes"]
 
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
@@ -57,3 +57,20 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise OutputError("OpenCV could not encode a PNG")
     return data.tobytes()
+
+
+def draw_boxes(image_bgr: np.ndarray, boxes, captions) -> np.ndarray:
+    """A copy of the image with each box (x0, y0, x1, y1 in its pixels) outlined and captioned."""
+    out = image_bgr.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 320))
+    scale = 0.4 * thickness
+    for (x0, y0, x1, y1), caption in zip(np.asarray(boxes, np.float64).reshape(-1, 4), captions):
+        top_left, bottom_right = (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1)))
+        cv2.rectangle(out, top_left, bottom_right, (255, 255, 255), thickness + 2)
+        cv2.rectangle(out, top_left, bottom_right, (0, 0, 255), thickness)
+        (w, h), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        y = max(h + 2, top_left[1] - 2)
+        cv2.rectangle(out, (top_left[0], y - h - 2), (top_left[0] + w + 2, y + 2), (0, 0, 255), -1)
+        cv2.putText(out, caption, (top_left[0] + 1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
+                    cv2.LINE_AA)
+    return out

@@ -14,7 +14,7 @@ from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import TARGET, TARGET_WEIGHTS
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView
-from onnxcam.targets import classification, dense, embedding, regression, segmentation, sequence
+from onnxcam.targets import classification, dense, detection, embedding, regression, segmentation, sequence
 from onnxcam.targets.base import Task
 from onnxcam.targets.score import (SCORE_CHOICES, ScoreTensor, SeedContext, TaskOptions, batch_first,
                                    final_activation, from_batch_first, score_tensor)
@@ -24,7 +24,8 @@ __all__ = ["Task", "TASKS", "TASK_CHOICES", "get_task", "choose_target", "emit_t
 
 # Auto-detection tries the tasks in this order; the first whose ``detect`` accepts the output wins.
 TASKS: dict[str, Task] = {task.name: task for task in (
-    embedding.TASK, regression.TASK, classification.TASK, sequence.TASK, dense.TASK, segmentation.TASK)}
+    embedding.TASK, regression.TASK, classification.TASK, sequence.TASK, detection.TASK, dense.TASK,
+    segmentation.TASK)}
 TASK_CHOICES = ("auto", *TASKS)
 
 
@@ -56,19 +57,23 @@ def choose_target(view: GraphView, image: str, task: str = "auto", output: str |
         fits = [t for t in TASKS.values() if t.detect(view, score)]
         if requested is not None:
             if requested.detect(view, score) or requested in (regression.TASK, embedding.TASK) and score.rank == 2:
-                return ChosenTarget(requested, score, f"task {requested.name} as asked")
+                return ChosenTarget(requested, _located(requested, view, score), f"task {requested.name} as asked")
             if output:
                 raise ModelError(f"output '{name}' has shape {_shape(view, name)}, which task {requested.name} "
                                  f"does not explain (it needs {requested.shapes})")
             continue
         if fits:
             why = f"output '{name}' {_shape(view, name)} looks like {fits[0].shapes}"
-            return ChosenTarget(fits[0], score, why)
+            return ChosenTarget(fits[0], _located(fits[0], view, score), why)
     listing = ", ".join(f"{n} {_shape(view, n)}" for n in view.graph_outputs)
     wanted = f"task {requested.name} needs {requested.shapes}" if requested else \
-        "onnxcam explains outputs shaped (N, C), (N, T, C) with a Softmax, (N, 1, H, W) or (N, C, H, W) " \
-        "(raw object-detector heads are not supported yet)"
+        "onnxcam explains outputs shaped (N, C), (N, T, C) with a Softmax, (N, 1, H, W), (N, C, H, W) or raw " \
+        "detector heads ((N, 4+C, A), (N, A, 5+C), per-level scores and boxes)"
     raise ModelError(f"no output fits: {wanted} (outputs: {listing}); name one with --output, or pick --task")
+
+
+def _located(task: Task, view: GraphView, score: ScoreTensor) -> ScoreTensor:
+    return task.locate(view, score) if task.locate is not None else score
 
 
 def _candidate_outputs(view: GraphView) -> list[str]:

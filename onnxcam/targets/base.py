@@ -24,6 +24,7 @@ class Task:
     detect: Callable  # (view, ScoreTensor) -> bool: does this output look like the task?
     weights: Callable  # (SeedContext) -> Seed
     score: Callable | None = None  # (SeedContext, w) -> (seed, score (N,)) when not Σ w ⊙ S
+    locate: Callable | None = None  # (view, ScoreTensor) -> ScoreTensor: a task-specific S (detectors' logits)
 
     @property
     def formula(self) -> str:

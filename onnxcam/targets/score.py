@@ -51,7 +51,9 @@ class ScoreTensor:
 
     def describe(self) -> str:
         if self.tensor == self.output:
-            how = "as the model returns it" if self.kind == "probability" else "(the model has no final Softmax/Sigmoid)"
+            how = "as the model returns it" if self.kind == "probability" else \
+                f"(the logits of its {self.activation} entries)" if self.activation else \
+                "(the model has no final Softmax/Sigmoid)"
             return f"output '{self.output}' {how}"
         return f"logit '{self.tensor}' before the final {self.activation} of output '{self.output}'"
 

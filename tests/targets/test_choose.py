@@ -50,12 +50,13 @@ def _onnx(module, shape, outputs=("output",), dynamic=None):
     return onnx.load_from_string(buffer.getvalue())
 
 
-def test_raw_ctc_logits_are_a_sequence_and_detector_heads_are_refused():
+def test_raw_ctc_logits_are_a_sequence_and_detector_heads_are_detectors():
     raw_ctc = nets.CTCRecogniser()
     raw_ctc.final = None
     assert choose_target(GraphView(_onnx(raw_ctc, (1, 3, 16, 32))), "input").task.name == "sequence"
-    with pytest.raises(ModelError, match="object-detector heads are not supported yet"):
-        export(_onnx(_DetectorHead(), (1, 3, 8, 8)))
+    detector = export(_onnx(_DetectorHead(), (1, 3, 8, 8)))
+    assert detector.plan.task.name == "detection"
+    assert detector.plan.score_tensor.shape[1:] == (3, 64)  # (N, C, A): the class logits before the Sigmoid
 
 
 def test_outputs_ending_in_an_activation_come_first():

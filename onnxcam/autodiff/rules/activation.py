@@ -117,6 +117,13 @@ def tanh(ctx: RuleContext):
     return [e.mul(ctx.dy, e.sub(e.scalar(1.0, y), e.mul(y, y)))]
 
 
+@register("Softplus")
+def softplus(ctx: RuleContext):
+    """dX = dY·Sigmoid(X)"""
+    e = ctx.emit
+    return [e.mul(ctx.dy, e.op("Sigmoid", ctx.inputs[0]))]
+
+
 @register("Gelu")
 def gelu(ctx: RuleContext):
     """dX = dY·(Φ(X) + X·φ(X)); approximate="tanh": derivative of ½X(1 + tanh(√(2/π)(X + 0.044715X³)))"""

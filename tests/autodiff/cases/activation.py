@@ -41,6 +41,7 @@ CASES = [
          attrs=dict(alpha=0.5, beta=0.6), id="alpha0.5-beta0.6"),
     Case("HardSwish", [X((2, 3, 4), low=-5.0, high=5.0, away=0.05, kinks=(-3.0, 3.0))], opsets=(14, 18)),
     Case("Tanh", [X((2, 3, 4), low=-3.0, high=3.0)], opsets=(11, 13)),
+    Case("Softplus", [X((2, 3, 4), low=-4.0, high=4.0)], opsets=(11, 13)),
     # GELU is smooth, so a tighter tolerance resolves the small cubic term of the tanh form.
     Case("Gelu", [X((2, 3, 4), low=-3.0, high=3.0)], id="erf", opsets=(20, 21), tol=1e-3),
     Case("Gelu", [X((2, 3, 4), low=-3.0, high=3.0)], attrs=dict(approximate="tanh"), id="tanh", opsets=(20,),

@@ -1,0 +1,163 @@
+"""Boxes from a raw detector head's outputs (NumPy), and the per-box weighting of the score tensor.
+
+Per anchor the box takes its most confident class (confidence = class probability, times the
+objectness where the head has one); anchors below ``min_score`` are dropped, then OpenCV's
+class-wise NMS (``cv2.dnn.NMSBoxesBatched``) at ``iou`` keeps the best of overlapping boxes
+of one class, and the ``max_boxes`` most confident remain. Boxes are (x0, y0, x1, y1) in the
+model input's pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from onnxcam.detection.head import Head, grid_strides
+from onnxcam.errors import ModelError, OnnxCamError
+
+__all__ = ["Boxes", "BoxOptions", "decode", "select", "box_weights"]
+
+
+@dataclass(frozen=True)
+class BoxOptions:
+    min_score: float = 0.25
+    iou: float = 0.45
+    max_boxes: int = 10
+    box: int | None = None  # keep only the box of this index (after NMS, most confident first)
+    classes: tuple[int, ...] | None = None  # keep only boxes of these classes
+
+    def __post_init__(self):
+        for name in ("min_score", "iou"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise OnnxCamError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if int(self.max_boxes) < 1:
+            raise OnnxCamError(f"max_boxes must be at least 1, got {self.max_boxes}")
+        if self.box is not None and not 0 <= int(self.box) < int(self.max_boxes):
+            raise OnnxCamError(f"box {self.box} is not among the max_boxes={self.max_boxes} boxes (0..{self.max_boxes - 1})")
+
+
+@dataclass
+class Boxes:
+    """One image's boxes, most confident first."""
+
+    xyxy: np.ndarray  # (K, 4) float32, model input pixels
+    classes: np.ndarray  # (K,) int64
+    scores: np.ndarray  # (K,) float32: the confidence (class probability × objectness)
+    anchors: np.ndarray  # (K,) int64: the anchor (row of the score tensor) each box was read from
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, keep) -> Boxes:
+        return Boxes(self.xyxy[keep], self.classes[keep], self.scores[keep], self.anchors[keep])
+
+
+def decode(head: Head, outputs: dict[str, np.ndarray], input_hw: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image: (boxes (A, 4) xyxy in input pixels, class confidences (A, C))."""
+    if head.layout == "levels":
+        return _decode_levels(head, outputs, input_hw)
+    raw = np.asarray(outputs[head.output], np.float32)
+    rows = raw if head.layout == "yolov5" else np.swapaxes(raw, 1, 2)  # (N, A, K)
+    results = []
+    for sample in rows:
+        boxes = sample[:, :4]
+        if head.boxes == "yolox":
+            boxes = _decode_yolox(boxes, input_hw)
+        first = 5 if head.objectness >= 0 else 4
+        confidence = _probability(sample[:, first:first + head.classes], head)
+        if head.objectness >= 0:
+            confidence = confidence * _probability(sample[:, head.objectness:head.objectness + 1], head)
+        results.append((_xyxy(boxes), confidence))
+    return results
+
+
+def _probability(values: np.ndarray, head: Head) -> np.ndarray:
+    """The columns as probabilities (a head without a final Sigmoid outputs logits)."""
+    return values if head.probabilities else 1 / (1 + np.exp(-values))
+
+
+def _xyxy(cxcywh: np.ndarray) -> np.ndarray:
+    centre, size = cxcywh[:, :2], cxcywh[:, 2:4]
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def _decode_yolox(raw: np.ndarray, input_hw) -> np.ndarray:
+    """YOLOX's raw regressions → (cx, cy, w, h): ((x, y) + cell) · stride, exp(w, h) · stride."""
+    height, width = input_hw
+    strides = [s for s in (8, 16, 32, 64)]
+    for levels in (3, 4):
+        chosen = strides[:levels]
+        if sum((height // s) * (width // s) for s in chosen) == len(raw):
+            break
+    else:
+        raise ModelError(f"cannot lay {len(raw)} anchors on the grids of strides 8-32 (or 8-64) of a "
+                         f"{height}x{width} input; is the input size right (--input-shape)?")
+    cells, stride = [], []
+    for s in chosen:
+        ys, xs = np.meshgrid(np.arange(height // s), np.arange(width // s), indexing="ij")
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        stride.append(np.full((xs.size, 1), s))
+    cells, stride = np.concatenate(cells).astype(np.float32), np.concatenate(stride).astype(np.float32)
+    return np.concatenate([(raw[:, :2] + cells) * stride, np.exp(raw[:, 2:4]) * stride], axis=1)
+
+
+def _decode_levels(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.ndarray]]:
+    scores = np.concatenate([np.asarray(outputs[name], np.float32) for name in head.score_outputs], axis=1)
+    box_maps = [np.asarray(outputs[name], np.float32) for name in head.box_outputs]
+    if head.boxes == "xyxy":
+        boxes = np.concatenate(box_maps, axis=1)
+    else:
+        anchors = [m.shape[1] for m in box_maps]
+        strides = grid_strides(input_hw, anchors)
+        if not strides:
+            raise ModelError(f"cannot lay the levels' anchors {anchors} on grids of strides 4-128 of a "
+                             f"{input_hw[0]}x{input_hw[1]} input; is the input size right (--input-shape)?")
+        boxes = np.concatenate([_decode_dfl(m, s, input_hw) for m, s in zip(box_maps, strides)], axis=1)
+    return [(boxes[n], _probability(scores[n], head)) for n in range(len(scores))]
+
+
+def _decode_dfl(distributions: np.ndarray, stride: int, input_hw) -> np.ndarray:
+    """(N, A, 4·(R+1)) bin logits → (N, A, 4) xyxy: the centre (cell + ½)·stride minus/plus the
+    expected distances (softmax over the R+1 bins · bin index) × stride (left, top, right, bottom)."""
+    n, a, k = distributions.shape
+    bins = k // 4
+    logits = distributions.reshape(n, a, 4, bins)
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    distances = (weights * np.arange(bins, dtype=np.float32)).sum(axis=-1) * stride  # (N, A, 4)
+    height, width = input_hw
+    rows, cols = int(np.ceil(height / stride)), int(np.ceil(width / stride))
+    ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    centres = (np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) + 0.5) * stride  # (A, 2)
+    return np.concatenate([centres - distances[..., :2], centres + distances[..., 2:]], axis=-1)
+
+
+def select(boxes: np.ndarray, confidence: np.ndarray, options: BoxOptions) -> Boxes:
+    """Threshold, class-wise NMS, the most confident ``max_boxes``, then ``box``/``classes``."""
+    classes = np.argmax(confidence, axis=1)
+    scores = confidence[np.arange(len(classes)), classes]
+    keep = np.flatnonzero(scores >= options.min_score)
+    if options.classes is not None:
+        keep = keep[np.isin(classes[keep], options.classes)]
+    if keep.size:
+        xywh = np.concatenate([boxes[keep, :2], boxes[keep, 2:] - boxes[keep, :2]], axis=1)
+        kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores[keep].tolist(), classes[keep].tolist(),
+                                       float(options.min_score), float(options.iou))
+        keep = keep[np.asarray(kept, np.int64).reshape(-1)]
+    keep = keep[np.argsort(-scores[keep], kind="stable")][:options.max_boxes]
+    if options.box is not None:
+        keep = keep[options.box:options.box + 1]
+    return Boxes(boxes[keep].astype(np.float32), classes[keep].astype(np.int64), scores[keep].astype(np.float32),
+                 keep.astype(np.int64))
+
+
+def box_weights(head: Head, boxes: Boxes, anchors: int, dtype=np.float32) -> np.ndarray:
+    """(K, *S) one-hot weightings of the batch-first score tensor S (``anchors`` rows), one per box."""
+    weights = np.zeros((len(boxes), anchors, head.columns), dtype)  # anchors-last layout
+    rows = np.arange(len(boxes))
+    weights[rows, boxes.anchors, head.first_class + boxes.classes] = 1
+    if head.objectness >= 0:
+        weights[rows, boxes.anchors, head.objectness] = 1
+    return weights if head.class_axis == 2 else np.swapaxes(weights, 1, 2)

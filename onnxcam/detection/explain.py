@@ -1,0 +1,133 @@
+"""Per-box maps: one forward pass per batch, then the head (the graph after the target layers) once per box.
+
+The explain model holds the forward pass, the backward pass from the score to the layers, and
+the CAM method. Two parts of it are run here:
+
+* *features* — the image → the detector's outputs and the target layers' activations;
+* *boxes* — the layers' activations → ``cam`` and ``cam_score``, given ``target_weights``: it
+  recomputes the head on the box's copy of the activations and runs the backward pass seeded
+  with the box's one-hot weighting. K boxes are K rows of one batch, so they cost K head passes,
+  not K forward passes of the whole model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxcam import contract
+from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, select
+from onnxcam.detection.head import Head
+from onnxcam.errors import InputError, ModelError, OnnxCamError
+
+__all__ = ["Detection", "Detections", "explain_boxes"]
+
+
+@dataclass
+class Detection:
+    """One image's boxes (most confident first) and their maps."""
+
+    boxes: Boxes
+    maps: np.ndarray  # (K, H, W) float32 in [0, 1] at the model input's size
+    scores: np.ndarray  # (K,) the differentiated score per box (its class logit, + objectness logit)
+    image: np.ndarray | None = field(default=None, repr=False)  # the decoded BGR original, if given
+
+
+@dataclass
+class Detections:
+    """``Explainer.explain_boxes``'s result: per image its boxes and per-box maps."""
+
+    images: list[Detection]
+    input_size: tuple[int, int]  # the model input's (height, width): the boxes' and maps' frame
+    anchors: int  # rows of the score tensor (a box's ``anchors`` index them)
+    layer: str
+    method: str
+    provider: str
+    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # the model's outputs used
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
+    head = Head.from_json(explainer.contract.detection)
+    if head is None:
+        raise ModelError("this explain model carries no detector head description; export it again with this onnxcam")
+    batch, decoded = explainer._as_batch(inputs)
+    input_hw = tuple(batch.shape[2:4] if explainer.layout == "NCHW" else batch.shape[1:3])
+    layers = explainer.contract.layers
+    wanted = [*_head_outputs(head), *layers]
+    features = _run_features(explainer, batch, wanted)
+    decoded_boxes = decode(head, features, input_hw)
+    anchors = len(decoded_boxes[0][0])
+    per_image = [select(boxes, confidence, options) for boxes, confidence in decoded_boxes]
+    maps, scores = _box_maps(explainer, head, batch, features, layers, per_image, anchors)
+    images, first = [], 0
+    for n, boxes in enumerate(per_image):
+        rows = slice(first, first + len(boxes))
+        images.append(Detection(boxes, maps[rows], scores[rows], decoded[n] if decoded else None))
+        first += len(boxes)
+    outputs = {name: features[name] for name in _head_outputs(head)}
+    return Detections(images, input_hw, anchors, explainer.layer, explainer.method, explainer.provider, outputs)
+
+
+def _head_outputs(head: Head) -> list[str]:
+    return [*head.score_outputs, *head.box_outputs] if head.layout == "levels" else [head.output]
+
+
+def _run_features(explainer, batch: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
+    cut, session = explainer._sub_session("features", [explainer.input_name], wanted)
+    fixed = explainer.input_shape[0]
+    parts = [session.run(wanted, {explainer.input_name: batch[rows]}) for rows in _chunks(len(batch), fixed)]
+    return {name: np.concatenate([p[i] for p in parts])[:len(batch)] for i, name in enumerate(wanted)}
+
+
+def _chunks(n: int, fixed: int | None) -> list[np.ndarray]:
+    """Row indices per call: all at once, or ``fixed`` at a time (the last chunk padded with its last row)."""
+    if fixed is None:
+        return [np.arange(n)]
+    return [np.minimum(np.arange(first, first + fixed), n - 1) for first in range(0, n, fixed)]
+
+
+def _box_maps(explainer, head: Head, batch, features, layers, per_image: list[Boxes], anchors: int):
+    total = sum(len(b) for b in per_image)
+    height, width = explainer._image_size() if explainer.input_size is None else explainer.input_size
+    if total == 0:
+        return np.zeros((0, height, width), np.float32), np.zeros(0, np.float32)
+    cut, session = explainer._sub_session("boxes", layers, [contract.CAM, contract.CAM_SCORE])
+    owner = np.concatenate([np.full(len(b), n) for n, b in enumerate(per_image)])
+    weights = np.concatenate([box_weights(head, b, anchors, explainer._weights_dtype) for b in per_image])
+    fixed = explainer.input_shape[0]
+    step = fixed or max(1, explainer.run_options.passes_batch)
+    maps, scores = [], []
+    for first in range(0, total, step):
+        rows = np.arange(first, min(first + step, total))
+        padded = rows if fixed is None else np.minimum(np.arange(first, first + fixed), total - 1)
+        feeds = {name: features[name][owner[padded]] for name in layers}
+        feeds[contract.TARGET_WEIGHTS] = weights[padded]
+        feeds[contract.TARGET] = np.full(len(padded), -1, np.int64)
+        feeds.update(_other_inputs(cut, explainer, batch, owner[padded]))
+        try:
+            cam, score = session.run([contract.CAM, contract.CAM_SCORE], feeds)
+        except OnnxCamError:
+            raise
+        except Exception as exc:  # ORT's own error types
+            raise InputError(f"ONNX Runtime could not run the per-box maps: {str(exc).strip().splitlines()[-1]}") \
+                from None
+        maps.append(cam[:len(rows)])
+        scores.append(score[:len(rows)])
+    maps, scores = np.concatenate(maps), np.concatenate(scores)
+    bad = ~np.isfinite(maps).reshape(len(maps), -1).all(axis=1) | ~np.isfinite(scores)
+    maps[bad] = 0.0
+    return maps.astype(np.float32), scores.astype(np.float32)
+
+
+def _other_inputs(cut, explainer, batch: np.ndarray, owner: np.ndarray) -> dict[str, np.ndarray]:
+    """The graph inputs the head still reads besides the layers: the image (its size, for the resize;
+    its pixels where a skip connection bypasses the layers)."""
+    feeds = {}
+    for name in cut.inputs:
+        if name == explainer.input_name:
+            feeds[name] = batch[owner]
+    return feeds

@@ -1,0 +1,229 @@
+"""What kind of raw object-detector head a model ends in, read from its graph.
+
+Three layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels; C = classes):
+
+* ``yolov8`` — one output (N, 4+C, A): boxes (cx, cy, w, h in input pixels, decoded in the
+  graph) then class probabilities, no objectness (YOLOv8/v11, RT-DETR-style exports alike);
+* ``yolov5`` — one output (N, A, 5+C): boxes, objectness, class probabilities (YOLOv5/v7 and
+  YOLOX; a single-class (N, A, 6) too). Boxes are decoded in the graph, or — where the box
+  columns come straight from a convolution, as in YOLOX exports without ``decode_in_inference`` —
+  raw YOLOX regressions, decoded here: ((x + grid) · stride, exp(w) · stride);
+* ``levels`` — per pyramid level a score output (N, A_l, C) and a box output (N, A_l, 4·(R+1))
+  (PicoDet/NanoDet/GFL: distances to the cell's centre as distributions over R+1 bins, decoded
+  here as their expectation × stride) or (N, A_l, 4) (boxes x0, y0, x1, y1, decoded in the graph).
+  The score outputs are joined into one tensor, ``detection_scores``, added as an output.
+
+A :class:`Head` is stored in the explain model's metadata (JSON), so that the runtime decodes
+boxes without reading the graph again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxcam.graph import GraphView
+
+__all__ = ["Head", "find_head", "add_level_scores", "level_pairs", "LEVEL_SCORES", "REARRANGING"]
+
+LEVEL_SCORES = "detection_scores"
+# Ops that move or select values without mixing them (plus the final Sigmoid).
+REARRANGING = ("Identity", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice",
+               "Sigmoid")
+_MIN_ANCHORS = 16  # fewer rows than this is not a dense detector head
+
+
+@dataclass(frozen=True)
+class Head:
+    """A raw detector head: where the score tensor S and the boxes are, and how to decode them."""
+
+    layout: str  # "yolov8", "yolov5" or "levels"
+    output: str  # the output the boxes (yolov8, yolov5) or the joined level scores (levels) are read from
+    score_tensor: str  # S, the tensor the per-box weightings apply to
+    classes: int
+    class_axis: int  # S's axis (batch first) holding the columns: 1 for (N, K, A), 2 for (N, A, K)
+    first_class: int  # column of class 0 in S
+    objectness: int  # column of the objectness in S, -1 when the head has none
+    sigmoid: bool  # S's class (and objectness) columns are Sigmoid outputs: the score is their logit
+    probabilities: bool  # the outputs' class (and objectness) columns are Sigmoid outputs (else logits)
+    boxes: str  # "cxcywh" (decoded), "yolox" (raw YOLOX regressions), "dfl" or "xyxy" (levels)
+    box_outputs: tuple[str, ...] = ()  # levels: the box output of each level
+    score_outputs: tuple[str, ...] = ()  # levels: the score output of each level
+
+    @property
+    def anchor_axis(self) -> int:
+        return 2 if self.class_axis == 1 else 1
+
+    @property
+    def columns(self) -> int:
+        """S's width along ``class_axis``: the box columns, the objectness, the classes."""
+        return self.first_class + self.classes
+
+    def describe(self) -> str:
+        obj = ", objectness" if self.objectness >= 0 else ""
+        boxes = {"cxcywh": "boxes decoded in the graph", "xyxy": "boxes decoded in the graph",
+                 "yolox": "raw YOLOX box regressions", "dfl": "DFL box distributions"}[self.boxes]
+        return f"{self.layout} detector head: {self.classes} classes{obj}, {boxes}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Head | None:
+        if not text:
+            return None
+        values = json.loads(text)
+        return cls(**{**values, "box_outputs": tuple(values.get("box_outputs", ())),
+                      "score_outputs": tuple(values.get("score_outputs", ()))})
+
+
+def find_head(view: GraphView, output: str) -> Head | None:
+    """The head ``output`` belongs to, or ``None`` when it is not a raw detector output."""
+    if output == LEVEL_SCORES:
+        return _levels_head(view)
+    if LEVEL_SCORES in view.graph_outputs and output in {n for pair in level_pairs(view) for n in pair}:
+        return None  # one level of a multi-level head: explained through the joined scores
+    shape = view.shape(output)
+    if shape is None or len(shape) != 3 or not _comes_from_convolutions(view, output):
+        return None
+    if not (_sigmoid_fed(view, output) or _columns_from_conv(view, output)):
+        return None  # not made of convolution maps and Sigmoids (a per-step classifier, a sequence)
+    rows, cols = shape[1], shape[2]
+    if _is_wide(rows, cols):  # (N, 4+C, A)
+        if rows < 5:
+            return None
+        return _yolov8_head(view, output, rows - 4)
+    if _is_wide(cols, rows) and cols >= 6:  # (N, A, 5+C)
+        raw, fed = _columns_from_conv(view, output), _sigmoid_fed(view, output)
+        return Head("yolov5", output, output, cols - 5, 2, 5, 4, fed, fed, "yolox" if raw else "cxcywh")
+    return None
+
+
+def _is_wide(small, large) -> bool:
+    """``large`` is an anchor count (or unknown) and ``small`` a column count."""
+    return small is not None and (large is None or (large >= _MIN_ANCHORS and large > small))
+
+
+def _yolov8_head(view: GraphView, output: str, classes: int) -> Head:
+    """S is the class logits where the class rows are one Sigmoid's output (a linear score), else the output."""
+    node = view.producers.get(output)
+    if node is not None and node.op_type == "Concat" and len(node.input) == 2:
+        last = view.producers.get(node.input[1])
+        if last is not None and last.op_type == "Sigmoid" and view.shape(node.input[1]) is not None \
+                and view.shape(node.input[1])[1] == classes:
+            return Head("yolov8", output, last.input[0], classes, 1, 0, -1, False, True, "cxcywh")
+    fed = _sigmoid_fed(view, output)
+    return Head("yolov8", output, output, classes, 1, 4, -1, fed, fed, "cxcywh")
+
+
+def _levels_head(view: GraphView) -> Head | None:
+    pairs = level_pairs(view)
+    if not pairs:
+        return None
+    scores, boxes = zip(*pairs)
+    width = view.shape(boxes[0])[2]
+    fed = all(_sigmoid_fed(view, s) for s in scores)
+    return Head("levels", LEVEL_SCORES, LEVEL_SCORES, view.shape(scores[0])[2], 2, 0, -1, fed, fed,
+                "xyxy" if width == 4 else "dfl", tuple(boxes), tuple(scores))
+
+
+def level_pairs(view: GraphView) -> list[tuple[str, str]]:
+    """(score, box) outputs per pyramid level, largest level first: outputs (N, A_l, C) and
+    (N, A_l, 4) or (N, A_l, 4·(R+1)) with the same A_l, at least two levels."""
+    by_anchors: dict[int, list[str]] = {}
+    for name in view.graph_outputs:
+        if name == LEVEL_SCORES:
+            continue
+        shape = view.shape(name)
+        if shape is not None and len(shape) == 3 and isinstance(shape[1], int) and isinstance(shape[2], int) \
+                and shape[1] >= 1 and view.is_float(name):
+            by_anchors.setdefault(shape[1], []).append(name)
+    pairs = []
+    for anchors, names in sorted(by_anchors.items(), reverse=True):
+        boxes = [n for n in names if view.shape(n)[2] % 4 == 0 and not _sigmoid_fed(view, n)]
+        scores = [n for n in names if n not in boxes]
+        if len(boxes) != 1 or len(scores) != 1:
+            return []
+        pairs.append((scores[0], boxes[0]))
+    widths = {view.shape(b)[2] for _, b in pairs} | {-view.shape(s)[2] for s, _ in pairs}
+    if len(pairs) < 2 or len(widths) != 2 or not all(_comes_from_convolutions(view, s) for s, _ in pairs):
+        return []
+    return pairs
+
+
+def add_level_scores(model: onnx.ModelProto, view: GraphView) -> bool:
+    """Join a multi-level head's score outputs into one output ``detection_scores`` (N, A, C), in place.
+
+    Pre: the model has no tensor of that name. Post: when the model has a multi-level head, the new
+    output is the Concat of the level scores along the anchor axis (the model's outputs are kept).
+    """
+    pairs = level_pairs(view)
+    if not pairs or LEVEL_SCORES in view.all_names():
+        return False
+    scores = [s for s, _ in pairs]
+    model.graph.node.append(helper.make_node("Concat", scores, [LEVEL_SCORES], axis=1, name="onnxcam/detection_scores"))
+    classes = view.shape(scores[0])[2]
+    batch = view.symbolic_shape(scores[0])[0]
+    anchors = sum(view.shape(s)[1] for s in scores)
+    model.graph.output.append(helper.make_tensor_value_info(
+        LEVEL_SCORES, view.elem_type(scores[0]), [batch if batch is not None else "batch", anchors, classes]))
+    return True
+
+
+def _leaf_producers(view: GraphView, tensor: str) -> list[onnx.NodeProto]:
+    """The nodes where walking back from ``tensor`` through rearranging ops stops."""
+    leaves, seen, stack = [], set(), [tensor]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = view.producers.get(name)
+        if node is None:
+            continue
+        if node.op_type in REARRANGING and node.op_type != "Sigmoid":
+            stack.extend(i for i in node.input[:1 if node.op_type != "Concat" else None] if i)
+        else:
+            leaves.append(node)
+    return leaves
+
+
+def _sigmoid_fed(view: GraphView, tensor: str) -> bool:
+    return any(node.op_type == "Sigmoid" for node in _leaf_producers(view, tensor))
+
+
+def _columns_from_conv(view: GraphView, tensor: str) -> bool:
+    """Some of the columns are a convolution's output as it is (raw box regressions)."""
+    return any(node.op_type == "Conv" for node in _leaf_producers(view, tensor))
+
+
+def _comes_from_convolutions(view: GraphView, tensor: str) -> bool:
+    """A detector head is built from convolution maps: a Conv lies within a few ops of the output."""
+    frontier, seen = [tensor], set()
+    for _ in range(24):
+        nodes = [view.producers.get(n) for n in frontier]
+        if any(node is not None and node.op_type == "Conv" for node in nodes):
+            return True
+        frontier = [i for node in nodes if node is not None for i in node.input if i and i not in seen
+                    and not view.is_const(i)]
+        seen.update(frontier)
+        if not frontier:
+            return False
+    return False
+
+
+def grid_strides(input_hw: tuple[int, int], anchors: list[int], candidates=(4, 8, 16, 32, 64, 128),
+                 rounding=np.ceil) -> list[int]:
+    """The stride of each level from its anchor count: the s whose ⌈H/s⌉·⌈W/s⌉ is that count."""
+    height, width = input_hw
+    strides = []
+    for count in anchors:
+        found = [s for s in candidates if int(rounding(height / s)) * int(rounding(width / s)) == count]
+        if not found:
+            return []
+        strides.append(found[0])
+    return strides

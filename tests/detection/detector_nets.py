@@ -1,0 +1,95 @@
+"""Tiny anchor-free detectors in torch, in the three raw-head layouts onnxcam explains, and their export.
+
+A 32×32 input, two pyramid levels (strides 4 and 8: 8×8 + 4×4 = 80 anchors). Per level a neck
+convolution (its ReLU output feeds both the box and the class branch) and a head:
+
+* ``yolov8``: output (N, 4+C, A) = Concat(boxes cx, cy, w, h decoded in the graph, Sigmoid(class logits));
+* ``yolov5``: output (N, A, 5+C) = per level Concat(boxes, Sigmoid(objectness), Sigmoid(classes)), flattened;
+* ``levels``: per level a score output (N, A_l, C) = Sigmoid(class logits) and a raw DFL box output
+  (N, A_l, 4·(R+1)), R = 3 — PicoDet's layout.
+
+``logits(x)`` returns what onnxcam differentiates per box: (N, A, C) class logits and (N, A)
+objectness logits (yolov5), with ``neck`` the per-level neck outputs, for autograd references.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import onnx
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LAYOUTS = ("yolov8", "yolov5", "levels")
+STRIDES = (4, 8)
+BINS = 4  # R + 1
+
+
+class TinyDetector(nn.Module):
+    def __init__(self, layout: str, classes: int = 3, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.layout, self.classes = layout, classes
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 12, 3, 2, 1), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(12, 16, 3, 2, 1), nn.ReLU())
+        self.neck = nn.ModuleList([nn.Conv2d(12, 12, 3, 1, 1), nn.Conv2d(16, 12, 3, 1, 1)])
+        box_channels = 4 * BINS if layout == "levels" else 4
+        self.box = nn.ModuleList([nn.Sequential(nn.Conv2d(12, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, box_channels, 1))
+                                  for _ in STRIDES])
+        self.cls = nn.ModuleList([nn.Sequential(nn.Conv2d(12, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, classes, 1))
+                                  for _ in STRIDES])
+        self.obj = nn.ModuleList([nn.Conv2d(12, 1, 1) for _ in STRIDES])
+        self.eval()
+
+    def features(self, x):
+        a = self.stem(x)
+        b = self.down(a)
+        return [F.relu(neck(t)) for neck, t in zip(self.neck, (a, b))]
+
+    def logits(self, x, neck=None):
+        """(class logits (N, A, C), objectness logits (N, A)) and the neck outputs they come from."""
+        neck = self.features(x) if neck is None else neck
+        classes = torch.cat([c(t).flatten(2) for c, t in zip(self.cls, neck)], 2).transpose(1, 2)
+        objectness = torch.cat([o(t).flatten(2) for o, t in zip(self.obj, neck)], 2)[:, 0]
+        return classes, objectness, neck
+
+    def _boxes(self, t, level: int):
+        """(N, 4, h·w) cx, cy, w, h in input pixels: distances to the cell centre, softplus × stride."""
+        stride = STRIDES[level]
+        distances = F.softplus(self.box[level](t)).flatten(2) * stride  # (N, 4, h·w): l, t, r, b
+        h, w = t.shape[2:]
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        centre = (torch.stack([xs.flatten(), ys.flatten()]).float() + 0.5) * stride  # (2, h·w)
+        x0y0, x1y1 = centre - distances[:, :2], centre + distances[:, 2:]
+        return torch.cat([(x0y0 + x1y1) / 2, x1y1 - x0y0], 1)
+
+    def forward(self, x):
+        neck = self.features(x)
+        if self.layout == "yolov8":
+            boxes = torch.cat([self._boxes(t, i) for i, t in enumerate(neck)], 2)
+            classes = torch.cat([c(t).flatten(2) for c, t in zip(self.cls, neck)], 2)
+            return torch.cat([boxes, classes.sigmoid()], 1)
+        if self.layout == "yolov5":
+            levels = [torch.cat([self._boxes(t, i), self.obj[i](t).sigmoid().flatten(2),
+                                 self.cls[i](t).sigmoid().flatten(2)], 1) for i, t in enumerate(neck)]
+            return torch.cat(levels, 2).transpose(1, 2)
+        scores = [c(t).sigmoid().flatten(2).transpose(1, 2) for c, t in zip(self.cls, neck)]
+        boxes = [b(t).flatten(2).transpose(1, 2) for b, t in zip(self.box, neck)]
+        return (*scores, *boxes)
+
+
+def export(module: TinyDetector) -> onnx.ModelProto:
+    """ONNX (opset 17); the batch is dynamic except for ``levels``, exported at batch 1 like PicoDet's own
+    models (so that every level's anchor count is static, which pairing score and box outputs needs)."""
+    levels = module.layout == "levels"
+    names = [f"scores{i}" for i in range(len(STRIDES))] + [f"boxes{i}" for i in range(len(STRIDES))] \
+        if levels else ["detections"]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, (torch.zeros(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=names,
+                          dynamic_axes=None if levels else {n: {0: "batch"} for n in ["image", *names]})
+    return onnx.load_from_string(buffer.getvalue())
