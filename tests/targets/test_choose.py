@@ -56,7 +56,9 @@ def test_raw_ctc_logits_are_a_sequence_and_detector_heads_are_detectors():
     assert choose_target(GraphView(_onnx(raw_ctc, (1, 3, 16, 32))), "input").task.name == "sequence"
     detector = export(_onnx(_DetectorHead(), (1, 3, 8, 8)))
     assert detector.plan.task.name == "detection"
-    assert detector.plan.score_tensor.shape[1:] == (3, 64)  # (N, C, A): the class logits before the Sigmoid
+    # S is the output (N, 4+C, A); its class rows are a Sigmoid's (reshaped) output, so their logits are explained
+    assert detector.plan.score_tensor.shape[1:] == (7, 64)
+    assert '"sigmoid":true' in detector.contract.detection
 
 
 def test_outputs_ending_in_an_activation_come_first():
