@@ -393,12 +393,14 @@ class Explainer:
 
     def _sub_session(self, kind: str, inputs=None, outputs=None):
         """A part of the explain model, built once: the head model (layer → score), the plain forward
-        model (image → score), or ``kind`` cut from ``inputs`` to ``outputs``."""
+        model (image → score), or ``kind`` cut from ``inputs`` to ``outputs`` (``target`` and
+        ``target_weights`` stay inputs)."""
         if kind not in self._extra_sessions:
             from onnxcam.headmodel import cut_model
 
             cut_at = inputs or [self.layer if kind == "head" else self.input_name]
-            cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view)
+            cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view,
+                            optional=[contract.TARGET, contract.TARGET_WEIGHTS])
             session = make_session(cut.model.SerializeToString(), self._provider_request, threads=self._threads)
             if self._cancelled:
                 session.cancel()

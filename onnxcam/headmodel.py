@@ -32,15 +32,16 @@ class CutModel:
 
 
 def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str | Sequence[str],
-              view: GraphView | None = None) -> CutModel:
-    """The part of ``model`` computing ``output`` (one tensor or several) from the tensors ``inputs``."""
+              view: GraphView | None = None, optional: Sequence[str] = ()) -> CutModel:
+    """The part of ``model`` computing ``output`` (one tensor or several) from the tensors ``inputs``;
+    the ``optional`` inputs (inputs with a default initializer) stay inputs where they are reached."""
     view = view or GraphView(model)
     outputs = [output] if isinstance(output, str) else list(output)
     stop = set(inputs)
     seen: set[str] = set()
     kept: set[int] = set()
     extra: list[str] = []
-    optional = {i.name for i in view.graph.input} & set(view.initializers)
+    optional = {i.name for i in view.graph.input} & set(view.initializers) & set(optional)
     stack = list(outputs)
     while stack:
         name = stack.pop()

@@ -234,7 +234,7 @@ def cost_ratio(explainer: Explainer, image: np.ndarray, plain, batch: np.ndarray
 
 def check(key: str, method: str, repeats: int) -> dict:
     preset = PRESETS[key]
-    path = fetch_zoo.fetch([key])[key]
+    path = fetch_zoo.cached_path(key) or fetch_zoo.fetch([key])[key]
     explainer = Explainer(path, method=method, provider="cpu", preprocess=preset["preprocess"],
                           input_shape=preset.get("input_shape"))
     image = IMAGES[key]()
@@ -248,13 +248,16 @@ def check(key: str, method: str, repeats: int) -> dict:
     matched = [max((iou_of(b, t) for t in theirs), default=0.0) for b in det.boxes.xyxy]
     weights = box_weights(head, det.boxes, result.anchors)
     errors = fd_errors(explainer, head, batch, weights[:5], path, preset.get("input_shape"))
-    plain = make_session(_sized(path, preset).SerializeToString(), "cpu")
-    ratio, plain_ms = cost_ratio(explainer, image, plain, batch, repeats)
-    return {"model": key, "boxes": len(det.boxes), "package_boxes": len(theirs),
-            "min_iou": round(min(matched), 3) if matched else None,
-            "fd_max": round(max(errors), 5) if errors else None,
-            "peaked": f"{sum(peaked_inside(det.maps, det.boxes.xyxy))}/{len(det.boxes)}",
-            "k10_over_plain": round(ratio, 2), "plain_ms": round(plain_ms, 1)}
+    found = {"model": key, "boxes": len(det.boxes), "package_boxes": len(theirs),
+             "min_iou": round(min(matched), 3) if matched else None,
+             "fd_max": round(max(errors), 5) if errors else None,
+             "peaked": sum(peaked_inside(det.maps, det.boxes.xyxy)),
+             "constant_maps": int(sum(float(m.max() - m.min()) == 0.0 for m in det.maps))}
+    if repeats:
+        plain = make_session(_sized(path, preset).SerializeToString(), "cpu")
+        ratio, plain_ms = cost_ratio(explainer, image, plain, batch, repeats)
+        found.update(k10_over_plain=round(ratio, 2), plain_ms=round(plain_ms, 1))
+    return found
 
 
 def _sized(path, preset):
