@@ -26,6 +26,11 @@ dynamic batch), checks it against torch with onnxruntime, and writes
 four 256x256 example scenes ``examples_det/scene_<n>.png`` of 2-4 objects, all
 found (and nothing else) after downscaling to 128x128.
 
+Measured with the defaults (seed 0, 6000 scenes, 16 epochs) on a shared CPU:
+data + training 282.6 s CPU (939 s wall); on 300 validation scenes (736
+objects) precision 0.987, recall 0.999, mAP@0.5 0.999; ONNX file 703 kB,
+max |onnx - torch| = 2.29e-05.
+
 Usage::
 
     python scripts/train_demo_detector.py [--out models] [--epochs N] [--seed S]
