@@ -65,9 +65,9 @@ def _gradient_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return start * (1.0 - t[..., None]) + end * t[..., None]
 
 
-def _mottled_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+def _mottled_texture(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
     """Smooth random colour blotches, zero-mean float64 (size, size, 3)."""
-    cells = max(2, round(size / (_TEXTURE_CELL_PX * _scale(size))))
+    cells = max(2, round(size / (_TEXTURE_CELL_PX * scale)))
     coarse = rng.normal(0.0, _TEXTURE_STD, size=(cells, cells, 3))
     return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
 
@@ -107,10 +107,15 @@ def _draw_dots(rng: np.random.Generator, canvas: np.ndarray, scale: float) -> No
         )
 
 
-def _cluttered_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Textured gradient plus small line/dot distractors, float64 (size, size, 3)."""
-    canvas = _gradient_background(rng, size) + _mottled_texture(rng, size)
-    scale = _scale(size)
+def _cluttered_background(
+    rng: np.random.Generator, size: int, scale: float | None = None
+) -> np.ndarray:
+    """Textured gradient plus small line/dot distractors, float64 (size, size, 3).
+
+    ``scale`` multiplies the reference geometry (default: ``size / IMAGE_SIZE``).
+    """
+    scale = _scale(size) if scale is None else scale
+    canvas = _gradient_background(rng, size) + _mottled_texture(rng, size, scale)
     _draw_segments(rng, canvas, scale)
     _draw_dots(rng, canvas, scale)
     return canvas
@@ -145,14 +150,16 @@ def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
 
 
 def _place_outline(
-    rng: np.random.Generator, class_index: int, size: int
+    rng: np.random.Generator, class_index: int, size: int, scale: float | None = None
 ) -> np.ndarray:
     """Randomly rotate, scale and position a shape fully inside the image.
 
+    ``scale`` multiplies the reference extent (default: ``size / IMAGE_SIZE``).
     Returns the outline as (N, 2) float pixel coordinates (x, y).
     """
     points = _rotate(_unit_outline(class_index), rng.uniform(0.0, 2.0 * np.pi))
-    extent = rng.uniform(*_OBJECT_EXTENT_PX) * _scale(size)
+    scale = _scale(size) if scale is None else scale
+    extent = rng.uniform(*_OBJECT_EXTENT_PX) * scale
     points = points - points.min(axis=0)
     points = points * (extent / points.max())
     span = points.max(axis=0)
@@ -247,6 +254,69 @@ def evaluation_batch(n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` images the demo model never saw, in BGR order as decoded files are, with labels and boxes."""
     images, labels, boxes = make_batch(np.random.default_rng(EVALUATION_SEED), n)
     return images[..., ::-1].copy(), labels, boxes
+
+
+# Scenes (several objects per image) use the reference geometry at SCENE_SIZE, so a
+# 128-pixel scene holds objects as large as in a 64-pixel single-object image.
+SCENE_SIZE = 128
+SCENE_OBJECTS = (1, 4)  # inclusive range
+_SCENE_GAP_PX = 2.0  # minimum gap between objects' boxes, at the reference geometry
+_PLACEMENT_TRIES = 100
+# Seed of the detector's validation scenes (its training script draws with other seeds).
+SCENE_VALIDATION_SEED = 20261201
+
+
+def _boxes_apart(box: tuple[int, int, int, int], others: list, gap: float) -> bool:
+    """Whether ``box`` keeps at least ``gap`` pixels from every box in ``others``."""
+    x0, y0, x1, y1 = box
+    return all(
+        x0 >= ox1 + gap or ox0 >= x1 + gap or y0 >= oy1 + gap or oy0 >= y1 + gap
+        for ox0, oy0, ox1, oy1 in others
+    )
+
+
+def make_scene(
+    rng: np.random.Generator, size: int = SCENE_SIZE, count: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one cluttered image with ``count`` non-overlapping objects (default: 1-4 at random).
+
+    Returns ``(image, boxes, classes)``: uint8 (size, size, 3) RGB, int64 (k, 4)
+    tight ``(x0, y0, x1, y1)`` boxes (exclusive end) and int64 (k,) class
+    indices. Fewer than ``count`` objects are drawn when no free place is found.
+    """
+    if count is None:
+        count = int(rng.integers(SCENE_OBJECTS[0], SCENE_OBJECTS[1] + 1))
+    scale = size / SCENE_SIZE
+    canvas = _cluttered_background(rng, size, scale)
+    boxes, classes = [], []
+    for _ in range(count):
+        class_index = int(rng.integers(len(CLASSES)))
+        for _ in range(_PLACEMENT_TRIES):
+            coverage = _object_coverage(_place_outline(rng, class_index, size, scale), size)
+            drawn = coverage > 0.0
+            box = _tight_box(drawn)
+            if _boxes_apart(box, boxes, _SCENE_GAP_PX * scale):
+                break
+        else:
+            continue
+        colour = _distinct_colour(rng, canvas[drawn])
+        alpha = coverage[..., None]
+        canvas = canvas * (1.0 - alpha) + colour * alpha
+        boxes.append(box)
+        classes.append(class_index)
+    return (
+        _add_noise(rng, canvas),
+        np.array(boxes, dtype=np.int64).reshape(-1, 4),
+        np.array(classes, dtype=np.int64),
+    )
+
+
+def validation_scenes(
+    n: int, seed: int = SCENE_VALIDATION_SEED, size: int = SCENE_SIZE
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``n`` scenes from :func:`make_scene` drawn with ``seed``: the detector's validation set."""
+    rng = np.random.default_rng(seed)
+    return [make_scene(rng, size) for _ in range(n)]
 
 
 def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> float:

@@ -193,9 +193,9 @@ def grad_cam_pointing_game(model: nn.Sequential, inputs: torch.Tensor, boxes: np
     return pointing_game(cams.numpy(), boxes)
 
 
-def export_onnx(model: nn.Module, path: Path) -> None:
+def export_onnx(model: nn.Module, path: Path, size: int = IMAGE_SIZE, output: str = "logits") -> None:
     """Export with the legacy TorchScript exporter, opset 17, dynamic batch."""
-    dummy = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    dummy = torch.zeros(1, 3, size, size)
     torch.onnx.export(
         model.eval(),
         dummy,
@@ -204,20 +204,21 @@ def export_onnx(model: nn.Module, path: Path) -> None:
         opset_version=17,
         do_constant_folding=True,
         input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        output_names=[output],
+        dynamic_axes={"image": {0: "batch"}, output: {0: "batch"}},
     )
 
 
-def check_onnx(model: nn.Module, path: Path, inputs: torch.Tensor) -> float:
-    """Largest |logit difference| between onnxruntime and torch; raises if too large."""
+def check_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, output: str = "logits",
+               tolerance: float = ONNX_TOLERANCE) -> float:
+    """Largest |output difference| between onnxruntime and torch; raises if too large."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (onnx_logits,) = session.run(["logits"], {"image": inputs.numpy()})
+    (onnx_output,) = session.run([output], {"image": inputs.numpy()})
     with torch.no_grad():
-        torch_logits = model.eval()(inputs).numpy()
-    difference = float(np.abs(onnx_logits - torch_logits).max())
-    if difference > ONNX_TOLERANCE:
-        raise RuntimeError(f"ONNX logits differ from torch by {difference:.2e}")
+        torch_output = model.eval()(inputs).numpy()
+    difference = float(np.abs(onnx_output - torch_output).max())
+    if difference > tolerance:
+        raise RuntimeError(f"ONNX {output} differ from torch by {difference:.2e}")
     return difference
 
 
@@ -225,14 +226,15 @@ def write_labels(path: Path) -> None:
     path.write_text("".join(f"{name}\n" for name in CLASSES))
 
 
-def write_sidecar(path: Path, labels_name: str) -> None:
+def write_sidecar(path: Path, labels_name: str, size: int = IMAGE_SIZE,
+                  mean: tuple = MEAN, std: tuple = STD) -> None:
     """Pre-processing description: input pixel x becomes (x * scale - mean) / std."""
     sidecar = {
-        "size": [IMAGE_SIZE, IMAGE_SIZE],
+        "size": [size, size],
         "color": "RGB",
         "scale": SCALE,
-        "mean": list(MEAN),
-        "std": list(STD),
+        "mean": list(mean),
+        "std": list(std),
         "layout": "NCHW",
         "labels": labels_name,
     }
