@@ -19,7 +19,7 @@ from onnxcam.errors import InputError, OnnxCamError, OutputError
 from onnxcam.io.files import OutputSet, write_atomically
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, PRESETS, collect_images
 from onnxcam.io.images import preset as named_preset
-from onnxcam.methods import method_names
+from onnxcam.methods import AUTO, method_names
 from onnxcam.methods.fusion import FUSE_CHOICES
 from onnxcam.methods.multipass import BASELINES, RunOptions
 from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
@@ -112,7 +112,8 @@ def _dims(shape) -> str:
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the explain model (*.cam.onnx).")
-@click.option("--method", type=click.Choice(method_names()), default="gradcam", show_default=True, help="CAM method.")
+@click.option("--method", type=click.Choice([AUTO, *method_names()]), default=AUTO, show_default=True,
+              help="CAM method; auto = gradcam, or hirescam for detectors.")
 @click.option("--expose", default="", metavar="activations,gradients",
               help="Also output the layer's activations and/or their gradients.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
@@ -173,7 +174,8 @@ class PassesBatch(click.ParamType):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--method", type=click.Choice(method_names()), default="gradcam", show_default=True, help="CAM method.")
+@click.option("--method", type=click.Choice([AUTO, *method_names()]), default=AUTO, show_default=True,
+              help="CAM method; auto = gradcam, or hirescam for detectors.")
 @click.option("--target", type=int, default=None,
               help="The task's index for every image: a class (classification, segmentation), an output unit "
                    "(regression), a time step (sequence). Default: the task's default target.")

@@ -21,7 +21,7 @@ from onnxcam.graph import GraphView, load_model
 from onnxcam.io.files import write_atomically
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
 from onnxcam.layers import native_array, nchw_array
-from onnxcam.methods import get_method
+from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
 from onnxcam.runtime import check_single_runtime, make_session, memory_budget
 from onnxcam.targets import requests
@@ -109,7 +109,7 @@ class Explainer:
     ``seed`` (Smooth Grad-CAM++); ``steps``, ``baseline`` (Integrated Grad-CAM).
     """
 
-    def __init__(self, model, layer: str | list[str] = "auto", method: str = "gradcam", provider: str = "auto",
+    def __init__(self, model, layer: str | list[str] = "auto", method: str = AUTO, provider: str = "auto",
                  preprocess=None, threads: int | None = None, passes_batch: int | str = "auto",
                  max_pixels: int = DEFAULT_MAX_PIXELS, **options):
         warning = check_single_runtime()
@@ -118,7 +118,7 @@ class Explainer:
         path = model if isinstance(model, (str, Path)) else None
         export_options = {k: options.pop(k) for k in _EXPORT_OPTIONS if k in options}
         run_options = self._checked_options(passes_batch, options)
-        chosen = get_method(method)
+        chosen = get_method(resolve_method(method, ""))  # "auto" resolves to an in-graph method for every task
         proto = load_model(model)
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
@@ -189,7 +189,7 @@ class Explainer:
             layer = ",".join(layer)
         if layer not in (None, "", "auto") and layer != meta.layer:
             raise OnnxCamError(f"this explain model was exported for layer '{meta.layer}', not '{layer}'; export it again")
-        if method != meta.method:
+        if method not in (AUTO, meta.method):
             raise OnnxCamError(f"this explain model was exported for method '{meta.method}', not '{method}'; export it again")
 
     # --- inputs ----------------------------------------------------------------------------

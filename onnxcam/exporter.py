@@ -37,7 +37,7 @@ from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView, check_attributes, load_model, outer_names
 from onnxcam.io.files import write_atomically
 from onnxcam.layers import nchw_view
-from onnxcam.methods import Method, get_method
+from onnxcam.methods import AUTO, Method, get_method, resolve_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
@@ -75,7 +75,7 @@ def export(
     source,
     *,
     layer: str | Sequence[str] = "auto",
-    method: str = "gradcam",
+    method: str = AUTO,
     expose: Sequence[str] = (),
     input_shape: str | Sequence[int] | None = None,
     layout: str = "auto",
@@ -91,6 +91,8 @@ def export(
 ) -> ExplainModel:
     """Rewrite ``source`` (path, bytes or ModelProto; never modified) into an explain model.
 
+    ``method`` is a name in :data:`onnxcam.methods.METHODS`, or "auto": Grad-CAM, HiResCAM for detectors.
+
     ``layer`` is one layer spec or a list of them (one backward pass; maps fused by ``fuse``).
     ``task`` is "auto" (detected from the output) or a name in :data:`onnxcam.targets.TASKS`;
     ``threshold`` (dense), ``blank`` (sequence) and ``background`` (segmentation) set the
@@ -98,13 +100,15 @@ def export(
     required inputs (for runtimes that treat inputs with a default as constants, e.g. OpenVINO).
     """
     started = time.perf_counter()
-    chosen = get_method(method)
-    _check_options(chosen, expose, fuse, target_inputs, for_runtime)
+    if method != AUTO:
+        get_method(method)  # an unknown name fails before any work
     options = TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background))
     model = _load(source, input_shape)
     view = plan_view(model)
     plans = make_plans(view, _layer_specs(layer), score=score, layout=layout, output=output, task=task)
     plan = plans[0]
+    chosen = get_method(resolve_method(method, plan.task.name))
+    _check_options(chosen, expose, fuse, target_inputs, for_runtime)
     tensors = [p.layer.tensor for p in plans]
     _check_layers(tensors, chosen, expose)
     _check_names_free(view)

@@ -15,7 +15,11 @@ grey padding, a document page):
 * **cost** — ``explain_boxes`` with K = 10 boxes against one plain inference (median of
   interleaved runs in one process).
 
-Usage: ``python scripts/detector_check.py [--method hirescam] [--repeats 10]``
+``--demo`` plays the pointing game with the demo detector (``models/shapes_det.onnx``) on fresh
+scenes of ``shapes_data.validation_scenes``: a detected box matched to a true object (IoU ≥ 0.5)
+is a hit when its map's maximum lies inside the object's box.
+
+Usage: ``python scripts/detector_check.py [--method hirescam] [--repeats 10] [--demo N] [MODEL ...]``
 """
 
 from __future__ import annotations
@@ -268,12 +272,35 @@ def _sized(path, preset):
     return fix_input_shape(model, parse_input_shape(preset["input_shape"])) if preset.get("input_shape") else model
 
 
+def demo_pointing_game(scenes: int, method: str = "auto") -> tuple[int, int]:
+    """(hits, matched boxes) of the demo detector's per-box maps on ``scenes`` fresh scenes."""
+    import shapes_data
+
+    explainer = Explainer(Path(__file__).resolve().parents[1] / "models" / "shapes_det.onnx", method=method,
+                          provider="cpu")
+    hits = total = 0
+    for image, truth, _ in shapes_data.validation_scenes(scenes):
+        found = explainer.explain_boxes([cv2.cvtColor(image, cv2.COLOR_RGB2BGR)]).images[0]
+        for box, cam in zip(found.boxes.xyxy, found.maps):
+            overlaps = [iou_of(box, t) for t in truth]
+            if max(overlaps) < 0.5:
+                continue
+            total += 1
+            hits += peaked_inside(cam[None], truth[int(np.argmax(overlaps))][None], grow=0.0)[0]
+    return hits, total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="hirescam")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--demo", type=int, default=0, metavar="N", help="pointing game on N demo scenes")
     parser.add_argument("models", nargs="*", default=list(PRESETS))
     args = parser.parse_args()
+    if args.demo:
+        hits, total = demo_pointing_game(args.demo, args.method)
+        print(f"demo detector, {args.method}: pointing game {hits}/{total} = {hits / total:.3f}")
+        return
     for key in args.models:
         print(check(key, args.method, args.repeats), flush=True)
 

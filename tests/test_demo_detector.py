@@ -70,3 +70,22 @@ def test_recall_on_fresh_scenes(scenes, outputs):
             found += bool(len(same_class)) and bool((iou(gt_box.astype(float), same_class) >= 0.5).any())
         total += len(gt_boxes)
     assert found / total >= 0.85, f"recall {found / total:.3f} < 0.85 over {total} objects"
+
+
+def test_per_box_maps_point_at_their_objects():
+    """The pointing game of onnxcam's per-box maps (the default method, HiResCAM for detectors) on fresh scenes."""
+    import detector_check
+
+    hits, total = detector_check.demo_pointing_game(40)
+    assert total >= 80 and hits / total >= 0.9, (hits, total)
+
+
+def test_run_explains_every_object_of_the_examples(tmp_path):
+    from tests.test_cli import invoke
+
+    out = tmp_path / "out"
+    assert invoke("-q", "run", MODEL, ROOT / "models" / "examples_det", "-o", out).exit_code == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["image"].rsplit("/", 1)[-1] for r in records} == {f"scene_{i}.png" for i in range(1, 5)}
+    assert all(r["status"] == "ok" and r["method"] == "hirescam" and r["box_index"] is not None for r in records)
+    assert len(records) >= 8 and all((out / r["heatmap"]).is_file() for r in records)
