@@ -14,7 +14,7 @@ import onnx
 
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView
-from onnxcam.detection.head import add_level_scores
+from onnxcam.detection.head import add_level_scores, add_nms_outputs
 from onnxcam.layers import Candidate, Layer, ScorePaths, considered_layers, level_layers, resolve_layer
 from onnxcam.targets import SCORE_CHOICES, ChosenTarget, Task, choose_target
 from onnxcam.targets.detection import head_for
@@ -91,15 +91,16 @@ def make_plans(view: GraphView, layers, **options) -> tuple[Plan, ...]:
         return plans
     plan = plans[0]
     head = head_for(view, plan.score_tensor)
-    outputs = [*head.score_outputs, *head.box_outputs] if head.layout == "levels" else [head.output]
+    outputs = [*head.score_outputs, *head.box_outputs] if head.score_outputs else [head.output]
     levels = level_layers(view, list(plan.candidates), outputs, plan.image)
     return tuple(Plan(plan.image, plan.layout, plan.target, layer, plan.considered) for layer in levels) or plans
 
 
 def plan_view(model: onnx.ModelProto) -> GraphView:
-    """The view plans read; a multi-level detector's score outputs are first joined into one (in place)."""
+    """The view plans read; a detector's scores are first made one output (in place): a multi-level
+    head's joined, or the scores and boxes a graph's NonMaxSuppression reads."""
     view = GraphView(model)
-    return GraphView(model) if add_level_scores(model, view) else view
+    return GraphView(model) if add_nms_outputs(model, view) or add_level_scores(model, view) else view
 
 
 def _image_input(view: GraphView) -> str:

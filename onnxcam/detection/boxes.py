@@ -58,6 +58,8 @@ def decode(head: Head, outputs: dict[str, np.ndarray], input_hw: tuple[int, int]
     """Per image: (boxes (A, 4) xyxy in input pixels, class confidences (A, C))."""
     if head.layout == "levels":
         return _decode_levels(head, outputs, input_hw)
+    if head.layout == "nms":
+        return _decode_nms(head, outputs)
     raw = np.asarray(outputs[head.output], np.float32)
     rows = raw if head.layout == "yolov5" else np.swapaxes(raw, 1, 2)  # (N, A, K)
     results = []
@@ -118,6 +120,25 @@ def _decode_levels(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.n
     return [(boxes[n], _probability(scores[n], head)) for n in range(len(scores))]
 
 
+def _decode_nms(head: Head, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The NonMaxSuppression's inputs: boxes (N, A, 4) as (y0, x0, y1, x1) or (cx, cy, w, h), scores (N, C, A)."""
+    boxes = np.asarray(outputs[head.box_outputs[0]], np.float32)
+    scores = _probability(np.swapaxes(np.asarray(outputs[head.score_outputs[0]], np.float32), 1, 2), head)
+    if head.boxes == "yxyx":
+        y0, x0, y1, x1 = np.moveaxis(boxes, -1, 0)
+        corners = np.stack([np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)], -1)
+    else:
+        corners = np.stack([_xyxy(b) for b in boxes])
+    return [(corners[n], scores[n]) for n in range(len(boxes))]
+
+
+def nms_selected(head: Head, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image, the (anchors, classes) the graph's NonMaxSuppression kept."""
+    rows = np.asarray(outputs[head.selected], np.int64).reshape(-1, 3)
+    images = len(outputs[head.score_outputs[0]])
+    return [(rows[rows[:, 0] == n, 2], rows[rows[:, 0] == n, 1]) for n in range(images)]
+
+
 def _decode_dfl(distributions: np.ndarray, stride: int, input_hw) -> np.ndarray:
     """(N, A, 4·(R+1)) bin logits → (N, A, 4) xyxy: the centre (cell + ½)·stride minus/plus the
     expected distances (softmax over the R+1 bins · bin index) × stride (left, top, right, bottom)."""
@@ -134,14 +155,19 @@ def _decode_dfl(distributions: np.ndarray, stride: int, input_hw) -> np.ndarray:
     return np.concatenate([centres - distances[..., :2], centres + distances[..., 2:]], axis=-1)
 
 
-def select(boxes: np.ndarray, confidence: np.ndarray, options: BoxOptions) -> Boxes:
-    """Threshold, class-wise NMS, the most confident ``max_boxes``, then ``box``/``classes``."""
-    classes = np.argmax(confidence, axis=1)
-    scores = confidence[np.arange(len(classes)), classes]
+def select(boxes: np.ndarray, confidence: np.ndarray, options: BoxOptions, given=None) -> Boxes:
+    """Threshold, class-wise NMS, the most confident ``max_boxes``, then ``box``/``classes``; ``given``
+    (anchors, classes) are the boxes a graph's own NMS selected: only thresholded and ranked."""
+    if given is None:
+        anchors = np.arange(len(boxes))
+        classes = np.argmax(confidence, axis=1)
+    else:
+        anchors, classes = (np.asarray(a, np.int64) for a in given)
+    scores = confidence[anchors, classes]
     keep = np.flatnonzero(scores >= options.min_score)
     if options.classes is not None:
         keep = keep[np.isin(classes[keep], options.classes)]
-    if keep.size:
+    if keep.size and given is None:
         xywh = np.concatenate([boxes[keep, :2], boxes[keep, 2:] - boxes[keep, :2]], axis=1)
         kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores[keep].tolist(), classes[keep].tolist(),
                                        float(options.min_score), float(options.iou))
@@ -149,8 +175,8 @@ def select(boxes: np.ndarray, confidence: np.ndarray, options: BoxOptions) -> Bo
     keep = keep[np.argsort(-scores[keep], kind="stable")][:options.max_boxes]
     if options.box is not None:
         keep = keep[options.box:options.box + 1]
-    return Boxes(boxes[keep].astype(np.float32), classes[keep].astype(np.int64), scores[keep].astype(np.float32),
-                 keep.astype(np.int64))
+    return Boxes(boxes[anchors[keep]].astype(np.float32), classes[keep].astype(np.int64),
+                 scores[keep].astype(np.float32), anchors[keep].astype(np.int64))
 
 
 def box_weights(head: Head, boxes: Boxes, anchors: int, dtype=np.float32) -> np.ndarray:

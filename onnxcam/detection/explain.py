@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxcam import contract
-from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, select
+from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, nms_selected, select
 from onnxcam.detection.head import Head
 from onnxcam.errors import InputError, ModelError, OnnxCamError
 
@@ -58,10 +58,11 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
     input_hw = tuple(batch.shape[2:4] if explainer.layout == "NCHW" else batch.shape[1:3])
     layers = explainer.contract.layers
     wanted = [*_head_outputs(head), *layers]
-    features = _run_features(explainer, batch, wanted)
+    features = _run_features(explainer, batch, wanted, head.selected)
     decoded_boxes = decode(head, features, input_hw)
     anchors = len(decoded_boxes[0][0])
-    per_image = [select(boxes, confidence, options) for boxes, confidence in decoded_boxes]
+    chosen = nms_selected(head, features) if head.layout == "nms" else [None] * len(decoded_boxes)
+    per_image = [select(boxes, confidence, options, given) for (boxes, confidence), given in zip(decoded_boxes, chosen)]
     maps, scores = _box_maps(explainer, head, batch, features, layers, per_image, anchors)
     images, first = [], 0
     for n, boxes in enumerate(per_image):
@@ -73,14 +74,25 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
 
 
 def _head_outputs(head: Head) -> list[str]:
+    if head.layout == "nms":
+        return [*head.score_outputs, *head.box_outputs, head.selected]
     return [*head.score_outputs, *head.box_outputs] if head.layout == "levels" else [head.output]
 
 
-def _run_features(explainer, batch: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
+def _run_features(explainer, batch: np.ndarray, wanted: list[str], selected: str = "") -> dict[str, np.ndarray]:
+    """The outputs ``wanted`` for the batch (in calls of the model's fixed batch size, if it has one);
+    ``selected`` is an NMS output of (batch, class, anchor) rows rather than a batch-first tensor."""
     cut, session = explainer._sub_session("features", [explainer.input_name], wanted)
-    fixed = explainer.input_shape[0]
-    parts = [session.run(wanted, {explainer.input_name: batch[rows]}) for rows in _chunks(len(batch), fixed)]
-    return {name: np.concatenate([p[i] for p in parts])[:len(batch)] for i, name in enumerate(wanted)}
+    chunks = _chunks(len(batch), explainer.input_shape[0])
+    parts = [session.run(wanted, {explainer.input_name: batch[rows]}) for rows in chunks]
+    joined = {}
+    for i, name in enumerate(wanted):
+        if name == selected:
+            rows = np.concatenate([p[i].reshape(-1, 3) + [c[0], 0, 0] for p, c in zip(parts, chunks)])
+            joined[name] = rows[rows[:, 0] < len(batch)]  # rows of a padded chunk's repeated last image go
+        else:
+            joined[name] = np.concatenate([p[i] for p in parts])[:len(batch)]
+    return joined
 
 
 def _chunks(n: int, fixed: int | None) -> list[np.ndarray]:

@@ -11,7 +11,10 @@ Three layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels
 * ``levels`` — per pyramid level a score output (N, A_l, C) and a box output (N, A_l, 4·(R+1))
   (PicoDet/NanoDet/GFL: distances to the cell's centre as distributions over R+1 bins, decoded
   here as their expectation × stride) or (N, A_l, 4) (boxes x0, y0, x1, y1, decoded in the graph).
-  The score outputs are joined into one tensor, ``detection_scores``, added as an output.
+  The score outputs are joined into one tensor, ``detection_scores``, added as an output;
+* ``nms`` — a graph that ends in ``NonMaxSuppression``: its scores (N, C, A) and boxes (N, A, 4)
+  inputs are added as outputs ``detection_scores`` and ``detection_boxes``, and the boxes it
+  selects (its output, (K, 3) batch/class/anchor rows) are the boxes explained.
 
 A :class:`Head` is stored in the explain model's metadata (JSON), so that the runtime decodes
 boxes without reading the graph again.
@@ -28,9 +31,10 @@ from onnx import helper
 
 from onnxcam.graph import GraphView
 
-__all__ = ["Head", "find_head", "add_level_scores", "level_pairs", "LEVEL_SCORES", "REARRANGING"]
+__all__ = ["Head", "find_head", "add_level_scores", "level_pairs", "LEVEL_SCORES", "NMS_BOXES", "REARRANGING"]
 
 LEVEL_SCORES = "detection_scores"
+NMS_BOXES = "detection_boxes"
 # Ops that move or select values without mixing them (plus the final Sigmoid).
 REARRANGING = ("Identity", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice",
                "Sigmoid")
@@ -50,9 +54,10 @@ class Head:
     objectness: int  # column of the objectness in S, -1 when the head has none
     sigmoid: bool  # S's class (and objectness) columns are Sigmoid outputs: the score is their logit
     probabilities: bool  # the outputs' class (and objectness) columns are Sigmoid outputs (else logits)
-    boxes: str  # "cxcywh" (decoded), "yolox" (raw YOLOX regressions), "dfl" or "xyxy" (levels)
-    box_outputs: tuple[str, ...] = ()  # levels: the box output of each level
-    score_outputs: tuple[str, ...] = ()  # levels: the score output of each level
+    boxes: str  # "cxcywh" (decoded), "yolox" (raw YOLOX regressions), "dfl", "xyxy" (levels), "yxyx" (nms)
+    box_outputs: tuple[str, ...] = ()  # levels: the box output of each level; nms: the boxes
+    score_outputs: tuple[str, ...] = ()  # levels: the score output of each level; nms: the scores
+    selected: str = ""  # nms: the NonMaxSuppression's output, (K, 3) rows of batch, class, anchor
 
     @property
     def anchor_axis(self) -> int:
@@ -66,6 +71,7 @@ class Head:
     def describe(self) -> str:
         obj = ", objectness" if self.objectness >= 0 else ""
         boxes = {"cxcywh": "boxes decoded in the graph", "xyxy": "boxes decoded in the graph",
+                 "yxyx": "boxes selected by the graph's NonMaxSuppression",
                  "yolox": "raw YOLOX box regressions", "dfl": "DFL box distributions"}[self.boxes]
         return f"{self.layout} detector head: {self.classes} classes{obj}, {boxes}"
 
@@ -84,7 +90,7 @@ class Head:
 def find_head(view: GraphView, output: str) -> Head | None:
     """The head ``output`` belongs to, or ``None`` when it is not a raw detector output."""
     if output == LEVEL_SCORES:
-        return _levels_head(view)
+        return _nms_head(view) if NMS_BOXES in view.graph_outputs else _levels_head(view)
     if LEVEL_SCORES in view.graph_outputs and output in {n for pair in level_pairs(view) for n in pair}:
         return None  # one level of a multi-level head: explained through the joined scores
     shape = view.shape(output)
@@ -129,6 +135,37 @@ def _levels_head(view: GraphView) -> Head | None:
     fed = all(_sigmoid_fed(view, s) for s in scores)
     return Head("levels", LEVEL_SCORES, LEVEL_SCORES, view.shape(scores[0])[2], 2, 0, -1, fed, fed,
                 "xyxy" if width == 4 else "dfl", tuple(boxes), tuple(scores))
+
+
+def _nms_node(view: GraphView) -> onnx.NodeProto | None:
+    nodes = [n for n in view.nodes if n.op_type == "NonMaxSuppression" and n.domain in ("", "ai.onnx")]
+    return nodes[-1] if len(nodes) == 1 else None
+
+
+def _nms_head(view: GraphView) -> Head | None:
+    node = _nms_node(view)
+    shape = view.shape(LEVEL_SCORES)
+    if node is None or shape is None or len(shape) != 3 or shape[1] is None:
+        return None
+    centre = next((a.i for a in node.attribute if a.name == "center_point_box"), 0)
+    fed = _sigmoid_fed(view, node.input[1])
+    return Head("nms", LEVEL_SCORES, LEVEL_SCORES, shape[1], 1, 0, -1, fed, fed, "cxcywh" if centre else "yxyx",
+                (NMS_BOXES,), (LEVEL_SCORES,), node.output[0])
+
+
+def add_nms_outputs(model: onnx.ModelProto, view: GraphView) -> bool:
+    """Expose a graph's NonMaxSuppression inputs as outputs ``detection_scores`` (N, C, A) and
+    ``detection_boxes`` (N, A, 4), in place (through Identity nodes; the model's outputs are kept)."""
+    node = _nms_node(view)
+    if node is None or len(node.input) < 2 or {LEVEL_SCORES, NMS_BOXES} & view.all_names():
+        return False
+    for source, name in ((node.input[1], LEVEL_SCORES), (node.input[0], NMS_BOXES)):
+        model.graph.node.append(helper.make_node("Identity", [source], [name], name=f"onnxcam/{name}"))
+        dims = view.symbolic_shape(source)
+        model.graph.output.append(helper.make_tensor_value_info(
+            name, view.elem_type(source), None if dims is None else [d if d is not None else f"{name}_{i}"
+                                                                      for i, d in enumerate(dims)]))
+    return True
 
 
 def level_pairs(view: GraphView) -> list[tuple[str, str]]:

@@ -93,3 +93,30 @@ def export(module: TinyDetector) -> onnx.ModelProto:
                           input_names=["image"], output_names=names,
                           dynamic_axes=None if levels else {n: {0: "batch"} for n in ["image", *names]})
     return onnx.load_from_string(buffer.getvalue())
+
+
+def with_nms(model: onnx.ModelProto, classes: int = 3, max_boxes: int = 5) -> onnx.ModelProto:
+    """The yolov8 export ending in NonMaxSuppression (centre-point boxes, score threshold 0.05): its only
+    output is the selected (K, 3) batch/class/anchor rows, as in end-to-end detector exports."""
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    graph = model.graph
+    out = graph.output[0].name
+
+    def const(name, values, dtype):
+        graph.initializer.append(numpy_helper.from_array(np.array(values, dtype), name))
+        return name
+
+    graph.node.extend([
+        helper.make_node("Slice", [out, const("s0", [4], np.int64), const("s1", [4 + classes], np.int64),
+                                   const("ax", [1], np.int64)], ["nms_scores"]),
+        helper.make_node("Slice", [out, const("b0", [0], np.int64), const("b1", [4], np.int64), "ax"], ["nms_cxcywh"]),
+        helper.make_node("Transpose", ["nms_cxcywh"], ["nms_boxes"], perm=[0, 2, 1]),
+        helper.make_node("NonMaxSuppression", ["nms_boxes", "nms_scores", const("k", [max_boxes], np.int64),
+                                               const("iou", [0.45], np.float32), const("thr", [0.05], np.float32)],
+                         ["selected"], center_point_box=1),
+    ])
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("selected", TensorProto.INT64, ["k", 3]))
+    return model

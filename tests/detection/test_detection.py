@@ -230,3 +230,26 @@ def test_cli_writes_boxes_and_per_box_maps(tmp_path):
         assert (out / record["overlay"]).is_file() and (out / record["image_overlay"]).is_file()
     assert_one_line_error(invoke("run", path, images, "-o", tmp_path / "o2", "--preset", "unit", "--target", "3"),
                           "does not apply to detection")
+
+
+def test_a_graph_ending_in_nms_explains_the_boxes_it_selects():
+    module = TinyDetector("yolov8")
+    model = detector_nets.with_nms(detector_nets.export(module))
+    images = _images(2, seed=3)
+    selected = ort.InferenceSession(model.SerializeToString()).run(["selected"], {"image": images})[0]
+    explainer = Explainer(model)
+    head = Head.from_json(explainer.contract.detection)
+    assert head.layout == "nms" and head.classes == 3
+    result = explainer.explain_boxes(images, min_score=0.0, max_boxes=50)
+    for n, det in enumerate(result.images):
+        rows = selected[selected[:, 0] == n]
+        assert sorted(zip(det.boxes.anchors.tolist(), det.boxes.classes.tolist())) == \
+            sorted(zip(rows[:, 2].tolist(), rows[:, 1].tolist()))
+    boxes = [det.boxes for det in result.images]
+    expected = _torch_box_scores(module, images, boxes)
+    k = 0
+    for n, det in enumerate(result.images):
+        for i in range(len(det.boxes)):
+            np.testing.assert_allclose(det.scores[i], expected[k][0], rtol=1e-4, atol=1e-4)  # the class logit
+            k += 1
+    assert k > 0
