@@ -25,6 +25,11 @@ _AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin
                   "ReduceL2": 18, "Unsqueeze": 13, "Squeeze": 13}
 
 
+_BOOL_OUTPUTS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN",
+                 "IsInf"}
+_INT64_OUTPUTS = {"Shape", "Size", "ArgMax", "ArgMin", "NonZero"}
+
+
 class Emitter:
     """Appends nodes and initializers for one rewrite; reads shapes from a ``GraphView``."""
 
@@ -103,11 +108,22 @@ class Emitter:
         node = helper.make_node(op_type, ["" if i is None else i for i in inputs], names,
                                 name=self.fresh(f"{op_type}_node"), **attrs)
         self.nodes.append(node)
-        source = dtype_of or next((i for i in inputs if i), None)
-        if source is not None:
+        dtype = self._output_dtype(op_type, inputs, dtype_of, attrs)
+        if dtype is not None:
             for name in names:
-                self._dtypes[name] = self.dtype(source)
+                self._dtypes[name] = dtype
         return names[0] if outputs == 1 else names
+
+    def _output_dtype(self, op_type, inputs, dtype_of, attrs) -> np.dtype | None:
+        """The (first) output's dtype: fixed for comparisons, logic, Cast and index ops, else a source's."""
+        if op_type in _BOOL_OUTPUTS:
+            return np.dtype(bool)
+        if op_type in _INT64_OUTPUTS:
+            return np.dtype(np.int64)
+        if op_type == "Cast":
+            return np.dtype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        source = dtype_of or next((i for i in inputs if i), None)
+        return None if source is None else self.dtype(source)
 
     # --- arithmetic ------------------------------------------------------------------------------
     def add(self, a, b):
@@ -143,7 +159,6 @@ class Emitter:
     # --- shapes ----------------------------------------------------------------------------------
     def shape(self, x):
         name = self.op("Shape", x)
-        self._dtypes[name] = np.dtype(np.int64)
         static = self.view.shape(x)  # None for tensors emitted here
         if static is not None:
             self._known[name] = list(static)
@@ -170,9 +185,7 @@ class Emitter:
         return self.cast(x, self.dtype(like))
 
     def cast(self, x, dtype):
-        name = self.op("Cast", x, to=int(helper.np_dtype_to_tensor_dtype(np.dtype(dtype))))
-        self._dtypes[name] = np.dtype(dtype)
-        return name
+        return self.op("Cast", x, to=int(helper.np_dtype_to_tensor_dtype(np.dtype(dtype))))
 
     def _axes_call(self, op_type, x, axes, **attrs):
         axes = [int(a) for a in axes]

@@ -3,8 +3,7 @@
 Helpers, rules and methods write ops in their modern form (``Expand``, ``Where``, ``Equal`` on floats,
 ``OneHot``, broadcasting ``Max``, ...). Where the model's opset predates that form, the emitter
 writes the function registered here instead, built only from ops the older opset has. Each form
-gives the same values as the modern op; the one caveat is ``Where`` before opset 9, written as
-``a·m + b·(1 − m)``, which is exact when the branch it does not pick is finite.
+gives the same values as the modern op (NaN and ±inf included; ``Sign`` of NaN is 0 instead of NaN).
 """
 
 from __future__ import annotations
@@ -86,8 +85,11 @@ for _op in ("Max", "Min", "Sum", "Mean"):
 # --- opset 9: Where, IsNaN, Sign, OneHot, EyeLike, integer comparisons -----------------------------------
 @_legacy("Where", 9)
 def _where(e, cond, a, b):
-    """a·m + b·(1 − m), m = cond as a's type: exact when the branch not picked is finite."""
+    """Floats: a^m · b^(1−m), m = cond as 0/1 — exact for every value, NaN and ±inf included, since
+    x¹ = x and x⁰ = 1 for all x; integers: a·m + b·(1 − m)."""
     pick_a, pick_b = e.cast(cond, e.dtype(a)), e.cast(e.op("Not", cond), e.dtype(a))
+    if _is_float(e, a):
+        return e.mul(e.op("Pow", a, pick_a), e.op("Pow", b, pick_b))
     return e.add(e.mul(a, pick_a), e.mul(b, pick_b))
 
 

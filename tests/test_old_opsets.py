@@ -1,0 +1,54 @@
+"""Old-opset models end to end: the same small CNN written at opsets 7–12 (each op in its
+opset's form; onnx.version_converter cannot convert down, so tests/old_opset_nets.py writes
+them) exports from the CLI into an explain model that passes the full checker, runs in ONNX
+Runtime, and gives the map, gradient and prediction of the same model at opset 13."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from onnxcam import export
+from onnxcam.cli import cli
+from tests.old_opset_nets import INPUT, OUTPUT, SHAPE, small_cnn
+
+MODERN = 13
+BATCH = np.random.default_rng(1).standard_normal((2, *SHAPE)).astype(np.float32)
+NAMES = ["cam", OUTPUT, "activations", "gradients"]
+
+
+def _run(model: onnx.ModelProto) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(NAMES, {INPUT: BATCH})
+
+
+@pytest.fixture(scope="module")
+def modern():
+    return _run(export(small_cnn(MODERN), expose=["activations", "gradients"]).model)
+
+
+@pytest.mark.parametrize("opset", [7, 8, 9, 10, 11, 12])
+def test_old_opset_model_explains_like_its_modern_twin(opset, modern, tmp_path):
+    source = tmp_path / f"cnn{opset}.onnx"
+    onnx.save(small_cnn(opset), str(source))
+    target = tmp_path / f"cnn{opset}.cam.onnx"
+    result = CliRunner().invoke(cli, ["export", str(source), "-o", str(target), "--expose", "activations,gradients"])
+    assert result.exit_code == 0, result.output
+    explain = onnx.load(str(target))
+    assert explain.opset_import[0].version == opset
+    onnx.checker.check_model(explain, full_check=True)
+    cam, prob, activations, gradients = _run(explain)
+    assert cam.std() > 0.05  # a map with structure, not a constant
+    np.testing.assert_allclose(prob, modern[1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(activations, modern[2], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(gradients, modern[3], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cam, modern[0], rtol=0, atol=1e-5)
+
+
+def test_ir3_model_is_raised_to_ir4_and_keeps_its_interface():
+    model = small_cnn(7)
+    assert model.ir_version == 3
+    explain = export(model).model
+    assert explain.ir_version == 4
+    assert {i.name for i in model.graph.input} <= {i.name for i in explain.graph.input}
