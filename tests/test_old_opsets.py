@@ -23,17 +23,25 @@ def _run(model: onnx.ModelProto) -> list[np.ndarray]:
     return session.run(NAMES, {INPUT: BATCH})
 
 
-@pytest.fixture(scope="module")
-def modern():
-    return _run(export(small_cnn(MODERN), expose=["activations", "gradients"]).model)
+# the automatic layer (after the Upsample), and the first ReLU, whose gradient comes back through
+# Softmax, Gemm, Dropout, GlobalAveragePool, Conv, Pad, Concat, Upsample/Resize, Clip, Conv and MaxPool
+LAYERS = ["auto", "relu1"]
+
+
+@pytest.fixture(scope="module", params=LAYERS)
+def layer_and_modern(request):
+    return request.param, _run(export(small_cnn(MODERN), layer=request.param,
+                                      expose=["activations", "gradients"]).model)
 
 
 @pytest.mark.parametrize("opset", [7, 8, 9, 10, 11, 12])
-def test_old_opset_model_explains_like_its_modern_twin(opset, modern, tmp_path):
+def test_old_opset_model_explains_like_its_modern_twin(opset, layer_and_modern, tmp_path):
+    layer, modern = layer_and_modern
     source = tmp_path / f"cnn{opset}.onnx"
     onnx.save(small_cnn(opset), str(source))
     target = tmp_path / f"cnn{opset}.cam.onnx"
-    result = CliRunner().invoke(cli, ["export", str(source), "-o", str(target), "--expose", "activations,gradients"])
+    result = CliRunner().invoke(cli, ["export", str(source), "-o", str(target), "--layer", layer,
+                                      "--expose", "activations,gradients"])
     assert result.exit_code == 0, result.output
     explain = onnx.load(str(target))
     assert explain.opset_import[0].version == opset

@@ -267,7 +267,7 @@ class Emitter:
         if operand_shape is None or result_shape is None:
             raise ModelError(
                 f"rank of '{operand}' or '{result}' is unknown, so a broadcast gradient cannot be "
-                "reduced; give the model static ranks (re-export it, or pass --input-shape)"
+                f"reduced; {self.view.unknown_shape_fix()}"
             )
         lead = len(result_shape) - len(operand_shape)
         axes = list(range(lead))

@@ -99,7 +99,7 @@ def _scales_and_sizes(ctx: RuleContext, rank: int, axes: list[int]):
         else:
             n_out = sizes[i] if sizes is not None else y_shape[a]
         if n_in is None or n_out is None:
-            ctx.fail(f"the size of axis {a}, which scales or sizes name, must be static in input and output "
+            ctx.fail_shape(f"the size of axis {a}, which scales or sizes name, must be static in input and output "
                      f"(they are {n_in} and {n_out})")
         result[a] = (n_in, n_out, scale if scales is not None else _F(n_out) / _F(n_in))
     return result
@@ -135,7 +135,7 @@ def upsample(ctx: RuleContext):
 
 def _static_axis(ctx: RuleContext, shape, axis: int) -> int:
     if shape[axis] is None:
-        ctx.fail(f"the size of axis {axis}, which it scales, must be static (the input is {shape})")
+        ctx.fail_shape(f"the size of axis {axis}, which it scales, must be static (the input is {shape})")
     return shape[axis]
 
 
