@@ -60,7 +60,8 @@ def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str, view: 
     names = [*inputs, *[name for name in view.graph_inputs if name in extra]]
     graph = helper.make_graph(nodes, f"{view.graph.name}_cut", [_info(view, name) for name in names],
                               [_info(view, output)], initializer=initializers)
-    cut = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    # IR 3 would want the initializers kept here listed as inputs; IR 4 reads the model the same way
+    cut = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
     return CutModel(cut, names, output)
 
 

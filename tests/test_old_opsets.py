@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from onnxcam import export
 from onnxcam.cli import cli
+from onnxcam.headmodel import cut_model
 from tests.old_opset_nets import INPUT, OUTPUT, SHAPE, small_cnn
 
 MODERN = 13
@@ -60,3 +61,12 @@ def test_ir3_model_is_raised_to_ir4_and_keeps_its_interface():
     explain = export(model).model
     assert explain.ir_version == 4
     assert {i.name for i in model.graph.input} <= {i.name for i in explain.graph.input}
+
+
+def test_head_model_of_an_ir3_model_passes_the_checker():
+    cut = cut_model(small_cnn(7), ["relu3"], "logits")
+    onnx.checker.check_model(cut.model, full_check=True)
+    activations = np.random.default_rng(2).uniform(0, 1, (2, 8, 8, 8)).astype(np.float32)
+    logits = ort.InferenceSession(cut.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"relu3": activations})[0]
+    assert logits.shape == (2, 5)

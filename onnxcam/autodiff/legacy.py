@@ -8,6 +8,7 @@ gives the same values as the modern op (NaN and ±inf included; ``Sign`` of NaN 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,13 +67,11 @@ def _expand(e, x, shape):
 
 def _variadic_broadcast(op_type):
     def write(e, *inputs):
-        """Expand every input to the common shape, which opset 6's variadic ops require."""
+        """Expand every input to the common shape, which opset 6's variadic ops (floats only) require."""
         if len(inputs) == 1:
             return e.node(op_type, *inputs)
-        probe = inputs[0] if not _is_float(e, inputs[0]) else e.mul(inputs[0], e.scalar(0.0, inputs[0]))
-        for x in inputs[1:]:  # values never matter here, only the broadcast shape
-            probe = e.add(probe, e.mul(x, e.scalar(0.0, x)) if _is_float(e, x) else x)
-        shape = e.shape(probe)
+        zeros = [e.mul(x, e.scalar(0.0, x)) for x in inputs]  # only their broadcast shape matters
+        shape = e.shape(functools.reduce(e.add, zeros))
         return e.node(op_type, *[e.op("Expand", x, shape, dtype_of=x) for x in inputs])
 
     return write
