@@ -36,7 +36,7 @@ def load_model(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
-        return model
+        return _negative_dims_named(model)
     if not isinstance(source, (bytes, bytearray, str, Path)):
         raise ModelError(f"cannot read an ONNX model from {type(source).__name__}; give a path, bytes or a ModelProto")
     try:
@@ -121,6 +121,21 @@ def _checked(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
         names = [b""]
     if not all(isinstance(name, str) for name in names):  # protobuf hands back bytes that are not UTF-8
         raise ModelError(f"{label} holds names that are not UTF-8 text; the file is damaged")
+    return _negative_dims_named(model)
+
+
+def _negative_dims_named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """paddle2onnx writes a dynamic dim as ``dim_value: -1``, which ONNX does not allow and every
+    reader would take as a size: such dims of the inputs and outputs get names instead ("batch" on
+    axis 0, else "dim<axis>"), and those of value_info become unknown (inference fills them in)."""
+    graph = model.graph
+    for infos, named in ((graph.input, True), (graph.output, True), (graph.value_info, False)):
+        for info in infos:
+            for axis, dim in enumerate(info.type.tensor_type.shape.dim):
+                if dim.HasField("dim_value") and dim.dim_value < 0:
+                    dim.Clear()
+                    if named:
+                        dim.dim_param = "batch" if axis == 0 else f"dim{axis}"
     return model
 
 
@@ -152,6 +167,16 @@ class GraphView:
     @cached_property
     def producers(self) -> dict[str, onnx.NodeProto]:
         return {out: node for node in self.nodes for out in node.output if out}
+
+    def unknown_shape_fix(self) -> str:
+        """What to do about a shape that stays unknown, given whether the input size is fixed already
+        (by the model or by --input-shape): then only a different layer or a re-export helps."""
+        feeds = [i for i in self.graph.input if i.name not in self.initializers]
+        if feeds and all(None not in (self.shape(i.name) or (None,))[1:] for i in feeds):
+            return ("the input's size is fixed, yet neither ONNX's shape inference, ONNX Runtime's symbolic "
+                    "inference nor a probe run resolves this shape; choose another layer, or re-export the model "
+                    "with static shapes")
+        return "fix the input's size with --input-shape, or re-export the model with static shapes"
 
     @cached_property
     def consumers(self) -> dict[str, list[onnx.NodeProto]]:

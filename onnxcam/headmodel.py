@@ -70,7 +70,8 @@ def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str | Seque
              for name in names]
     graph = helper.make_graph(nodes, f"{view.graph.name}_cut", infos, [_info(view, name) for name in outputs],
                               initializer=initializers)
-    cut = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    # IR 3 would want the initializers kept here listed as inputs; IR 4 reads the model the same way
+    cut = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
     return CutModel(cut, names, outputs)
 
 

@@ -1,12 +1,16 @@
 """Real deployed models (the development zoo, fetched by scripts/fetch_zoo.py; skipped when absent):
-automatic task and layer, the gradient against finite differences, a finite, non-constant map."""
+automatic task and layer, the gradient against finite differences, a finite, non-constant map;
+every zoo model that exports is in that table."""
 
 import sys
 from pathlib import Path
 
 import pytest
 
+from onnxcam import OnnxCamError, export
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import detector_check  # noqa: E402
 import zoo_report  # noqa: E402
 
 FD_TOLERANCE = 5e-2  # float32 through ReLU kinks; a wrong rule gives errors of order 1 (see zoo_report)
@@ -23,3 +27,19 @@ def test_zoo_model_is_explained_automatically(key):
     low, high = measured.cam_range
     assert measured.cam_finite and low == 0.0 and 0.999 < high <= 1.0, measured.cam_range  # in [0, 1], not constant
     assert measured.fd_error <= FD_TOLERANCE, measured.fd_error
+
+
+# The detectors' per-box gradients are checked in tests/detection/test_zoo_detectors.py.
+OUTSIDE_THE_TABLE = [m.key for m in zoo_report.fetch_zoo.ZOO
+                     if m.key not in zoo_report.CASES and m.key not in detector_check.PRESETS]
+
+
+@pytest.mark.parametrize("key", OUTSIDE_THE_TABLE)
+def test_zoo_models_outside_the_table_do_not_export_yet(key):
+    """A zoo model that starts to export must join zoo_report.CASES, so that its gradient is checked
+    against finite differences above (the LSTM and the int8 model export nowhere yet)."""
+    path = zoo_report.fetch_zoo.cached_path(key)
+    if path is None:
+        pytest.skip(f"zoo model {key} is not fetched; run: python scripts/fetch_zoo.py {key}")
+    with pytest.raises(OnnxCamError):
+        export(str(path))

@@ -1,8 +1,9 @@
 """The small builder that gradient rules write ONNX nodes through.
 
 It names new tensors uniquely, stores constants as initializers, and hides the opset
-differences of the ops rules emit most (``ReduceSum`` axes, ``Unsqueeze`` axes, ``Split`` sizes),
-so that a rule reads like the math it implements.
+differences of the ops rules emit (``ReduceSum`` and ``Unsqueeze`` axes, ``Slice`` and ``Pad``
+attributes; ops that older opsets lack or take narrower, through ``onnxcam.autodiff.legacy``), so
+that a rule reads like the math it implements at every opset from 7 on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxcam.autodiff.legacy import legacy_form
 from onnxcam.errors import ModelError
 from onnxcam.graph import GraphView
 
@@ -21,6 +23,11 @@ __all__ = ["Emitter"]
 # Opset from which these ops take their axes as an input instead of an attribute.
 _AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18, "ReduceProd": 18,
                   "ReduceL2": 18, "Unsqueeze": 13, "Squeeze": 13}
+
+
+_BOOL_OUTPUTS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN",
+                 "IsInf"}
+_INT64_OUTPUTS = {"Shape", "Size", "ArgMax", "ArgMin", "NonZero"}
 
 
 class Emitter:
@@ -35,6 +42,17 @@ class Emitter:
         self._taken = view.all_names()
         self._counter = 0
         self._dtypes: dict[str, np.dtype] = {}
+        self._known: dict[str, list[int | None]] = {}  # 1-D int64 tensors whose values are (partly) known
+
+    def write_into(self, model: onnx.ModelProto) -> None:
+        """Append the emitted nodes and initializers to ``model`` (the model the view reads).
+
+        IR 3 wants every initializer listed among the graph inputs as well; IR 4 lifted that, and
+        reads IR-3 models the same way, so such a model is raised to IR 4 instead.
+        """
+        model.graph.node.extend(self.nodes)
+        model.graph.initializer.extend(self.initializers)
+        model.ir_version = max(model.ir_version, 4)
 
     # --- naming and constants ------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -50,6 +68,8 @@ class Emitter:
         name = self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(array, name))
         self._dtypes[name] = array.dtype
+        if array.ndim == 1 and array.dtype == np.int64:
+            self._known[name] = [int(v) for v in array]
         return name
 
     def ints(self, values: Sequence[int]) -> str:
@@ -62,21 +82,48 @@ class Emitter:
     def dtype(self, name: str) -> np.dtype:
         return self._dtypes.get(name) or self.view.np_dtype(name)
 
+    def known_value(self, name: str) -> np.ndarray | None:
+        """The value of an int64 vector when it is known while exporting (constants, static dims)."""
+        values = self._known.get(name)
+        if values is None:
+            constant = self.view.const_value(name)
+            return None if constant is None else np.asarray(constant)
+        return None if None in values else np.asarray(values, dtype=np.int64)
+
     # --- generic node ----------------------------------------------------------------------------
     def op(self, op_type: str, *inputs: str | None, outputs: int = 1, dtype_of: str | None = None, **attrs):
-        """Emit one node; returns its output name (or a list of names when ``outputs`` > 1).
+        """Emit ``op_type`` in the form of the model's opset; returns its output name (or a list of
+        names when ``outputs`` > 1).
 
         ``dtype_of`` names the tensor whose dtype the (first) output has, when not the first input's.
         """
+        form = legacy_form(self, op_type, [i for i in inputs if i])
+        if form is not None:
+            return form.write(self, *inputs, **attrs)
+        return self.node(op_type, *inputs, outputs=outputs, dtype_of=dtype_of, **attrs)
+
+    def node(self, op_type: str, *inputs: str | None, outputs: int = 1, dtype_of: str | None = None, **attrs):
+        """Emit one node exactly as given (``op`` writes older opsets' forms where needed)."""
         names = [self.fresh(op_type) for _ in range(outputs)]
         node = helper.make_node(op_type, ["" if i is None else i for i in inputs], names,
                                 name=self.fresh(f"{op_type}_node"), **attrs)
         self.nodes.append(node)
-        source = dtype_of or next((i for i in inputs if i), None)
-        if source is not None:
+        dtype = self._output_dtype(op_type, inputs, dtype_of, attrs)
+        if dtype is not None:
             for name in names:
-                self._dtypes[name] = self.dtype(source)
+                self._dtypes[name] = dtype
         return names[0] if outputs == 1 else names
+
+    def _output_dtype(self, op_type, inputs, dtype_of, attrs) -> np.dtype | None:
+        """The (first) output's dtype: fixed for comparisons, logic, Cast and index ops, else a source's."""
+        if op_type in _BOOL_OUTPUTS:
+            return np.dtype(bool)
+        if op_type in _INT64_OUTPUTS:
+            return np.dtype(np.int64)
+        if op_type == "Cast":
+            return np.dtype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        source = dtype_of or next((i for i in inputs if i), None)
+        return None if source is None else self.dtype(source)
 
     # --- arithmetic ------------------------------------------------------------------------------
     def add(self, a, b):
@@ -112,7 +159,9 @@ class Emitter:
     # --- shapes ----------------------------------------------------------------------------------
     def shape(self, x):
         name = self.op("Shape", x)
-        self._dtypes[name] = np.dtype(np.int64)
+        static = self.view.shape(x)  # None for tensors emitted here
+        if static is not None:
+            self._known[name] = list(static)
         return name
 
     def reshape(self, x, shape):
@@ -133,7 +182,10 @@ class Emitter:
         return self.expand_like(self.scalar(0.0, x), x)
 
     def cast_like(self, x, like):
-        return self.op("Cast", x, to=int(helper.np_dtype_to_tensor_dtype(self.dtype(like))), dtype_of=like)
+        return self.cast(x, self.dtype(like))
+
+    def cast(self, x, dtype):
+        return self.op("Cast", x, to=int(helper.np_dtype_to_tensor_dtype(np.dtype(dtype))))
 
     def _axes_call(self, op_type, x, axes, **attrs):
         axes = [int(a) for a in axes]
@@ -159,16 +211,35 @@ class Emitter:
         return self._axes_call("Squeeze", x, axes) if axes else x
 
     def slice(self, x, starts, ends, axes, steps=None):
+        name = self._slice(x, starts, ends, axes, steps)
+        if x in self._known and list(axes) == [0]:
+            self._known[name] = self._known[x][slice(int(starts[0]), int(ends[0]), int((steps or [1])[0]))]
+        return name
+
+    def _slice(self, x, starts, ends, axes, steps=None):
+        if self.opset < 10 and steps is not None and any(int(s) != 1 for s in steps):
+            return self._strided_slice_by_gather(x, starts, ends, axes, steps)
         if self.opset < 10:  # Slice-1: attributes, no steps
-            if steps is not None and any(int(s) != 1 for s in steps):
-                raise ModelError(f"a strided slice needs opset 10 or later, and this model has opset {self.opset}; "
-                                 "convert it with onnx.version_converter, or choose another layer")
             return self.op("Slice", x, starts=[int(v) for v in starts], ends=[int(v) for v in ends],
                            axes=[int(v) for v in axes], dtype_of=x)
         inputs = [x, self.ints(starts), self.ints(ends), self.ints(axes)]
         if steps is not None:
             inputs.append(self.ints(steps))
         return self.op("Slice", *inputs, dtype_of=x)
+
+    def _strided_slice_by_gather(self, x, starts, ends, axes, steps):
+        """Slice-1 has no steps: pick the rows with a Gather of constant indices per axis instead.
+
+        The indices are plain ``range(start, end, step)``, so the bounds must already lie inside the
+        axis (as the rules' own slices do); other strided slices need opset 10.
+        """
+        for start, end, axis, step in zip(*(map(int, v) for v in (starts, ends, axes, steps))):
+            if min(start, end, axis) < 0 or step < 1 or end >= 2**31 - 1:
+                raise ModelError(f"a strided slice with negative or open bounds needs opset 10 or later, and this "
+                                 f"model has opset {self.opset}; convert it with onnx.version_converter, or choose "
+                                 "another layer")
+            x = self.op("Gather", x, self.ints(range(start, end, step)), axis=axis, dtype_of=x)
+        return x
 
     def pad(self, x, pads: Sequence[int], value: float = 0.0):
         """Constant padding, ``pads`` as ONNX orders them (all begins, then all ends)."""
@@ -196,7 +267,7 @@ class Emitter:
         if operand_shape is None or result_shape is None:
             raise ModelError(
                 f"rank of '{operand}' or '{result}' is unknown, so a broadcast gradient cannot be "
-                "reduced; give the model static ranks (re-export it, or pass --input-shape)"
+                f"reduced; {self.view.unknown_shape_fix()}"
             )
         lead = len(result_shape) - len(operand_shape)
         axes = list(range(lead))

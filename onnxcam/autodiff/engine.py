@@ -49,8 +49,7 @@ def backward(
     model = load_model(model)
     emit = Emitter(GraphView(model), prefix=prefix)
     names = emit_backward(emit, seeds, wrt)
-    model.graph.node.extend(emit.nodes)
-    model.graph.initializer.extend(emit.initializers)
+    emit.write_into(model)
     return Gradients(model, names)
 
 

@@ -73,13 +73,13 @@ class RuleContext:
     def rank(self, tensor: str) -> int:
         rank = self.view.rank(tensor)
         if rank is None:
-            self.fail(f"the rank of '{tensor}' is unknown", _SHAPE_FIX)
+            self.fail_shape(f"the rank of '{tensor}' is unknown")
         return rank
 
     def static_shape(self, tensor: str) -> tuple[int, ...]:
         shape = self.view.shape(tensor)
         if shape is None or any(d is None for d in shape):
-            self.fail(f"'{tensor}' needs a static shape here (it is {shape})", _SHAPE_FIX)
+            self.fail_shape(f"'{tensor}' needs a static shape here (it is {shape})")
         return tuple(shape)
 
     def const(self, i: int, what: str = "input") -> np.ndarray | None:
@@ -92,11 +92,12 @@ class RuleContext:
             self.fail(f"its {what} must be a constant (initializer or Constant node)")
         return value
 
+    def fail_shape(self, why: str):
+        """Fail on a shape that is not known, with the fix that fits what is fixed already."""
+        self.fail(why, self.view.unknown_shape_fix())
+
     def fail(self, why: str, fix: str = "choose an earlier or later layer, or re-export the model without this form of the op"):
         raise ModelError(f"cannot differentiate {self.node.op_type} node '{self.node.name}' (opset {self.opset}): {why}; {fix}")
-
-
-_SHAPE_FIX = "fix the input's spatial size with --input-shape, or re-export the model with static shapes"
 
 
 RuleFn = Callable[[RuleContext], Sequence[str | None]]

@@ -51,7 +51,7 @@ def _resize_by_matrices(e: Emitter, x: str, image: str, layout: str, source_hw) 
     target_hw = shape[2:4] if layout == "NCHW" else shape[1:3]
     if source_hw is None or None in tuple(source_hw) + tuple(target_hw):
         raise ModelError(f"resizing the map to the input needs static sizes before opset 11 (this model has opset "
-                         f"{e.opset}); fix the input's size with --input-shape")
+                         f"{e.opset}); {e.view.unknown_shape_fix()}")
     (h, w), (height, width) = source_hw, target_hw
     rows = interpolation_matrix(h, height, height / h, "linear", "half_pixel", "round_prefer_floor")
     cols = interpolation_matrix(w, width, width / w, "linear", "half_pixel", "round_prefer_floor")

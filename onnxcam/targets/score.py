@@ -105,8 +105,8 @@ def score_tensor(view: GraphView, output: str, kind: str, batch_axis: int = 0) -
         tensor, op_type, activated = activation.input[0], activation.op_type, activation.output[0]
     shape = view.shape(tensor)
     if shape is None:
-        raise ModelError(f"the rank of the score tensor '{tensor}' is unknown; fix the input's size with "
-                         "--input-shape, or choose another --output")
+        raise ModelError(f"the rank of the score tensor '{tensor}' is unknown; {view.unknown_shape_fix()}, or "
+                         "choose another --output")
     dims = [shape[batch_axis], *[d for i, d in enumerate(shape) if i != batch_axis]]
     return ScoreTensor(output, tensor, kind, op_type, activated, batch_axis, tuple(dims))
 

@@ -20,7 +20,7 @@ def weights(ctx: SeedContext) -> Seed:
     """w[n, c] = (arg-max class = c) for c = target[n], else the largest non-background class"""
     e, classes = ctx.emit, ctx.score.shape[1]
     if classes is None:
-        raise ModelError(f"the number of classes of '{ctx.score.tensor}' is unknown; fix it with --input-shape")
+        raise ModelError(f"the number of classes of '{ctx.score.tensor}' is unknown; {e.view.unknown_shape_fix()}")
     predicted = e.op("ArgMax", ctx.s, axis=1, keepdims=1)  # (N, 1, H, W)
     every_class = e.const(np.arange(classes, dtype=np.int64).reshape(1, classes, 1, 1), hint="classes")
     masks = e.op("Cast", e.op("Equal", predicted, every_class), to=float_type(e, ctx.s), dtype_of=ctx.s)

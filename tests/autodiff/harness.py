@@ -87,15 +87,20 @@ def build_forward(case: Case, opset: int) -> onnx.ModelProto:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
+    if model.ir_version <= 3:  # IR 3 lists every initializer among the inputs, as old exporters wrote it
+        graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in initializers)
     return model
 
 
 def _output_type(case: Case, k: int) -> int:
-    """The element type of output ``k``: float, but for Cast's target type and MaxPool's Indices."""
+    """The element type of output ``k``: float, but for Cast's target type, MaxPool's Indices and
+    Dropout's mask."""
     if case.op == "Cast":
         return case.attrs.get("to", onnx.TensorProto.FLOAT)
     if case.op == "MaxPool" and k == 1:
         return onnx.TensorProto.INT64
+    if case.op == "Dropout" and k == 1:
+        return onnx.TensorProto.BOOL
     return onnx.TensorProto.FLOAT
 
 

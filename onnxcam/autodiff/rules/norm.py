@@ -67,7 +67,7 @@ def _statistics_vjp(ctx: RuleContext, x: str, x_hat: str, inv_std: str, axes: li
 
 @register("BatchNormalization")
 def batch_normalization(ctx: RuleContext):
-    """dX = dY·scale/√(var + ε) on axis 1 (inference form)
+    """dX = dY·scale/√(var + ε) on axis 1 (inference form; opsets 7–8 also spatial=0)
 
     scale, B, mean and var get gradients too when they need them (non-constant parameters).
     """
@@ -80,22 +80,32 @@ def batch_normalization(ctx: RuleContext):
     none = [None] * (len(ctx.inputs) - 1)
     if scale is not None and var is not None and not any(ctx.needs[1:]):  # the usual case: one folded constant
         gain = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
-        gain = e.const(gain.reshape((-1,) + (1,) * (rank - 2)).astype(e.dtype(x)))
-        return [e.mul(ctx.dy, gain), *none]
+        gain = gain if not _spatial(ctx) else gain.reshape((-1,) + (1,) * (rank - 2))
+        return [e.mul(ctx.dy, e.const(gain.astype(e.dtype(x)))), *none]
     inv_std = _to_dtype(ctx, _inv_std(ctx, ctx.inputs[4], eps), x)
     gain = e.mul(_to_dtype(ctx, ctx.inputs[1], x), inv_std)
-    dx = e.mul(ctx.dy, _per_channel(ctx, gain, rank)) if ctx.needs[0] else None
+    dx = e.mul(ctx.dy, _bn_parameter_view(ctx, gain, rank)) if ctx.needs[0] else None
     return [dx, *(_batch_norm_parameter_grads(ctx, gain, inv_std) if any(ctx.needs[1:]) else none)]
 
 
+def _spatial(ctx: RuleContext) -> bool:
+    """Opsets 7–8 allow spatial=0: parameters of shape (C, D₁, …) per element instead of per channel."""
+    return ctx.opset >= 9 or bool(ctx.attr("spatial", 1))
+
+
+def _bn_parameter_view(ctx: RuleContext, parameter: str, rank: int) -> str:
+    """A BatchNormalization parameter shaped to broadcast against X (N, C, D₁, …)."""
+    return _per_channel(ctx, parameter, rank) if _spatial(ctx) else parameter
+
+
 def _batch_norm_parameter_grads(ctx: RuleContext, gain: str, inv_std: str) -> list[str | None]:
-    """Per channel, with gain = scale/σ: dscale = Σ dY·(X − mean)/σ, dB = Σ dY, dmean = −Σ dY·gain,
-    dvar = −½·Σ dY·(X − mean)·gain/σ²."""
+    """Per channel (per element with spatial=0), with gain = scale/σ: dscale = Σ dY·(X − mean)/σ,
+    dB = Σ dY, dmean = −Σ dY·gain, dvar = −½·Σ dY·(X − mean)·gain/σ²."""
     e, x = ctx.emit, ctx.inputs[0]
     rank = ctx.rank(x)
-    others = [a for a in range(rank) if a != 1]
+    others = [a for a in range(rank) if a != 1] if _spatial(ctx) else [0]
     d_bias = e.reduce_sum(ctx.dy, others, keepdims=False)
-    centred = e.sub(x, _per_channel(ctx, _to_dtype(ctx, ctx.inputs[3], x), rank))
+    centred = e.sub(x, _bn_parameter_view(ctx, _to_dtype(ctx, ctx.inputs[3], x), rank))
     d_gain = e.reduce_sum(e.mul(ctx.dy, centred), others, keepdims=False)
     grads = [
         lambda: e.mul(d_gain, inv_std),

@@ -1,9 +1,10 @@
-"""Gradient rules: Resize ("nearest" and "linear" modes).
+"""Gradient rules: Resize ("nearest" and "linear" modes) and the older Upsample.
 
 Resize is linear in X and separable: along each resized axis, Y = R·X for an (out × in)
 interpolation matrix R built here in numpy, so dX applies Rᵀ axis by axis. R follows ONNX
 Runtime's float32 coordinate mapping, rounding and border clamping. The resized axes need static
-sizes; axes that keep their size with scale 1 (such as the batch) are left alone.
+sizes; axes that keep their size with scale 1 (such as the batch) are left alone. Upsample (opsets
+7–9) and Resize-10 have only scales and the asymmetric mapping (nearest rounds down).
 """
 
 import numpy as np
@@ -98,7 +99,7 @@ def _scales_and_sizes(ctx: RuleContext, rank: int, axes: list[int]):
         else:
             n_out = sizes[i] if sizes is not None else y_shape[a]
         if n_in is None or n_out is None:
-            ctx.fail(f"the size of axis {a}, which scales or sizes name, must be static in input and output "
+            ctx.fail_shape(f"the size of axis {a}, which scales or sizes name, must be static in input and output "
                      f"(they are {n_in} and {n_out})")
         result[a] = (n_in, n_out, scale if scales is not None else _F(n_out) / _F(n_in))
     return result
@@ -113,7 +114,34 @@ def resize(ctx: RuleContext):
     _check_attrs(ctx, mode, coord)
     rank = ctx.rank(x)
     axes = [a % rank for a in ctx.attr("axes", None) or range(rank)]
-    grad, plan = ctx.dy, _scales_and_sizes(ctx, rank, axes)
+    return _transposed_interpolation(ctx, _scales_and_sizes(ctx, rank, axes), mode, coord, rounding)
+
+
+@register("Upsample", since=7)
+@register("Resize", since=10)
+def upsample(ctx: RuleContext):
+    """dX = Rᵀ·dY along each scaled axis (asymmetric coordinates, floor for nearest; scales get none)"""
+    mode = _text(ctx, "mode", "nearest")
+    _check_attrs(ctx, mode, "asymmetric")
+    scales = ctx.attr("scales") if ctx.node.op_type == "Upsample" and ctx.opset < 9 else ctx.require_const(1, "scales")
+    ctx.rank(ctx.inputs[0])
+    x_shape = ctx.shape(ctx.inputs[0])
+    plan = []
+    for a, scale in enumerate(_F(s) for s in np.reshape(scales, -1)):
+        n_in = x_shape[a] if scale == 1 else _static_axis(ctx, x_shape, a)
+        plan.append((n_in, None if n_in is None else int(_F(n_in) * scale), scale))
+    return _transposed_interpolation(ctx, plan, mode, "asymmetric", "floor")
+
+
+def _static_axis(ctx: RuleContext, shape, axis: int) -> int:
+    if shape[axis] is None:
+        ctx.fail_shape(f"the size of axis {axis}, which it scales, must be static (the input is {shape})")
+    return shape[axis]
+
+
+def _transposed_interpolation(ctx: RuleContext, plan, mode: str, coord: str, rounding: str):
+    """dY through Rᵀ on every axis of ``plan`` ((input size, output size, scale) per axis) that changes size."""
+    e, grad, rank = ctx.emit, ctx.dy, len(plan)
     if all(n_in == n_out for n_in, n_out, _ in plan):  # ORT copies X when no size changes
         return [grad] + [None] * (len(ctx.inputs) - 1)
     for a, (n_in, n_out, scale) in enumerate(plan):

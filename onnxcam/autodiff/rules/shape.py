@@ -25,7 +25,7 @@ def _static_dim(ctx: RuleContext, tensor: str, axis: int) -> int | None:
 def _require_dim(ctx: RuleContext, tensor: str, axis: int) -> int:
     size = _static_dim(ctx, tensor, axis)
     if size is None:
-        ctx.fail(f"axis {axis} of '{tensor}' needs a static size (it is {ctx.shape(tensor)})")
+        ctx.fail_shape(f"axis {axis} of '{tensor}' needs a static size (it is {ctx.shape(tensor)})")
     return size
 
 

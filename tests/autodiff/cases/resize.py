@@ -76,3 +76,18 @@ CASES = [
     Case("Resize", [X((2, 3, 4, 5)), NONE, NONE, sizes(7, 9)],
          attrs=dict(LINEAR, axes=[2, 3], keep_aspect_ratio_policy="stretch"), id="stretch", opsets=(18,)),
 ]
+
+# Upsample (opsets 7–9; scales an attribute until 9, an input from 9) and Resize-10 (Upsample-9's form).
+def upsample(shape, mode, scale, id):
+    return [Case("Upsample", [X(shape)], attrs=dict(mode=mode, scales=[float(s) for s in scale]), id=id, opsets=(7, 8)),
+            Case("Upsample", [X(shape), scales(*scale)], attrs=dict(mode=mode), id=id, opsets=(9,)),
+            Case("Resize", [X(shape), scales(*scale)], attrs=dict(mode=mode), id=f"opset10-{id}", opsets=(10,))]
+
+
+CASES += [
+    *upsample((2, 3, 4, 5), "nearest", (1, 1, 2, 2), "nearest-2x"),
+    *upsample((1, 2, 3, 5), "nearest", (1, 1, 1.5, 2.5), "nearest-fractional"),
+    *upsample((2, 3, 4, 5), "linear", (1, 1, 2, 2), "linear-2x"),
+    *upsample((1, 2, 3, 5), "linear", (1, 1, 2.5, 1.5), "linear-fractional"),
+    *upsample((2, 6), "nearest", (1, 3), "nearest-2d"),
+]

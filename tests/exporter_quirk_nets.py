@@ -1,0 +1,97 @@
+"""Small graphs written the way paddle2onnx and tf2onnx write them, with onnx.helper:
+
+* ``computed_reshape_recogniser``: a CTC-style recogniser whose Reshape target is computed
+  (Shape → Slice → Concat), which ONNX's shape inference leaves unknown (PP-OCR's SVTR heads);
+* ``keras_flatten_dense``: NHWC input, Conv between Transposes, Keras ``Flatten`` as a Reshape to
+  Concat(Shape[:1], [-1]), ``Dense`` as MatMul + Add, Softmax;
+* ``paddle_classifier``: the batch dim written as ``dim_value: -1``, and ``Softmax → Identity``
+  as the output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 13
+
+
+def _model(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "quirks", inputs, outputs,
+                              initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+    return model
+
+
+def _weights(seed: int, **shapes) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {name: rng.uniform(-0.5, 0.5, shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def _flatten_shape(x: str, keep: int, prefix: str) -> list[onnx.NodeProto]:
+    """Nodes computing Concat(Shape(x)[:keep], [-1]) into ``{prefix}_shape``."""
+    return [helper.make_node("Shape", [x], [f"{prefix}_dims"]),
+            helper.make_node("Slice", [f"{prefix}_dims", "zero", f"keep{keep}", "zero"], [f"{prefix}_kept"]),
+            helper.make_node("Concat", [f"{prefix}_kept", "minus_one"], [f"{prefix}_shape"], axis=0)]
+
+
+_SHAPE_CONSTANTS = {"zero": np.array([0], np.int64), "minus_one": np.array([-1], np.int64),
+                    "keep1": np.array([1], np.int64), "keep2": np.array([2], np.int64)}
+
+
+def computed_reshape_recogniser(classes: int = 6) -> onnx.ModelProto:
+    """image (N, 3, H, W), H and W dynamic → probs (N, H·W/4, classes), the sequence axis from a computed Reshape."""
+    init = {**_SHAPE_CONSTANTS, **_weights(0, conv_w=(8, 3, 3, 3), conv_b=(8,), fc=(8, classes), fc_b=(classes,))}
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["conv"], ["features"]),
+        *_flatten_shape("features", 2, "seq"),
+        helper.make_node("Reshape", ["features", "seq_shape"], ["tokens_cf"]),  # (N, 8, T)
+        helper.make_node("Transpose", ["tokens_cf"], ["tokens"], perm=[0, 2, 1]),  # (N, T, 8)
+        helper.make_node("MatMul", ["tokens", "fc"], ["logits_nb"]),
+        helper.make_node("Add", ["logits_nb", "fc_b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=2),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                  [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", "T", classes])], init)
+
+
+def keras_flatten_dense(classes: int = 5) -> onnx.ModelProto:
+    """input_1 (unk__0, 8, 8, 3) NHWC → dense (unk__0, classes), as tf2onnx writes a small Keras CNN."""
+    init = {**_SHAPE_CONSTANTS, **_weights(1, conv_w=(4, 3, 3, 3), conv_b=(4,), dense_w=(8 * 8 * 4, classes),
+                                           dense_b=(classes,))}
+    nodes = [
+        helper.make_node("Transpose", ["input_1"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("Transpose", ["relu"], ["nhwc"], perm=[0, 2, 3, 1]),
+        *_flatten_shape("nhwc", 1, "flat"),
+        helper.make_node("Reshape", ["nhwc", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "dense_w"], ["dense_nb"]),
+        helper.make_node("Add", ["dense_nb", "dense_b"], ["dense_logits"]),
+        helper.make_node("Softmax", ["dense_logits"], ["dense"], axis=1),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["unk__0", 8, 8, 3])],
+                  [helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["unk__0", classes])], init)
+
+
+def paddle_classifier(classes: int = 4) -> onnx.ModelProto:
+    """x (-1, 3, 8, 8) → softmax_out → Identity → save_infer_model/scale_0.tmp_0 (-1, classes)."""
+    init = _weights(2, conv_w=(6, 3, 3, 3), fc_w=(6, classes), fc_b=(classes,))
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["fc"]),
+        helper.make_node("Softmax", ["fc"], ["softmax_out"], axis=1),
+        helper.make_node("Identity", ["softmax_out"], ["save_infer_model/scale_0.tmp_0"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                   [helper.make_tensor_value_info("save_infer_model/scale_0.tmp_0", TensorProto.FLOAT, [1, classes])],
+                   init)
+    for info in (model.graph.input[0], model.graph.output[0]):
+        info.type.tensor_type.shape.dim[0].dim_value = -1
+    return model
