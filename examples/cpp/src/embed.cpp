@@ -75,7 +75,9 @@ Explainer::Explainer(const Options& options) : impl_(std::make_unique<Impl>()) {
     impl_->overlay = onnxcam.attr("overlay");
     impl_->encode_png = py::module_::import("onnxcam.io.render").attr("encode_png");
   } catch (const py::error_already_set& failure) {
-    throw translate(failure);
+    Error error = translate(failure);
+    impl_.reset();  // while the GIL is held: the members are destroyed after it is released
+    throw error;
   }
 }
 
