@@ -242,6 +242,8 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
 
     if not Path(model).is_file():
         raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
+    if engine != "ray" and (address or workers):
+        raise OnnxCamError("--address and --workers are options of the Ray engine; add --engine ray")
     out = Path(out_dir)
     images = collect_images(inputs, exclude=out)
     names = _output_names(images)

@@ -125,8 +125,7 @@ def run_on_ray(images: list[Path], names: dict[Path, str], job: RayJob, planned:
 def _explain_on_cluster(todo, names, job, address, workers, batch_size) -> None:
     started_here = not ray.is_initialized()
     if started_here:
-        local = {"include_dashboard": False} if address is None else {}  # options for starting an instance only
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **local)
+        _join(address)
     ray.data.DataContext.get_current().print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
@@ -143,6 +142,17 @@ def _explain_on_cluster(todo, names, job, address, workers, batch_size) -> None:
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _join(address: str | None) -> None:
+    """Connect to the cluster at ``address`` (None: RAY_ADDRESS, else a new local instance)."""
+    local = {"include_dashboard": False} if address is None else {}  # options for starting an instance only
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **local)
+    except (ConnectionError, ValueError) as exc:  # no cluster there, an address Ray cannot parse
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxCamError(f"cannot join a Ray cluster at '{address}': {reason} (give --address HOST:PORT of a "
+                           "running cluster, or leave it out to start a local one)") from None
 
 
 def _onnxcam_error(text: str) -> OnnxCamError:

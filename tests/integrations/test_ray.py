@@ -93,6 +93,21 @@ def test_a_bad_image_stops_the_job_with_onnxcams_one_line_error(demo_model, demo
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
+def test_an_address_with_no_cluster_is_a_one_line_error(demo_model, demo_images, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "onnxcam", "-q", "run", str(demo_model), str(demo_images[0]), "-o",
+                           str(tmp_path / "out"), "--engine", "ray", "--address", "no-such-address"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    ours = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(ours) == 1 and "cannot join a Ray cluster at 'no-such-address'" in ours[0]
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_ray_options_without_the_ray_engine_are_refused(demo_model, demo_images, tmp_path):
+    done = CliRunner().invoke(cli, ["run", str(demo_model), str(demo_images[0]), "-o", str(tmp_path), "--workers", "2"])
+    assert done.exit_code == 1 and "add --engine ray" in done.output and not list(tmp_path.iterdir())
+
+
 def _parts(out: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "results").glob("part-*.jsonl")}
 
