@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxcam.commands import _explain_chunk
 from onnxcam import errors
+from onnxcam.commands import _explain_chunk
 from onnxcam.errors import CancelledError, OnnxCamError
 from onnxcam.explainer import Explainer
 from onnxcam.io.files import _check_conflicts, write_atomically
@@ -56,25 +56,38 @@ class RayJob:
 
 
 class _ExplainBatches:
-    """One actor: one explainer, built once; each call explains a batch and writes its part file."""
+    """One actor: one explainer, built once; each call explains a batch and writes its part file.
+
+    onnxcam's errors are handed to the driver as data (``"InputError: message"`` rows): Ray wraps
+    exceptions in its own, with the actor's traceback, and retries actors whose constructor fails.
+    """
 
     def __init__(self, job: RayJob):
-        self.job = job
-        self.explainer = Explainer(job.model, **{**job.explainer_options, "threads": 1})  # one core per actor
-        self.writer = TaskOutputs(self.explainer, job.colormap, job.alpha, job.topk)
+        self.job, self.failure = job, ""
+        try:
+            self.explainer = Explainer(job.model, **{**job.explainer_options, "threads": 1})  # one core per actor
+            self.writer = TaskOutputs(self.explainer, job.colormap, job.alpha, job.topk)
+        except OnnxCamError as exc:  # e.g. the model is not where this worker looks
+            self.failure = _describe(exc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         paths = [Path(p) for p in batch["image"]]
+        if self.failure:
+            return {"image": [str(p) for p in paths], "error": [self.failure] * len(paths)}
         names = dict(zip(paths, (str(n) for n in batch["name"])))
         out = Path(self.job.out)
         try:
             records = _explain_chunk(self.explainer, self.writer, paths, names, out, self.job.request,
                                      self.job.skip_bad)
-        except OnnxCamError as exc:  # handed to the driver as data: Ray's wrapping of exceptions loses their cause
-            return {"image": [str(p) for p in paths], "error": [f"{type(exc).__name__}: {exc}"] * len(paths)}
+        except OnnxCamError as exc:
+            return {"image": [str(p) for p in paths], "error": [_describe(exc)] * len(paths)}
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
         write_atomically(out / RESULTS_FOLDER / f"part-{_batch_key(paths)}.jsonl", lines.encode())
         return {"image": [r["image"] for r in records], "error": [""] * len(records)}
+
+
+def _describe(exc: OnnxCamError) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _batch_key(paths: list[Path]) -> str:
@@ -83,8 +96,8 @@ def _batch_key(paths: list[Path]) -> str:
 
 
 def explain_dataset(dataset: ray.data.Dataset, job: RayJob, batch_size: int = 8, workers: int = 1) -> ray.data.Dataset:
-    """The (lazy) dataset of ``{"image", "error"}`` rows (error: "" or "InputError: message") for a dataset of ``{"image": path, "name": stem}``
-    rows, explained by ``workers`` actors; iterating it writes the outputs into ``job.out``."""
+    """``dataset``'s ``{"image": path, "name": stem}`` rows explained by ``workers`` actors: a lazy dataset
+    of ``{"image", "error"}`` rows (error: "" or "InputError: message"); iterating it writes the outputs."""
     return dataset.map_batches(_ExplainBatches, fn_constructor_args=(job,), batch_size=batch_size, num_cpus=1,
                                compute=ray.data.ActorPoolStrategy(size=workers), batch_format="numpy")
 
@@ -156,6 +169,6 @@ def _join(address: str | None) -> None:
 
 
 def _onnxcam_error(text: str) -> OnnxCamError:
-    """The error an actor reported as "InputError: message", as that onnxcam error type."""
+    """The error an actor reported (see :func:`_describe`), as that onnxcam error type."""
     name, _, message = text.partition(": ")
     return getattr(errors, name, OnnxCamError)(message)

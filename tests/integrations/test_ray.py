@@ -158,7 +158,8 @@ def test_a_job_that_loses_a_worker_then_its_driver_resumes(demo_model, image_fol
             driver.kill()
     before = _parts(tmp_path)
     assert len(before) < IMAGES // 2, "the job finished before its driver was killed"
-    done = [json.loads(line)["image"] for name in before for line in (tmp_path / "results" / name).read_text().splitlines()]
+    parts = [(tmp_path / "results" / name).read_text() for name in before]
+    done = [json.loads(line)["image"] for text in parts for line in text.splitlines()]
     pictures = {p: p.stat().st_ino for stem in (Path(i).stem for i in done) for p in tmp_path.glob(f"{stem}.*.png")}
 
     _run(demo_model, image_folder, "-o", tmp_path, "--engine", "ray", "--address", ray_address, "--batch-size", 2)
