@@ -235,12 +235,17 @@ class PassesBatch(click.ParamType):
               help="integrated-gradcam: points on the path from the baseline to the image.")
 @click.option("--baseline", type=click.Choice(BASELINES), default=RunOptions.baseline, show_default=True,
               help="integrated-gradcam: the path's start: a black image (pre-processed) or all zeros.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: explain on a Ray cluster, an actor per core, resumable (needs 'onnxcam[ray]').")
+@click.option("--address", default=None, metavar="ADDR",
+              help="ray: the cluster to join (e.g. auto, HOST:6379); default: RAY_ADDRESS, else a local instance.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="ray: actors (default: the cluster's CPUs).")
 @_model_options
 def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, min_score, iou, max_boxes,
         box_index, class_ids, batch_size, provider, topk,
         labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, skip_bad, max_pixels, as_json, fuse,
-        passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, layer, task, score, layout, input_shape,
-        output_name, threshold, blank, background):
+        passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine, address, workers, layer, task,
+        score, layout, input_shape, output_name, threshold, blank, background):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
@@ -250,18 +255,20 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
 
     if not Path(model).is_file():
         raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
+    if engine != "ray" and (address or workers):
+        raise OnnxCamError("--address and --workers are options of the Ray engine; add --engine ray")
     out = Path(out_dir)
     images = collect_images(inputs, exclude=out)
     names = _output_names(images)
     pre = resolve_preprocess(model, named_preset(preset) if preset else None)
     pre = pre.replace(size=_parse_size(size), color=color, scale=scale, mean=_floats(mean, "--mean"),
                       std=_floats(std, "--std"), labels=labels)
-    explainer = run_interruptibly(lambda: Explainer(
-        model, layer=list(layer), method=method, provider=provider, preprocess=pre, fuse=fuse,
-        passes_batch=passes_batch, max_pixels=max_pixels, scorecam_topk=scorecam_topk, samples=samples, noise=noise,
-        seed=seed, steps=steps, baseline=baseline,
-        **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background)),
-        cancel=lambda: None, grace_s=0.2)  # nothing is staged yet: stop at once
+    options = dict(layer=list(layer), method=method, provider=provider, preprocess=pre, fuse=fuse,
+                   passes_batch=passes_batch, max_pixels=max_pixels, scorecam_topk=scorecam_topk, samples=samples,
+                   noise=noise, seed=seed, steps=steps, baseline=baseline,
+                   **_export_options(task, score, layout, input_shape, output_name, threshold, blank, background))
+    explainer = run_interruptibly(lambda: Explainer(model, **options),
+                                  cancel=lambda: None, grace_s=0.2)  # nothing is staged yet: stop at once
     if explainer.task == "detection":  # checked before any work
         request = _box_request({"--target": target, "--timestep": timestep, "--region": region, "--mask": mask_path,
                                 "--reference": reference}, min_score, iou, max_boxes, box_index, class_ids)
@@ -269,6 +276,13 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
         request = _target_request(explainer, target, timestep, region, mask_path, reference)
     writer = TaskOutputs(explainer, colormap, alpha, topk, max_boxes)
     planned = [name for stem in names.values() for name in writer.files(stem)]
+    if engine == "ray":
+        from onnxcam.integrations.ray import RayJob, run_on_ray
+
+        started = time.perf_counter()
+        job = RayJob(model, str(out), options, request, colormap, alpha, topk, skip_bad)
+        records = run_on_ray(images, names, job, planned, address, workers, batch_size, overwrite)
+        return _finish(records, started, explainer, out, as_json)
     outputs = OutputSet(out, [*planned, "results.jsonl"], overwrite)
     log.info("pre-processing %s", pre.describe())
 
@@ -287,9 +301,13 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
     if deferred:
         click.echo(f"Error: interrupted by {signal.Signals(deferred[0]).name} after the outputs were written", err=True)
         raise click.exceptions.Exit(128 + deferred[0])
-    seconds = time.perf_counter() - started
+    _finish(records, started, explainer, out, as_json)
+
+
+def _finish(records, started, explainer, out, as_json) -> None:
+    """Report the run; exit 1 when an image failed."""
     failed = [r for r in records if r["status"] != "ok"]
-    _report(records, failed, seconds, explainer, out, as_json)
+    _report(records, failed, time.perf_counter() - started, explainer, out, as_json)
     if failed:
         raise click.exceptions.Exit(1)
 

@@ -1,0 +1,1 @@
+"""Optional integrations with other systems; each module imports its system only when used."""
