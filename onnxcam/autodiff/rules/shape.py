@@ -212,3 +212,10 @@ def scatter_nd(ctx: RuleContext):
                                                          dtype_of=ctx.dy)
     d_updates = e.op("GatherND", ctx.dy, indices, dtype_of=ctx.dy) if ctx.needs[2] else None
     return [d_data, None, d_updates]
+
+
+@register("ReverseSequence", since=10)
+def reverse_sequence(ctx: RuleContext):
+    """dX = ReverseSequence(dY) with the same lengths (the reversal is its own inverse)"""
+    attrs = {name: ctx.attr(name) for name in ("batch_axis", "time_axis") if ctx.attr(name) is not None}
+    return _data_only(ctx, ctx.emit.op("ReverseSequence", ctx.dy, ctx.inputs[1], **attrs))
