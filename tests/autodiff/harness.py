@@ -95,7 +95,10 @@ def build_forward(case: Case, opset: int) -> onnx.ModelProto:
 
 
 def _output_type(case: Case, k: int) -> int:
-    """The element type of output ``k``: float, but for Cast's target type and MaxPool's Indices."""
+    """The element type of output ``k``: float, but for Cast's target type, MaxPool's Indices and what a
+    Scan's body gives."""
+    if case.op == "Scan":
+        return case.attrs["body"].output[k].type.tensor_type.elem_type
     if case.op == "Cast":
         return case.attrs.get("to", onnx.TensorProto.FLOAT)
     if case.op == "MaxPool" and k == 1:

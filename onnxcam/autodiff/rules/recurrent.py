@@ -1,9 +1,9 @@
-"""Gradient rules: recurrent layers (LSTM, GRU, RNN), differentiated through their unrolled form.
+"""Gradient rules: recurrent layers (LSTM, GRU, RNN), differentiated through their expanded form.
 
-The rule writes the node out over its time steps (:mod:`onnxcam.autodiff.recurrence`) in a
-small model of its own, whose inputs are the node's inputs and the incoming gradients, and runs
-the engine's backward on it; the nodes of both are then adopted into the rewrite. The sequence
-length must be static (it is once ``--input-shape`` fixes the input's width).
+The rule writes the node out as standard ops (:mod:`onnxcam.autodiff.recurrence`: a Scan over the
+time steps, so the sequence length may be dynamic) in a small model of its own, whose inputs are
+the node's inputs and the incoming gradients, and runs the engine's backward on it (the Scan
+rule for the recurrence); the nodes of both are then adopted into the rewrite.
 """
 
 from __future__ import annotations
@@ -12,17 +12,14 @@ import onnx
 from onnx import helper
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.autodiff.recurrence import (ACTIVATIONS, DEFAULT_ACTIVATIONS, Recurrence, RecurrentInputs, unroll)
+from onnxcam.autodiff.recurrence import ACTIVATIONS, DEFAULT_ACTIVATIONS, Recurrence, RecurrentInputs, expand
 from onnxcam.autodiff.registry import RuleContext, register
 from onnxcam.graph import GraphView
 
-_STATIC_STEPS_FIX = ("fix the input's width (the sequence length) with --input-shape, e.g. --input-shape 1x1x64x256, "
-                     "or re-export the model with static shapes")
 
-
-@register("LSTM", "GRU", "RNN", since=7)
+@register("LSTM", "GRU", "RNN", since=9)  # the Scan form needs Scan-9
 def recurrent(ctx: RuleContext):
-    """dX, dh₀, dc₀ (dW, dR, dB, dP too when they are activations): the backward of the op unrolled over its static time steps (forward states recomputed); all directions, sequence_lens, layouts, peepholes, clip; Sigmoid/Tanh/Relu activations"""
+    """dX, dh₀, dc₀ (dW, dR, dB, dP too when they are activations): the backward of the op written as a Scan over its steps; all directions, sequence_lens, layouts, peepholes, clip; Sigmoid/Tanh/Relu activations"""
     from onnxcam.autodiff.engine import emit_backward  # the engine imports the rule table, so not at module level
 
     spec = _recurrence(ctx)
@@ -32,8 +29,8 @@ def recurrent(ctx: RuleContext):
     typed_like = {name: name for name in ctx.inputs if name}
     typed_like.update({grad: ctx.outputs[k] for k, grad in seeds.items()})  # a gradient has its output's type
     sub = _sub_model(ctx, typed_like)
-    forward = Emitter(GraphView(sub, complete=False), prefix=f"{prefix}/unrolled")
-    outputs = unroll(forward, spec, inputs)
+    forward = Emitter(GraphView(sub, complete=False), prefix=f"{prefix}/expanded")
+    outputs = expand(forward, spec, inputs)
     sub.graph.node.extend(forward.nodes)
     sub.graph.initializer.extend(forward.initializers)
     sub.graph.output.extend(helper.make_empty_tensor_value_info(outputs[k]) for k in seeds)
@@ -55,20 +52,16 @@ def _recurrence(ctx: RuleContext) -> Recurrence:
     if direction not in ("forward", "reverse", "bidirectional"):
         ctx.fail(f"direction '{direction}' is not one of forward, reverse, bidirectional; the model is damaged")
     layout = int(ctx.attr("layout", 0))
-    x_shape = ctx.shape(ctx.inputs[0])
-    steps = None if x_shape is None or len(x_shape) != 3 else x_shape[layout]
-    if steps is None:
-        ctx.fail(f"the sequence length of its input '{ctx.inputs[0]}' is not static (its shape is {x_shape})",
-                 _STATIC_STEPS_FIX)
     hidden = ctx.attr("hidden_size") or (ctx.static_shape(ctx.inputs[2])[-1])
     if ctx.input(4) and "reverse" in directions and ctx.opset < 10:
         ctx.fail("a reverse direction with sequence_lens needs ReverseSequence (opset 10)",
                  "convert the model to opset 10 or later with onnx.version_converter")
     clip = ctx.attr("clip")
-    return Recurrence(op=op, hidden=int(hidden), steps=int(steps), directions=directions,
+    return Recurrence(op=op, hidden=int(hidden), directions=directions,
                       activations=_activations(ctx, len(directions)), layout=layout,
                       clip=None if clip is None else float(clip),
-                      linear_before_reset=bool(ctx.attr("linear_before_reset", 0)))
+                      linear_before_reset=bool(ctx.attr("linear_before_reset", 0)),
+                      weights_as_states=any(need for i, need in enumerate(ctx.needs) if i in (1, 2, 3, 7)))
 
 
 def _activations(ctx: RuleContext, directions: int) -> tuple[tuple[str, ...], ...]:
@@ -105,6 +98,6 @@ def _sub_model(ctx: RuleContext, typed_like: dict[str, str]) -> onnx.ModelProto:
         shape = view.shape(like)
         dims = None if shape is None else [d if d is not None else f"{like}_dim{i}" for i, d in enumerate(shape)]
         infos.append(helper.make_tensor_value_info(name, view.elem_type(like) or onnx.TensorProto.FLOAT, dims))
-    graph = helper.make_graph([], f"{ctx.node.name}_unrolled", infos, [])
-    # IR 4 at least: before it, initializers (the unrolled form's constants) had to be inputs too
+    graph = helper.make_graph([], f"{ctx.node.name}_expanded", infos, [])
+    # IR 4 at least: before it, initializers (the constants of the written-out form) had to be inputs too
     return helper.make_model(graph, opset_imports=list(view.model.opset_import), ir_version=max(view.model.ir_version, 4))

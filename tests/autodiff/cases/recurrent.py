@@ -73,6 +73,8 @@ for _op in ("LSTM", "GRU", "RNN"):
     _with_c = _op == "LSTM"
     _CASES_PER_OP += [
         _case(_op, "forward", opsets=(9, 14)),
+        _case(_op, "lens-initial-states", inputs=[X((T, N, I)), *_weights(_op), _LENS, _state(),
+                                                  *([_state()] if _with_c else [])], opsets=(10,)),
         _case(_op, "reverse", attrs=dict(direction="reverse")),
         _case(_op, "bidirectional", directions=2),
         _case(_op, "bidirectional-lens", directions=2,
@@ -84,7 +86,7 @@ for _op in ("LSTM", "GRU", "RNN"):
         _case(_op, "no-bias-y-only", inputs=[X((T, N, I)), *_weights(_op, bias=False)], outputs=1),
         _case(_op, "weights-as-inputs", inputs=[X((T, N, I)), X((1, {"LSTM": 4, "GRU": 3, "RNN": 1}[_op] * H, I)),
                                                   X((1, {"LSTM": 4, "GRU": 3, "RNN": 1}[_op] * H, H))]),
-        _case(_op, "clip", attrs=dict(clip=0.8), inputs=[X((T, N, I), low=-2, high=2), *_weights(_op)]),
+        _case(_op, "clip", attrs=dict(clip=0.8), inputs=[X((T, N, I), low=-2, high=2), *_weights(_op)], h=3e-4),
     ]
 
 CASES = [
