@@ -18,7 +18,7 @@ from onnxcam.autodiff import rules as _rules  # noqa: F401  (fills the rule tabl
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.registry import RuleContext, is_zero, lookup
 from onnxcam.errors import NotDifferentiableError, UnsupportedOpError
-from onnxcam.graph import GraphView, load_model
+from onnxcam.graph import GraphView, load_model, outer_names
 
 __all__ = ["backward", "emit_backward", "Gradients"]
 
@@ -78,7 +78,7 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
         if not any(out in grads for out in node.output):
             continue
         needs = [bool(name) and name in active for name in node.input]
-        if not any(needs):
+        if not any(needs) and not outer_names(node) & active:  # a subgraph's reads need its rule too
             continue
         _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides or {}, active)
 
@@ -136,14 +136,16 @@ def _op_label(node: onnx.NodeProto) -> str:
 
 
 def _active_tensors(view: GraphView, seeds: Mapping[str, str], wrt: Sequence[str]) -> set[str]:
-    """Float tensors that depend on some ``wrt`` and that some seeded tensor depends on."""
+    """Float tensors that depend on some ``wrt`` and that some seeded tensor depends on (what a node's
+    subgraphs read from outside counts as its input)."""
     for name in [*wrt, *seeds]:
         if name not in view.producers and name not in view.graph_inputs and name not in view.initializers:
             raise NotDifferentiableError(f"tensor '{name}' is not in the model")
+    reads = {id(node): [*node.input, *outer_names(node)] for node in view.nodes}
     downstream = set(wrt)
     for node in view.nodes:  # nodes are in topological order
         if is_zero(node.op_type):
             continue
-        if any(i in downstream for i in node.input if i):
+        if any(i in downstream for i in reads[id(node)] if i):
             downstream.update(o for o in node.output if o and view.is_float(o))
-    return downstream & view.ancestors(seeds)
+    return downstream & view.ancestors(seeds, inputs=lambda node: reads[id(node)])
