@@ -69,9 +69,10 @@ class Preprocess:
     def replace(self, **changes) -> Preprocess:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def describe(self) -> str:
+    def describe(self, channels: int | None = 3) -> str:
         size = "model's" if self.size is None else f"{self.size[0]}x{self.size[1]}"
-        return (f"{self.source}: {self.color}, size {size}, scale {self.scale:.6g}, "
+        colour = "grey" if channels == 1 else self.color
+        return (f"{self.source}: {colour}, size {size}, scale {self.scale:.6g}, "
                 f"mean {list(self.mean)}, std {list(self.std)}")
 
     def batch(self, images_bgr: Sequence[np.ndarray], size: tuple[int, int], layout: str,

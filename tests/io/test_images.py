@@ -11,7 +11,7 @@ def test_a_one_channel_model_gets_grey_images_normalised_with_the_average_mean_a
     settings = Preprocess(scale=1 / 255, mean=(0.4, 0.5, 0.6), std=(0.5, 0.5, 0.5))
     batch = settings.batch([image], (4, 6), "NCHW", channels=1)
     grey = cv2.cvtColor(cv2.resize(image, (6, 4), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-    assert batch.shape == (1, 1, 4, 6)
+    assert batch.shape == (1, 1, 4, 6) and ": grey, size" in settings.describe(channels=1)
     np.testing.assert_allclose(batch[0, 0], (grey / 255 - 0.5) / 0.5, atol=1e-6)
 
 

@@ -96,6 +96,9 @@ CASES = [
     _case("LSTM", "bidirectional-peepholes-initial-states", directions=2,
           inputs=[X((T, N, I)), *_weights("LSTM", 2), C(None), _state(2), _state(2),
                   C(_RNG.uniform(-0.5, 0.5, (2, 3 * H)).astype(np.float32))]),
+    _case("LSTM", "every-input-bidirectional", directions=2,  # as a float twin of DynamicQuantizeLSTM has them
+          inputs=[X((T, N, I)), *_weights("LSTM", 2), _LENS, _state(2), _state(2),
+                  C(_RNG.uniform(-0.5, 0.5, (2, 3 * H)).astype(np.float32))]),
     _case("GRU", "linear-before-reset", attrs=dict(linear_before_reset=1)),
     _case("GRU", "linear-before-reset-bidirectional-initial-state", directions=2, attrs=dict(linear_before_reset=1),
           inputs=[X((T, N, I)), *_weights("GRU", 2), C(None), _state(2)]),
