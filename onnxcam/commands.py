@@ -284,7 +284,7 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
         records = run_on_ray(images, names, job, planned, address, workers, batch_size, overwrite)
         return _finish(records, started, explainer, out, as_json)
     outputs = OutputSet(out, [*planned, "results.jsonl"], overwrite)
-    log.info("pre-processing %s", pre.describe())
+    log.info("pre-processing %s", pre.describe(explainer.input_channels))
 
     started = time.perf_counter()
     try:

@@ -105,6 +105,7 @@ def export(
     options = TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background))
     model = _load(source, input_shape)
     view = plan_view(model)
+    _declare_computed_output_shapes(model, view)
     plans = make_plans(view, _layer_specs(layer), score=score, layout=layout, output=output, task=task)
     plan = plans[0]
     chosen = get_method(resolve_method(method, plan.task.name))
@@ -147,6 +148,15 @@ def _load(source, input_shape) -> onnx.ModelProto:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
         model = fix_input_shape(model, dims)
     return model
+
+
+def _declare_computed_output_shapes(model: onnx.ModelProto, view: GraphView) -> None:
+    """Declare the computed shapes of outputs whose declarations the graph contradicts, so that the
+    explain model does not repeat the mistake (ONNX Runtime warns about it on every run)."""
+    for output in model.graph.output:
+        if output.name in view.misdeclared_outputs:
+            dims = [d if d is not None else f"{output.name}_dim{i}" for i, d in enumerate(view.symbolic_shape(output.name))]
+            output.CopyFrom(helper.make_tensor_value_info(output.name, view.elem_type(output.name), dims))
 
 
 def _check_options(method: Method, expose, fuse: str, target_inputs: str, for_runtime: bool) -> None:

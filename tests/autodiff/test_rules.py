@@ -10,13 +10,14 @@ import onnx
 import pytest
 
 from onnxcam.autodiff import RULES
-from tests.autodiff.cases import (activation, attention, conv, elementwise, linalg, norm, old_opsets, pool, reduce,
-                                  resize, shape)
+from tests.autodiff.cases import (activation, attention, control, conv, elementwise, linalg, norm, old_opsets, pool,
+                                  recurrent, reduce, resize, shape)
 from tests.autodiff.harness import X, build_forward, check_case, session
 
 CASES = [
     case
-    for module in (activation, attention, conv, elementwise, linalg, norm, old_opsets, pool, reduce, resize, shape)
+    for module in (activation, attention, control, conv, elementwise, linalg, norm, old_opsets, pool, recurrent, reduce,
+                   resize, shape)
     for case in module.CASES
 ]
 PARAMS = [pytest.param(case, opset, id=f"{case.label()}-opset{opset}") for case in CASES for opset in case.opsets]

@@ -3,6 +3,7 @@
 from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registrations)
     activation,
     attention,
+    control,
     conv,
     elementwise,
     linalg,
@@ -10,6 +11,7 @@ from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registra
     norm,
     pool,
     reduce,
+    recurrent,
     resize,
     shape,
 )
