@@ -278,9 +278,10 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
     log.info("pre-processing %s", pre.describe())
 
     started = time.perf_counter()
+    title = f"onnxcam run: {Path(model).name}" if report else None
     records = write_outputs(
         outputs, lambda: explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad),
-        explainer.cancel, report_title=f"onnxcam run: {Path(model).name}" if report else None, truth=truth)
+        explainer.cancel, lambda records: stage_results(outputs, records, title, truth))
     seconds = time.perf_counter() - started
     failed = [r for r in records if r["status"] != "ok"]
     _report(records, failed, seconds, explainer, out, as_json)
@@ -308,19 +309,12 @@ def _report(records, failed, seconds, explainer, out, as_json) -> None:
         click.echo(f"failed: {len(failed) - 5} more (see results.jsonl)", err=True)
 
 
-def write_outputs(outputs: OutputSet, work, cancel, report_title: str | None = None, truth=None,
-                  metrics: dict | None = None) -> list[dict]:
-    """Run ``work()`` (the records, its files staged) interruptibly, stage results.jsonl (and the HTML
-    report when ``report_title`` is given) and commit them all at once; the records."""
-    from onnxcam.report import write_report
-
+def write_outputs(outputs: OutputSet, work, cancel, stage):
+    """Run ``work()`` interruptibly (it stages its files), then ``stage(result)`` (the last files, such as
+    results.jsonl), and commit them all at once; ``work``'s result."""
     try:
-        records = run_interruptibly(work, cancel)
-        lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
-        write_atomically(outputs.path("results.jsonl"), lines)
-        if report_title is not None:
-            write_report(outputs.path(REPORT_NAME), records, outputs.out, truth=truth, title=report_title,
-                         metrics=metrics)
+        result = run_interruptibly(work, cancel)
+        stage(result)
         with signals_recorded() as deferred:  # a commit is finished once begun
             outputs.commit()
     except BaseException:
@@ -329,7 +323,17 @@ def write_outputs(outputs: OutputSet, work, cancel, report_title: str | None = N
     if deferred:
         click.echo(f"Error: interrupted by {signal.Signals(deferred[0]).name} after the outputs were written", err=True)
         raise click.exceptions.Exit(128 + deferred[0])
-    return records
+    return result
+
+
+def stage_results(outputs: OutputSet, records: list[dict], report_title: str | None = None, truth=None) -> None:
+    """Stage results.jsonl, and the HTML report of its records when ``report_title`` is given."""
+    from onnxcam.report import write_report
+
+    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
+    write_atomically(outputs.path("results.jsonl"), lines)
+    if report_title is not None:
+        write_report(outputs.path(REPORT_NAME), records, outputs.out, truth=truth, title=report_title)
 
 
 def check_model_file(model) -> None:
