@@ -14,7 +14,7 @@ from onnxcam.commands import check_model_file, preprocessing, run_interruptibly,
 from onnxcam.contract import is_explain_model
 from onnxcam.errors import OnnxCamError
 from onnxcam.evaluation.perturb import ROAD_FRACTIONS, VariantPlan
-from onnxcam.evaluation.runner import EvalInputs, evaluate_method, random_reference
+from onnxcam.evaluation.runner import DELETION_SUBSTRATES, EvalInputs, evaluate_method, random_reference
 from onnxcam.evaluation.sanity import THRESHOLD
 from onnxcam.evaluation.summary import report_metrics, text_table
 from onnxcam.io.annotations import read_boxes
@@ -38,13 +38,15 @@ log = logging.getLogger("onnxcam")
                    f"{THRESHOLD}).")
 @click.option("--curve-steps", type=click.IntRange(2), default=20, show_default=True,
               help="Points of the deletion and insertion curves after the first (1/K of the pixels each).")
+@click.option("--deletion-to", type=click.Choice(DELETION_SUBSTRATES), default="blur", show_default=True,
+              help="What deleted pixels become: the blurred image, a black image or zeros (after pre-processing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON document on stdout.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Also write OUTDIR/eval.json and OUTDIR/index.html (the report's evaluation section).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 def eval_command(model, inputs, methods, labels_file, batch_size, provider, passes_batch, boxes_file, sanity,
-                 curve_steps, as_json, out_dir, overwrite, labels, preset, size, color, scale, mean, std, layer, task,
-                 score, layout, input_shape, output_name, threshold, blank, background):
+                 curve_steps, deletion_to, as_json, out_dir, overwrite, labels, preset, size, color, scale, mean, std,
+                 layer, task, score, layout, input_shape, output_name, threshold, blank, background):
     """Score how faithful each method's maps are on the images INPUTS (a classifier MODEL).
 
     Deletion and insertion AUCs, Average Drop and Increase in Confidence, ROAD (most and least
@@ -73,7 +75,7 @@ def eval_command(model, inputs, methods, labels_file, batch_size, provider, pass
 
     def work():
         first = next(iter(explainers.values()))
-        inputs_ = EvalInputs(first, images, batch_size, truth, boxes)
+        inputs_ = EvalInputs(first, images, batch_size, truth, boxes, deletion_to)
         quiet = log.getEffectiveLevel() > logging.INFO
         results = []
         with click.progressbar(length=(len(chosen) + 1) * len(images) * plan.count, label="evaluating",
@@ -82,7 +84,7 @@ def eval_command(model, inputs, methods, labels_file, batch_size, provider, pass
                 results.append(evaluate_method(explainers[method], inputs_, plan, bar.update,
                                                explainer_for if sanity else None, plain).as_dict())
             results.append(random_reference(first, inputs_, plan, bar.update).as_dict())
-        return _document(model, images, plan, results, truth is not None)
+        return _document(model, images, plan, results, truth is not None, deletion_to)
 
     def cancel():
         for explainer in explainers.values():
@@ -100,11 +102,13 @@ def eval_command(model, inputs, methods, labels_file, batch_size, provider, pass
             click.echo(note)
 
 
-def _document(model, images, plan: VariantPlan, methods: list[dict], true_targets: bool) -> dict:
+def _document(model, images, plan: VariantPlan, methods: list[dict], true_targets: bool, deletion_to: str) -> dict:
+    substrate = {"blur": "a blurred copy", "black": "a black image", "zero": "zeros"}[deletion_to]
     return {"model": str(model), "images": len(images), "targets": "true labels" if true_targets else "top-1 class",
-            "curve_steps": plan.steps, "road_fractions": list(ROAD_FRACTIONS), "methods": methods,
+            "curve_steps": plan.steps, "deletion_to": deletion_to, "road_fractions": list(ROAD_FRACTIONS),
+            "methods": methods,
             "notes": [f"targets: the {'true labels' if true_targets else 'top-1 class'}; probabilities of the target "
-                      f"class; deletion to a black image, insertion from a blurred one, {plan.steps} steps; ROAD at "
+                      f"class; deletion to {substrate}, insertion from a blurred copy, {plan.steps} steps; ROAD at "
                       f"{', '.join(f'{f:g}' for f in ROAD_FRACTIONS)} of the pixels; ms/image = the maps' cost; "
                       "random map = i.i.d. uniform maps, the reference a method must beat"]}
 

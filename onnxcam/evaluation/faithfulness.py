@@ -46,12 +46,13 @@ def target_probabilities(scores: np.ndarray, targets: np.ndarray, activation: st
     return probabilities[np.arange(len(targets)), targets]
 
 
-def perturbation_probabilities(images: np.ndarray, cams: np.ndarray, baseline: np.ndarray, targets: np.ndarray,
-                               layout: str, plan: VariantPlan, probability: Probability, passes_batch: int,
-                               progress: Callable[[int], None] = lambda n: None) -> np.ndarray:
-    """(N, plan.count) target probabilities of every variant of every image (model-input batches)."""
-    base = to_hwc(baseline[0], layout)
-    perturbations = [Perturbations(to_hwc(image, layout), cam, base, plan, seed=i)
+def perturbation_probabilities(images: np.ndarray, cams: np.ndarray, substrate: np.ndarray | None,
+                               targets: np.ndarray, layout: str, plan: VariantPlan, probability: Probability,
+                               passes_batch: int, progress: Callable[[int], None] = lambda n: None) -> np.ndarray:
+    """(N, plan.count) target probabilities of every variant of every image (model-input batches);
+    ``substrate`` (1, ...): what deleted pixels become (None: each image blurred)."""
+    base = None if substrate is None else to_hwc(substrate[0], layout)
+    perturbations = [Perturbations(to_hwc(image, layout), cam, plan, base, seed=i)
                      for i, (image, cam) in enumerate(zip(images, cams))]
     out = np.empty((len(images), plan.count), np.float64)
     for rows, variants in variant_batches(len(images), plan.count, passes_batch):

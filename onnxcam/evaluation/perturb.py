@@ -3,8 +3,11 @@
 All happen in the model's input space (the pre-processed image), pixels ranked by the map
 (most salient first, ties in raster order):
 
-* deletion step k of K: the first round(k·P/K) pixels of the P set to the baseline (a black
-  image through the pre-processing), so step 0 is the image itself;
+* deletion step k of K: the first round(k·P/K) pixels of the P replaced by the *substrate*, so
+  step 0 is the image itself. The default substrate is the blurred image; a constant one (a black
+  image through the pre-processing, or zeros) is RISE's, but pixel-wise removal to a constant
+  sprinkles salt noise no training image had, and on the demo a random map's removal then
+  drops the probability as fast as Grad-CAM's (the README shows both);
 * insertion step k: those pixels copied onto a blurred copy of the image (Gaussian, σ = 2.2 %
   of the larger side; Petsiuk et al.'s σ = 5 px at 224 px);
 * the image multiplied by the map (Average Drop, Increase in Confidence);
@@ -71,12 +74,15 @@ def blurred(image: np.ndarray) -> np.ndarray:
 class Perturbations:
     """Variant j of one (H, W, C) model-input image under its (H, W) map; see :class:`VariantPlan`."""
 
-    def __init__(self, image: np.ndarray, cam: np.ndarray, baseline: np.ndarray, plan: VariantPlan, seed: int = 0,
-                 start: np.ndarray | None = None):
-        """``start``: insertion's starting image (default: the image blurred)."""
-        self.image, self.cam, self.baseline, self.plan = image, cam, baseline, plan
+    def __init__(self, image: np.ndarray, cam: np.ndarray, plan: VariantPlan, substrate: np.ndarray | None = None,
+                 seed: int = 0, start: np.ndarray | None = None):
+        """``substrate``: what deleted pixels become, ``start``: insertion's first image (both default to
+        the image blurred)."""
+        self.image, self.cam, self.plan = image, cam, plan
         self.order = np.argsort(-cam.ravel(), kind="stable")
-        self._start = start if start is not None else blurred(image)
+        self._blurred = blurred(image) if substrate is None or start is None else None
+        self._substrate = substrate if substrate is not None else self._blurred
+        self._start = start if start is not None else self._blurred
         self._seed = seed
 
     def _top(self, fraction: float, least: bool = False) -> np.ndarray:
@@ -90,7 +96,7 @@ class Perturbations:
     def variant(self, j: int) -> np.ndarray:
         plan = self.plan
         if j < plan.insertion.start:
-            return np.where(self._top(j / plan.steps)[..., None], self.baseline, self.image)
+            return np.where(self._top(j / plan.steps)[..., None], self._substrate, self.image)
         if j < plan.masked:
             k = j - plan.insertion.start
             return np.where(self._top(k / plan.steps)[..., None], self.image, self._start)

@@ -15,14 +15,14 @@ from onnxcam.evaluation.perturb import VariantPlan
 from onnxcam.evaluation.sanity import sanity_check
 from onnxcam.methods import get_method
 
-__all__ = ["EvalInputs", "evaluate_method", "random_reference", "score_maps", "truth_targets", "object_masks", "maps",
+__all__ = ["DELETION_SUBSTRATES", "EvalInputs", "evaluate_method", "random_reference", "score_maps", "truth_targets", "object_masks", "maps",
            "RANDOM"]
 
 
 class EvalInputs:
     """The images as the model takes them, their targets and, where boxes are given, object masks."""
 
-    def __init__(self, explainer, paths, batch_size: int, truth=None, boxes=None):
+    def __init__(self, explainer, paths, batch_size: int, truth=None, boxes=None, deletion_to: str = "blur"):
         if explainer.task != "classification":
             raise OnnxCamError(f"eval scores the target class's probability, so it needs a classifier; this model's "
                                f"task is {explainer.task}")
@@ -32,14 +32,26 @@ class EvalInputs:
         self.targets = truth_targets(explainer, paths, truth) if truth is not None else \
             maps(explainer, self.batch, None, batch_size)[1]
         self.masks = object_masks(paths, decoded, self.batch.shape, self.layout, boxes) if boxes is not None else None
-        height, width = self.size
-        self.baseline = explainer.preprocess.batch([np.zeros((height, width, 3), np.uint8)], (height, width),
-                                                   self.layout)
+        self.substrate = substrate(explainer, self.batch, self.size, deletion_to)
 
     @property
     def size(self) -> tuple[int, int]:
         shape = self.batch.shape
         return (shape[2], shape[3]) if self.layout == "NCHW" else (shape[1], shape[2])
+
+
+DELETION_SUBSTRATES = ("blur", "black", "zero")
+
+
+def substrate(explainer, batch: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarray | None:
+    """What deleted pixels become: None (each image blurred), a pre-processed black image, or zeros."""
+    if kind not in DELETION_SUBSTRATES:
+        raise OnnxCamError(f"unknown deletion substrate '{kind}'; choose one of: {', '.join(DELETION_SUBSTRATES)}")
+    if kind == "blur":
+        return None
+    if kind == "zero":
+        return np.zeros_like(batch[:1])
+    return explainer.preprocess.batch([np.zeros((*size, 3), np.uint8)], size, explainer.layout)
 
 
 def truth_targets(explainer, paths, truth) -> np.ndarray:
@@ -98,7 +110,7 @@ def score_maps(name: str, cams: np.ndarray, explainer, inputs: EvalInputs, plan:
         return target_probabilities(explainer.forward_scores(images), targets, contract.output_activation,
                                     contract.score)
 
-    probabilities = perturbation_probabilities(inputs.batch, cams, inputs.baseline, inputs.targets, inputs.layout,
+    probabilities = perturbation_probabilities(inputs.batch, cams, inputs.substrate, inputs.targets, inputs.layout,
                                                plan, probability, explainer.run_options.passes_batch, progress)
     masks = inputs.masks or [None] * len(cams)
     per_image = [image_scores(p, plan, c, m) for p, c, m in zip(probabilities, cams, masks)]

@@ -31,7 +31,7 @@ def test_curve_auc_is_the_trapezoid_rule():
 def test_deletion_and_insertion_aucs_on_a_known_model(cam, deletion_auc):
     image = np.ones((1, 1, 8, 8), np.float32)
     baseline = np.zeros_like(image)
-    perturbation = Perturbations(image[0].transpose(1, 2, 0), cam, baseline[0].transpose(1, 2, 0), PLAN,
+    perturbation = Perturbations(image[0].transpose(1, 2, 0), cam, PLAN, baseline[0].transpose(1, 2, 0),
                                  start=np.zeros((8, 8, 1), np.float32))
     deletion = np.array([probability(perturbation.variant(j).transpose(2, 0, 1)[None], None)[0]
                          for j in range(PLAN.steps + 1)])
@@ -71,7 +71,7 @@ def test_road_imputes_removed_pixels_from_their_neighbours():
     ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (32, 1))[..., None]
     cam = np.zeros((32, 32), np.float32)
     cam[12:20, 12:20] = 1.0
-    perturbation = Perturbations(ramp, cam, np.zeros_like(ramp), VariantPlan(steps=4, road_fractions=(64 / 1024,)))
+    perturbation = Perturbations(ramp, cam, VariantPlan(steps=4, road_fractions=(64 / 1024,)))
     imputed = perturbation.variant(perturbation.plan.road_morf.start)
     removed = cam > 0
     assert np.abs(imputed[removed] - ramp[removed]).max() < 0.08  # a smooth image is recovered, with noise
