@@ -1,0 +1,98 @@
+"""The report, compare and eval commands on the demo model: files, JSON, messages and exit codes."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.report.records import detection_folder
+from tests.targets import task_nets as nets
+from tests.test_cli import assert_one_line_error, invoke
+from tests.test_cli_tasks import _save
+
+
+def test_run_report_writes_the_page_with_the_run(demo_model, demo_images, tmp_path):
+    plain, reported = tmp_path / "plain", tmp_path / "reported"
+    assert invoke("run", demo_model, demo_images[0], "-o", plain).exit_code == 0
+    assert not (plain / "index.html").exists()
+    result = invoke("run", demo_model, *demo_images[:2], "-o", reported, "--report")
+    assert result.exit_code == 0, result.output
+    page = (reported / "index.html").read_text()
+    assert "circle_1.overlay.png" in page and "../../" not in page.split("report-data")[0]
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_report_command_on_an_existing_folder(tmp_path):
+    out = detection_folder(tmp_path)
+    result = invoke("report", out)
+    assert result.exit_code == 0 and "4 record(s)" in result.output, result.output
+    assert "street.box2.overlay.png" in (out / "index.html").read_text()
+    assert_one_line_error(invoke("report", out), "index.html", "--overwrite")
+    assert invoke("report", out, "--overwrite", "--title", "mine").exit_code == 0
+    assert "<title>mine</title>" in (out / "index.html").read_text()
+
+
+def test_report_command_refuses_a_folder_without_results(tmp_path):
+    assert_one_line_error(invoke("report", tmp_path), "results.jsonl")
+    (tmp_path / "results.jsonl").write_text("{not json\n")
+    assert_one_line_error(invoke("report", tmp_path), "line 1", "not JSON")
+
+
+def test_compare_writes_each_methods_maps_and_one_page(demo_model, demo_images, tmp_path):
+    out = tmp_path / "cmp"
+    result = invoke("compare", demo_model, *demo_images[:3], "--methods", "gradcam,layercam", "-o", out)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["method"], r["overlay"]) for r in records)[:2] == [
+        ("gradcam", "circle_1.gradcam.overlay.png"), ("gradcam", "cross_1.gradcam.overlay.png")]
+    assert len(records) == 6 and all((out / r["overlay"]).is_file() and (out / r["heatmap"]).is_file() for r in records)
+    page = (out / "index.html").read_text()
+    assert "circle_1.layercam.overlay.png" in page and page.count('"name":"circle_1.png"') == 1  # one grid per image
+
+
+@pytest.mark.parametrize("methods, fragment", [("gradcam,nope", "unknown method 'nope'"),
+                                               ("gradcam,gradcam", "twice"), (",", "empty")])
+def test_compare_refuses_bad_methods_and_writes_nothing(demo_model, demo_images, tmp_path, methods, fragment):
+    out = tmp_path / "cmp"
+    assert_one_line_error(invoke("compare", demo_model, demo_images[0], "--methods", methods, "-o", out), fragment)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_eval_json_table_and_truth(demo_model, demo_images, tmp_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("".join(f"{p.name},{p.stem.split('_')[0]}\n" for p in demo_images))
+    boxes = tmp_path / "boxes.csv"
+    sizes = {p.name: cv2.imread(str(p)).shape for p in demo_images}
+    boxes.write_text("image,x0,y0,x1,y1\n" + "".join(f"{name},0,0,{w},{h}\n" for name, (h, w, _) in sizes.items()))
+    result = invoke("-q", "eval", demo_model, *demo_images, "--methods", "gradcam,xgradcam", "--labels-file", truth,
+                    "--boxes", boxes, "--curve-steps", "5", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output.strip().splitlines()[-1])
+    assert document["targets"] == "true labels" and document["images"] == len(demo_images)
+    methods = {m["method"]: m for m in document["methods"]}
+    assert list(methods) == ["gradcam", "xgradcam", "random map"]
+    assert methods["gradcam"]["pointing_game"] == 1.0  # the boxes cover the whole image
+    assert len(methods["gradcam"]["deletion_curve"]) == 6 and methods["gradcam"]["sanity_spearman"] is None
+    table = invoke("-q", "eval", demo_model, demo_images[0], "--curve-steps", "3")
+    assert table.exit_code == 0 and "deletion AUC" in table.output and "random map" in table.output
+
+
+def test_eval_errors_are_one_line(demo_model, demo_images, tmp_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("other.png,circle\n")
+    assert_one_line_error(invoke("eval", demo_model, demo_images[0], "--labels-file", truth), "no line for")
+    truth.write_text(f"{demo_images[0].name},giraffe\n")
+    assert_one_line_error(invoke("eval", demo_model, demo_images[0], "--labels-file", truth), "giraffe")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(f"{demo_images[0].name},5,5,1,1\n")
+    assert_one_line_error(invoke("eval", demo_model, demo_images[0], "--boxes", boxes), "empty")
+    boxes.write_text(f"{demo_images[0].name},5,5\n")
+    assert_one_line_error(invoke("eval", demo_model, demo_images[0], "--boxes", boxes), "fields")
+
+
+def test_eval_refuses_a_model_that_is_not_a_classifier(tmp_path):
+    model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.full((32, 32, 3), 128, np.uint8))
+    assert_one_line_error(invoke("eval", model, image, "--preset", "unit"), "needs a classifier", "dense")
