@@ -16,6 +16,10 @@ from tests.report.chromium import file_url
 from tests.report.records import classification_folder, detection_folder
 
 SHOWN_IMAGES = "Array.from(document.querySelectorAll('#cards img')).map(i => i.src)"
+# loads every (lazy) image of the page and says whether all decoded
+ALL_IMAGES_DECODE = ("Promise.all(Array.from(document.images).map(i => { i.loading = 'eager'; return i.complete ? 0 : "
+                     "new Promise(done => { i.onload = i.onerror = done; }); }))"
+                     ".then(() => Array.from(document.images).every(i => i.naturalWidth > 0))")
 
 
 def select(page, element_id: str, value: str) -> None:
@@ -52,12 +56,10 @@ def test_demo_report_loads_filters_and_renders(browser, demo_model, demo_images,
                                       "--labels-file", str(truth)])
     assert result.exit_code == 0, result.output
     page = browser.page(file_url(out / "index.html"))
-    page.evaluate("Array.from(document.images).forEach(i => i.loading = 'eager')")
-    time.sleep(0.3)
+    assert page.evaluate(ALL_IMAGES_DECODE)
     assert_clean(page, out)
     names = [p.name for p in demo_images]
     assert shown(page) == names
-    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     select(page, "cls", "triangle")
     assert shown(page) == [n for n in names if n.startswith("triangle")]
     select(page, "cls", "")
