@@ -74,6 +74,13 @@ def test_eval_json_table_and_truth(demo_model, demo_images, tmp_path):
     assert list(methods) == ["gradcam", "xgradcam", "random map"]
     assert methods["gradcam"]["pointing_game"] == 1.0  # the boxes cover the whole image
     assert len(methods["gradcam"]["deletion_curve"]) == 6 and methods["gradcam"]["sanity_spearman"] is None
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    cv2.imwrite(str(masks / demo_images[0].with_suffix(".png").name), np.zeros((8, 8), np.uint8))  # no object
+    cv2.imwrite(str(masks / demo_images[1].with_suffix(".png").name), np.full((8, 8), 255, np.uint8))  # all object
+    masked = invoke("-q", "eval", demo_model, *demo_images[:2], "--masks", masks, "--curve-steps", "3", "--json")
+    gradcam = json.loads(masked.output.strip().splitlines()[-1])["methods"][0]
+    assert gradcam["pointing_game"] == 1.0 and gradcam["energy_pointing_game"] == 1.0  # only the second image counts
     table = invoke("-q", "eval", demo_model, demo_images[0], "--curve-steps", "3")
     assert table.exit_code == 0 and "deletion AUC" in table.output and "random map" in table.output
 
@@ -89,6 +96,7 @@ def test_eval_errors_are_one_line(demo_model, demo_images, tmp_path):
     assert_one_line_error(invoke("eval", demo_model, demo_images[0], "--boxes", boxes), "empty")
     boxes.write_text(f"{demo_images[0].name},5,5\n")
     assert_one_line_error(invoke("eval", demo_model, demo_images[0], "--boxes", boxes), "fields")
+    assert_one_line_error(invoke("eval", demo_model, demo_images[0], "--masks", tmp_path / "none"), "masks folder")
 
 
 def test_eval_refuses_a_model_that_is_not_a_classifier(tmp_path):

@@ -17,7 +17,7 @@ from onnxcam.evaluation.perturb import ROAD_FRACTIONS, VariantPlan
 from onnxcam.evaluation.runner import DELETION_SUBSTRATES, EvalInputs, evaluate_method, random_reference
 from onnxcam.evaluation.sanity import THRESHOLD
 from onnxcam.evaluation.summary import report_metrics, text_table
-from onnxcam.io.annotations import read_boxes
+from onnxcam.io.annotations import MaskFolder, read_boxes
 from onnxcam.io.files import OutputSet, write_atomically
 from onnxcam.io.images import collect_images
 from onnxcam.methodset import build_explainers, parse_methods, read_truth_option, shared_options
@@ -33,6 +33,8 @@ log = logging.getLogger("onnxcam")
 @shared_options("gradcam")
 @click.option("--boxes", "boxes_file", type=click.Path(dir_okay=False), default=None, metavar="BOXES.csv",
               help="Object boxes, image,x0,y0,x1,y1 lines in the image's pixels: adds the pointing games.")
+@click.option("--masks", "masks_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Object masks DIR/NAME.png for the images NAME.* (non-zero = object): adds the pointing games.")
 @click.option("--sanity", is_flag=True,
               help="Also run the model-randomisation check (maps from random weights; Spearman's ρ, FAIL above "
                    f"{THRESHOLD}).")
@@ -44,13 +46,13 @@ log = logging.getLogger("onnxcam")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Also write OUTDIR/eval.json and OUTDIR/index.html (the report's evaluation section).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
-def eval_command(model, inputs, methods, labels_file, batch_size, provider, passes_batch, boxes_file, sanity,
-                 curve_steps, deletion_to, as_json, out_dir, overwrite, labels, preset, size, color, scale, mean, std,
-                 layer, task, score, layout, input_shape, output_name, threshold, blank, background):
+def eval_command(model, inputs, methods, labels_file, batch_size, provider, passes_batch, boxes_file, masks_dir,
+                 sanity, curve_steps, deletion_to, as_json, out_dir, overwrite, labels, preset, size, color, scale,
+                 mean, std, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
     """Score how faithful each method's maps are on the images INPUTS (a classifier MODEL).
 
     Deletion and insertion AUCs, Average Drop and Increase in Confidence, ROAD (most and least
-    relevant first), pointing games with --boxes, the randomisation check with --sanity. Targets:
+    relevant first), pointing games with --boxes or --masks, the randomisation check with --sanity. Targets:
     the true labels of --labels-file, else the top-1 class.
     """
     from onnxcam.graph import load_model
@@ -61,6 +63,7 @@ def eval_command(model, inputs, methods, labels_file, batch_size, provider, pass
     images = collect_images(inputs, exclude=out)
     truth = read_truth_option(labels_file)
     boxes = read_boxes(boxes_file) if boxes_file else None
+    masks = MaskFolder(masks_dir) if masks_dir else None
     plain = load_model(model)
     if is_explain_model(plain):
         raise OnnxCamError(f"'{model}' is an explain model; eval exports each method itself: give the plain model")
@@ -75,7 +78,7 @@ def eval_command(model, inputs, methods, labels_file, batch_size, provider, pass
 
     def work():
         first = next(iter(explainers.values()))
-        inputs_ = EvalInputs(first, images, batch_size, truth, boxes, deletion_to)
+        inputs_ = EvalInputs(first, images, batch_size, truth, boxes, deletion_to, masks)
         quiet = log.getEffectiveLevel() > logging.INFO
         results = []
         with click.progressbar(length=(len(chosen) + 1) * len(images) * plan.count, label="evaluating",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from onnxcam.errors import OnnxCamError, TargetError
+from onnxcam.errors import InputError, OnnxCamError, TargetError
 from onnxcam.evaluation.faithfulness import (MethodScores, image_scores, perturbation_probabilities,
                                               target_probabilities)
 from onnxcam.evaluation.perturb import VariantPlan
@@ -20,9 +20,10 @@ __all__ = ["DELETION_SUBSTRATES", "EvalInputs", "evaluate_method", "random_refer
 
 
 class EvalInputs:
-    """The images as the model takes them, their targets and, where boxes are given, object masks."""
+    """The images as the model takes them, their targets and, where boxes or masks are given, object masks."""
 
-    def __init__(self, explainer, paths, batch_size: int, truth=None, boxes=None, deletion_to: str = "blur"):
+    def __init__(self, explainer, paths, batch_size: int, truth=None, boxes=None, deletion_to: str = "blur",
+                 masks=None):
         if explainer.task != "classification":
             raise OnnxCamError(f"eval scores the target class's probability, so it needs a classifier; this model's "
                                f"task is {explainer.task}")
@@ -31,7 +32,8 @@ class EvalInputs:
         self.layout = explainer.layout
         self.targets = truth_targets(explainer, paths, truth) if truth is not None else \
             maps(explainer, self.batch, None, batch_size)[1]
-        self.masks = object_masks(paths, decoded, self.batch.shape, self.layout, boxes) if boxes is not None else None
+        given = boxes is not None or masks is not None
+        self.masks = object_masks(paths, decoded, self.batch.shape, self.layout, boxes, masks) if given else None
         self.substrate = substrate(explainer, self.batch, self.size, deletion_to)
 
     @property
@@ -72,22 +74,29 @@ def truth_targets(explainer, paths, truth) -> np.ndarray:
     return np.array(targets, np.int64)
 
 
-def object_masks(paths, decoded, shape, layout, boxes) -> list[np.ndarray | None]:
-    """Per image a boolean mask at the model input's size of its boxes (given in the image's pixels)."""
+def object_masks(paths, decoded, shape, layout, boxes=None, masks=None) -> list[np.ndarray | None]:
+    """Per image a boolean object mask at the model input's size, from its boxes (in the image's
+    pixels) and its mask file; None where it has neither."""
     height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
-    masks = []
+    found = []
     for path, image in zip(paths, decoded):
-        found = boxes.lookup(str(path))
-        if not found:
-            masks.append(None)
-            continue
-        sy, sx = height / image.shape[0], width / image.shape[1]
         mask = np.zeros((height, width), np.uint8)
-        for x0, y0, x1, y1 in found:
+        sy, sx = height / image.shape[0], width / image.shape[1]
+        for x0, y0, x1, y1 in (boxes.lookup(str(path)) or []) if boxes is not None else []:
             cv2.rectangle(mask, (int(x0 * sx), int(y0 * sy)), (int(np.ceil(x1 * sx)) - 1, int(np.ceil(y1 * sy)) - 1),
                           1, thickness=-1)
-        masks.append(mask.astype(bool))
-    return masks
+        mask_file = masks.lookup(str(path)) if masks is not None else None
+        if mask_file is not None:
+            mask |= cv2.resize(_read_mask(mask_file), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        found.append(mask.astype(bool) if mask.any() else None)
+    return found
+
+
+def _read_mask(path) -> np.ndarray:
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise InputError(f"cannot read object mask '{path}'; give a PNG whose non-zero pixels are the object")
+    return mask
 
 
 def maps(explainer, batch: np.ndarray, targets, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

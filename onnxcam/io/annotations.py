@@ -3,7 +3,8 @@
 ``truth.csv`` has one ``image,label`` line per image; ``boxes.csv`` one ``image,x0,y0,x1,y1``
 line per object box (several lines per image allowed), in the image file's pixels. A header
 line is allowed in both. ``image`` is the path as given to onnxcam or just the file name; an
-:class:`Annotations` lookup tries the path, then the name.
+:class:`Annotations` lookup tries the path, then the name. Object masks are a folder of PNGs,
+``NAME.png`` for the image ``NAME.*`` (any size; non-zero pixels are the object).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from onnxcam.errors import InputError
 
-__all__ = ["Annotations", "read_truth", "read_boxes"]
+__all__ = ["Annotations", "MaskFolder", "read_truth", "read_boxes"]
 
 MAX_BYTES = 64 << 20
 
@@ -80,3 +81,16 @@ def read_boxes(path: str | Path) -> Annotations:
                              "give x0 < x1 and y0 < y1")
         boxes.setdefault(image, []).append((x0, y0, x1, y1))
     return boxes
+
+
+class MaskFolder:
+    """Object masks ``FOLDER/NAME.png`` for the images ``NAME.*``."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise InputError(f"masks folder '{folder}' does not exist; give a folder of NAME.png object masks")
+        self._files = {p.stem: p for p in self.folder.glob("*.png")}
+
+    def lookup(self, image: str) -> Path | None:
+        return self._files.get(Path(image).stem)
