@@ -262,7 +262,7 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
     check_model_file(model)
     out = Path(out_dir)
     images = collect_images(inputs, exclude=out)
-    names = output_names(images)
+    names = _output_names(images)
     truth = read_truth(labels_file) if labels_file else None
     pre = preprocessing(model, labels, preset, size, color, scale, mean, std)
     explainer = run_interruptibly(lambda: Explainer(
@@ -280,7 +280,7 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
     started = time.perf_counter()
     title = f"onnxcam run: {Path(model).name}" if report else None
     records = write_outputs(
-        outputs, lambda: explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad),
+        outputs, lambda: _explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad),
         explainer.cancel, lambda records: stage_results(outputs, records, title, truth))
     seconds = time.perf_counter() - started
     failed = [r for r in records if r["status"] != "ok"]
@@ -341,7 +341,7 @@ def check_model_file(model) -> None:
         raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
 
 
-def explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad) -> list[dict]:
+def _explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad) -> list[dict]:
     quiet = log.getEffectiveLevel() > logging.INFO
     records = []
     with click.progressbar(length=len(images), label="explaining", file=sys.stderr,
@@ -506,7 +506,7 @@ class Interrupted(click.exceptions.Exit):
         click.echo(f"Error: interrupted by {signal.Signals(signum).name}; nothing was written", err=True)
 
 
-def output_names(images: list[Path]) -> dict[Path, str]:
+def _output_names(images: list[Path]) -> dict[Path, str]:
     """A unique file stem per image (the image's stem, suffixed when two share one)."""
     names, used = {}, set()
     for path in images:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from onnxcam.commands import check_model_file, explain_all, output_names, preprocessing, stage_results, write_outputs
+from onnxcam.commands import (_explain_all, _output_names, check_model_file, preprocessing, stage_results,
+                              write_outputs)
 from onnxcam.errors import InputError, OutputError
 from onnxcam.io.files import OutputSet
 from onnxcam.io.images import collect_images
@@ -76,7 +77,7 @@ def compare(model, inputs, methods, labels_file, batch_size, provider, passes_ba
     chosen = parse_methods(methods)
     out = Path(out_dir)
     images = collect_images(inputs, exclude=out)
-    names = output_names(images)
+    names = _output_names(images)
     truth = read_truth_option(labels_file)
     pre = preprocessing(model, labels, preset, size, color, scale, mean, std)
     explainers = build_explainers(model, chosen, pre, provider, passes_batch, layer, task, score, layout, input_shape,
@@ -87,7 +88,7 @@ def compare(model, inputs, methods, labels_file, batch_size, provider, passes_ba
     outputs = OutputSet(out, [*planned, "results.jsonl", REPORT_NAME], overwrite)
 
     def work():
-        return [record for method in chosen for record in explain_all(
+        return [record for method in chosen for record in _explain_all(
             explainers[method], writers[method], images, stems[method], outputs.staging, {"target": None},
             batch_size, skip_bad)]
 
