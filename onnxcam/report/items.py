@@ -108,8 +108,6 @@ def _fmt(value) -> str:
 def _relative(image: str, out_dir: Path) -> str:
     """The original image's path from the report's folder, URL-quoted (the page shows it by relative path)."""
     try:
-        path = os.path.relpath(Path(image).resolve(), out_dir.resolve())
-    except ValueError:  # another drive (Windows)
-        path = Path(image).resolve().as_uri()
-        return path
-    return quote(Path(path).as_posix())
+        return quote(Path(os.path.relpath(Path(image).resolve(), out_dir.resolve())).as_posix())
+    except ValueError:  # on another drive (Windows): no relative path exists
+        return Path(image).resolve().as_uri()
