@@ -1,4 +1,4 @@
-"""The report, compare and eval commands on the demo model and the zoo classifier: files, JSON, messages, exit codes."""
+"""report, compare and eval on the demo model and the zoo classifier: files, JSON, messages, exit codes."""
 
 import json
 import sys
