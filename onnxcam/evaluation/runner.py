@@ -15,8 +15,8 @@ from onnxcam.evaluation.perturb import VariantPlan
 from onnxcam.evaluation.sanity import sanity_check
 from onnxcam.methods import get_method
 
-__all__ = ["DELETION_SUBSTRATES", "EvalInputs", "evaluate_method", "random_reference", "score_maps", "truth_targets", "object_masks", "maps",
-           "RANDOM"]
+__all__ = ["DELETION_SUBSTRATES", "EvalInputs", "evaluate_method", "random_reference", "score_maps", "truth_targets",
+           "object_masks", "maps", "RANDOM"]
 
 
 class EvalInputs:

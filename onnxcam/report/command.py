@@ -62,7 +62,8 @@ def read_metrics(out: Path) -> dict | None:
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Top-k classes to report per image.")
 @click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity in overlays.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Heatmap opacity in overlays.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--skip-bad", is_flag=True, help="Record an image that cannot be explained and go on (exit code 1).")
 def compare(model, inputs, methods, labels_file, batch_size, provider, passes_batch, out_dir, topk, colormap, alpha,

@@ -46,7 +46,8 @@ class Browser:
             [executable, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--allow-file-access-from-files",
              f"--window-size={width},{height}", f"--user-data-dir={self._profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=wire_fds, pass_fds=(3, 4))
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=wire_fds,
+            pass_fds=(3, 4))
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
