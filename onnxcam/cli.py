@@ -20,7 +20,10 @@ __all__ = ["main", "cli", "COMMANDS"]
 
 log = logging.getLogger("onnxcam")
 
-COMMANDS = ("run", "export", "layers", "ops")
+COMMANDS = ("run", "export", "layers", "ops", "report", "compare", "eval")
+# commands defined outside onnxcam.commands: name -> (module, attribute)
+_ELSEWHERE = {"report": ("onnxcam.report.command", "report"), "compare": ("onnxcam.report.command", "compare"),
+              "eval": ("onnxcam.evaluation.command", "eval_command")}
 
 
 class _Commands(click.Group):
@@ -32,7 +35,8 @@ class _Commands(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        return getattr(import_module("onnxcam.commands"), name)
+        module, attribute = _ELSEWHERE.get(name, ("onnxcam.commands", name))
+        return getattr(import_module(module), attribute)
 
     def invoke(self, ctx):
         try:

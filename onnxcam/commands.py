@@ -25,7 +25,9 @@ from onnxcam.methods.multipass import BASELINES, RunOptions
 from onnxcam.plan import LAYOUT_CHOICES, SCORE_CHOICES
 from onnxcam.contract import TARGET_INPUT_MODES, format_shape
 from onnxcam.targets import TASK_CHOICES, TaskOptions
+from onnxcam.io.annotations import read_truth
 from onnxcam.io.records import TaskOutputs
+from onnxcam.report.page import REPORT_NAME
 from onnxcam.io.render import COLORMAPS
 from onnxcam.runtime import PROVIDER_CHOICES
 
@@ -61,6 +63,35 @@ def _model_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def preprocess_options(func):
+    """The pre-processing options (see :func:`preprocessing`), shared by the commands that read images."""
+    options = [
+        click.option("--labels", type=click.Path(dir_okay=False), default=None,
+                     help="Labels file, one class name per line (sequence: the CTC dictionary, with or without the "
+                          "blank)."),
+        click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+                     help="Pre-processing preset (default: the sidecar MODEL.json, else imagenet)."),
+        click.option("--size", default=None, metavar="HxW", help="Resize images to this size (default: the model's)."),
+        click.option("--color", type=click.Choice(["RGB", "BGR"]), default=None,
+                     help="Channel order the model expects."),
+        click.option("--scale", type=float, default=None, help="Multiply pixel values (0..255) by this."),
+        click.option("--mean", default=None, metavar="A,B,C", help="Per-channel mean subtracted after scaling."),
+        click.option("--std", default=None, metavar="A,B,C", help="Per-channel std divided by after the mean."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def preprocessing(model, labels, preset, size, color, scale, mean, std):
+    """The Preprocess the options say: flags over --preset over the sidecar over imagenet."""
+    from onnxcam.io.images import resolve_preprocess
+
+    pre = resolve_preprocess(model, named_preset(preset) if preset else None)
+    return pre.replace(size=_parse_size(size), color=color, scale=scale, mean=_floats(mean, "--mean"),
+                       std=_floats(std, "--std"), labels=labels)
 
 
 def _export_options(task, score, layout, input_shape, output_name, threshold, blank, background) -> dict:
@@ -201,15 +232,7 @@ class PassesBatch(click.ParamType):
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
               help="auto = CUDA when usable, else CPU.")
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Top-k classes to report per image.")
-@click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="Labels file, one class name per line (sequence: the CTC dictionary, with or without the blank).")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
-              help="Pre-processing preset (default: the sidecar MODEL.json, else imagenet).")
-@click.option("--size", default=None, metavar="HxW", help="Resize images to this size (default: the model's).")
-@click.option("--color", type=click.Choice(["RGB", "BGR"]), default=None, help="Channel order the model expects.")
-@click.option("--scale", type=float, default=None, help="Multiply pixel values (0..255) by this.")
-@click.option("--mean", default=None, metavar="A,B,C", help="Per-channel mean subtracted after scaling.")
-@click.option("--std", default=None, metavar="A,B,C", help="Per-channel std divided by after the mean.")
+@preprocess_options
 @click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity in overlays.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
@@ -240,29 +263,31 @@ class PassesBatch(click.ParamType):
 @click.option("--address", default=None, metavar="ADDR",
               help="ray: the cluster to join (e.g. auto, HOST:6379); default: RAY_ADDRESS, else a local instance.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="ray: actors (default: the cluster's CPUs).")
+@click.option("--report", is_flag=True, help="Also write OUTDIR/index.html, the HTML report (see 'onnxcam report').")
+@click.option("--labels-file", type=click.Path(dir_okay=False), default=None, metavar="TRUTH.csv",
+              help="True labels (image,label lines) for the report's disagreements view.")
 @_model_options
 def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, min_score, iou, max_boxes,
         box_index, class_ids, batch_size, provider, topk,
         labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, skip_bad, max_pixels, as_json, fuse,
-        passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine, address, workers, layer, task,
-        score, layout, input_shape, output_name, threshold, blank, background):
+        passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine, address, workers, report,
+        labels_file, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
     """
     from onnxcam.explainer import Explainer
-    from onnxcam.io.images import resolve_preprocess
 
-    if not Path(model).is_file():
-        raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
+    check_model_file(model)
     if engine != "ray" and (address or workers):
         raise OnnxCamError("--address and --workers are options of the Ray engine; add --engine ray")
+    if engine == "ray" and report:
+        raise OnnxCamError("--report is written by the local engine; after a Ray run, write it with: onnxcam report OUTDIR")
     out = Path(out_dir)
     images = collect_images(inputs, exclude=out)
     names = _output_names(images)
-    pre = resolve_preprocess(model, named_preset(preset) if preset else None)
-    pre = pre.replace(size=_parse_size(size), color=color, scale=scale, mean=_floats(mean, "--mean"),
-                      std=_floats(std, "--std"), labels=labels)
+    truth = read_truth(labels_file) if labels_file else None
+    pre = preprocessing(model, labels, preset, size, color, scale, mean, std)
     options = dict(layer=list(layer), method=method, provider=provider, preprocess=pre, fuse=fuse,
                    passes_batch=passes_batch, max_pixels=max_pixels, scorecam_topk=scorecam_topk, samples=samples,
                    noise=noise, seed=seed, steps=steps, baseline=baseline,
@@ -283,24 +308,14 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
         job = RayJob(model, str(out), options, request, colormap, alpha, topk, skip_bad)
         records = run_on_ray(images, names, job, planned, address, workers, batch_size, overwrite)
         return _finish(records, started, explainer, out, as_json)
-    outputs = OutputSet(out, [*planned, "results.jsonl"], overwrite)
+    outputs = OutputSet(out, [*planned, "results.jsonl", *([REPORT_NAME] if report else [])], overwrite)
     log.info("pre-processing %s", pre.describe(explainer.input_channels))
 
     started = time.perf_counter()
-    try:
-        records = run_interruptibly(
-            lambda: _explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad),
-            explainer.cancel)
-        lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
-        write_atomically(outputs.path("results.jsonl"), lines)
-        with signals_recorded() as deferred:  # a commit is finished once begun
-            outputs.commit()
-    except BaseException:
-        outputs.discard()
-        raise
-    if deferred:
-        click.echo(f"Error: interrupted by {signal.Signals(deferred[0]).name} after the outputs were written", err=True)
-        raise click.exceptions.Exit(128 + deferred[0])
+    title = f"onnxcam run: {Path(model).name}" if report else None
+    records = write_outputs(
+        outputs, lambda: _explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad),
+        explainer.cancel, lambda records: stage_results(outputs, records, title, truth))
     _finish(records, started, explainer, out, as_json)
 
 
@@ -333,6 +348,38 @@ def _report(records, failed, seconds, explainer, out, as_json) -> None:
         click.echo(f"failed: {record['image']}: {record['error']}", err=True)
     if len(failed) > 5:
         click.echo(f"failed: {len(failed) - 5} more (see results.jsonl)", err=True)
+
+
+def write_outputs(outputs: OutputSet, work, cancel, stage):
+    """Run ``work()`` interruptibly (it stages its files), then ``stage(result)`` (the last files, such as
+    results.jsonl), and commit them all at once; ``work``'s result."""
+    try:
+        result = run_interruptibly(work, cancel)
+        stage(result)
+        with signals_recorded() as deferred:  # a commit is finished once begun
+            outputs.commit()
+    except BaseException:
+        outputs.discard()
+        raise
+    if deferred:
+        click.echo(f"Error: interrupted by {signal.Signals(deferred[0]).name} after the outputs were written", err=True)
+        raise click.exceptions.Exit(128 + deferred[0])
+    return result
+
+
+def stage_results(outputs: OutputSet, records: list[dict], report_title: str | None = None, truth=None) -> None:
+    """Stage results.jsonl, and the HTML report of its records when ``report_title`` is given."""
+    from onnxcam.report import write_report
+
+    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
+    write_atomically(outputs.path("results.jsonl"), lines)
+    if report_title is not None:
+        write_report(outputs.path(REPORT_NAME), records, outputs.out, truth=truth, title=report_title)
+
+
+def check_model_file(model) -> None:
+    if not Path(model).is_file():
+        raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
 
 
 def _explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad) -> list[dict]:

@@ -422,6 +422,11 @@ class Explainer:
         feeds.update({name: batch[rows] for name in cut.inputs[1:]})  # the image, where a skip bypasses the layer
         return self._batch_first(session.run([cut.output], feeds)[0])
 
+    def forward_scores(self, batch: np.ndarray) -> np.ndarray:
+        """The score tensor S (batch first) for a pre-processed batch, from the plain forward model
+        (no gradient, no map): what the faithfulness metrics score perturbed images with."""
+        return self._forward(np.asarray(batch, np.float32))
+
     def _forward(self, images: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("forward")
         return self._batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(images)})[0])
