@@ -120,7 +120,9 @@ def export(
     emit = Emitter(view, prefix="onnxcam")
     target = emit_target(emit, plan.target, options)
     needs_backward = chosen.kind != "runtime" or chosen.needs_gradients or contract.GRADIENTS in expose
-    gradients = emit_backward(emit, target.seeds, tensors) if needs_backward else {}
+    # a detector's levels: each layer's gradient through its own head (holding the other levels fixed)
+    per_level = plan.task.name == "detection" and len(tensors) > 1
+    gradients = emit_backward(emit, target.seeds, tensors, stop_at_wrt=per_level) if needs_backward else {}
     outputs = _method_outputs(emit, chosen, plans, target, tensors, gradients, fuse)
     outputs.update({contract.CAM_TARGET: target.index, contract.CAM_SCORE: target.score})
     if for_runtime:

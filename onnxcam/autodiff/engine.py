@@ -57,14 +57,17 @@ Override = Callable[[RuleContext], "Sequence[str | None] | None"]
 
 
 def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
-                  overrides: Mapping[str, Override] | None = None, missing_ok: bool = False) -> dict[str, str]:
+                  overrides: Mapping[str, Override] | None = None, missing_ok: bool = False,
+                  stop_at_wrt: bool = False) -> dict[str, str]:
     """Emit the backward pass through ``emit``; returns the gradient tensor name per ``wrt``.
 
     Seed tensors may be ones that ``emit`` has already created (they need not be in the view).
     ``overrides`` maps op types to rules used instead of the registered ones (e.g. guided
     backpropagation's ReLU); an override may return ``None`` to leave a node to its usual rule.
     A ``wrt`` tensor the seeds do not depend on is an error, or with ``missing_ok`` left out of the
-    result (its gradient is zero).
+    result (its gradient is zero). ``stop_at_wrt`` gives partial derivatives: the ``wrt`` tensors are
+    held fixed, so no gradient flows back through one of them into the others (a detector's levels:
+    each level's gradient through its own head only).
     """
     view = emit.view
     active = frozenset(_active_tensors(view, seeds, wrt))
@@ -73,8 +76,9 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
         grads[tensor].append(seed)
 
     first_node = len(emit.nodes)
+    stops = set(wrt) if stop_at_wrt else set()
     for node in reversed(view.nodes):
-        if not any(out in grads for out in node.output):
+        if not any(out in grads for out in node.output) or stops.intersection(node.output):
             continue
         needs = [bool(name) and name in active for name in node.input]
         if not any(needs) and not outer_names(node) & active:  # a subgraph's reads need its rule too

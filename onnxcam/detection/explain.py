@@ -57,13 +57,14 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
     batch, decoded = explainer._as_batch(inputs)
     input_hw = tuple(batch.shape[2:4] if explainer.layout == "NCHW" else batch.shape[1:3])
     layers = explainer.contract.layers
-    wanted = [*_head_outputs(head), *layers]
+    kept = [*layers, *_head_tensors(explainer, layers)]
+    wanted = [*_head_outputs(head), *kept]
     features = _run_features(explainer, batch, wanted, head.selected)
     decoded_boxes = decode(head, features, input_hw)
     anchors = len(decoded_boxes[0][0])
     chosen = nms_selected(head, features) if head.layout == "nms" else [None] * len(decoded_boxes)
     per_image = [select(boxes, confidence, options, given) for (boxes, confidence), given in zip(decoded_boxes, chosen)]
-    maps, scores = _box_maps(explainer, head, batch, features, layers, per_image, anchors)
+    maps, scores = _box_maps(explainer, head, batch, features, kept, per_image, anchors)
     images, first = [], 0
     for n, boxes in enumerate(per_image):
         rows = slice(first, first + len(boxes))
@@ -77,6 +78,31 @@ def _head_outputs(head: Head) -> list[str]:
     if head.layout == "nms":
         return [*head.score_outputs, *head.box_outputs, head.selected]
     return [*head.score_outputs, *head.box_outputs] if head.layout == "levels" else [head.output]
+
+
+def _head_tensors(explainer, layers: list[str]) -> list[str]:
+    """The head's forward tensors (between the layers and the score tensor) that the backward pass reads,
+    with the layers' batch axis: computed once by the features pass and copied per box, so that the
+    per-box pass runs the backward pass, not the head's forward pass K times."""
+    view = explainer._view
+    stop = set(layers)
+    head = view.ancestors([explainer.contract.score_tensor],
+                          inputs=lambda node: [] if stop.intersection(node.output) else node.input) - stop
+    needed = view.ancestors([contract.CAM, contract.CAM_SCORE],
+                            inputs=lambda node: [] if stop.intersection(node.output) else node.input)
+    read_by_backward = {i for node in view.nodes if node.name.startswith("onnxcam/") and
+                        any(o in needed for o in node.output) for i in node.input}
+    batch = view.symbolic_shape(layers[0])[0]
+    kept = []
+    for name in sorted(head & read_by_backward):
+        shape = view.symbolic_shape(name)
+        if batch is not None and shape is not None and len(shape) >= 2 and shape[0] == batch and \
+                view.is_float(name) and name in view.producers:
+            kept.append(name)
+    cut = stop | set(kept)
+    reached = view.ancestors([contract.CAM, contract.CAM_SCORE],
+                             inputs=lambda node: [] if cut.intersection(node.output) else node.input)
+    return [name for name in kept if name in reached]  # not those read only beyond other kept tensors
 
 
 def _run_features(explainer, batch: np.ndarray, wanted: list[str], selected: str = "") -> dict[str, np.ndarray]:

@@ -31,10 +31,12 @@ from onnx import helper
 
 from onnxcam.graph import GraphView
 
-__all__ = ["Head", "find_head", "add_level_scores", "level_pairs", "LEVEL_SCORES", "NMS_BOXES", "REARRANGING"]
+__all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_class_logits", "level_pairs",
+           "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS", "REARRANGING"]
 
 LEVEL_SCORES = "detection_scores"
 NMS_BOXES = "detection_boxes"
+CLASS_LOGITS = "detection_logits"
 # Ops that move or select values without mixing them (plus the final Sigmoid).
 REARRANGING = ("Identity", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice",
                "Sigmoid")
@@ -91,6 +93,8 @@ def find_head(view: GraphView, output: str) -> Head | None:
     """The head ``output`` belongs to, or ``None`` when it is not a raw detector output."""
     if output == LEVEL_SCORES:
         return _nms_head(view) if NMS_BOXES in view.graph_outputs else _levels_head(view)
+    if output in (CLASS_LOGITS, NMS_BOXES):
+        return None  # explained through the head's own output
     if LEVEL_SCORES in view.graph_outputs and output in {n for pair in level_pairs(view) for n in pair}:
         return None  # one level of a multi-level head: explained through the joined scores
     shape = view.shape(output)
@@ -116,14 +120,102 @@ def _is_wide(small, large) -> bool:
 
 def _yolov8_head(view: GraphView, output: str, classes: int) -> Head:
     """S is the class logits where the class rows are one Sigmoid's output (a linear score), else the output."""
-    node = view.producers.get(output)
-    if node is not None and node.op_type == "Concat" and len(node.input) == 2:
-        last = view.producers.get(node.input[1])
-        if last is not None and last.op_type == "Sigmoid" and view.shape(node.input[1]) is not None \
-                and view.shape(node.input[1])[1] == classes:
-            return Head("yolov8", output, last.input[0], classes, 1, 0, -1, False, True, "cxcywh")
+    logits = _class_logits(view, output, classes)
+    if logits is not None:
+        separate = CLASS_LOGITS if CLASS_LOGITS in view.graph_outputs else logits
+        return Head("yolov8", output, separate, classes, 1, 0, -1, False, True, "cxcywh")
     fed = _sigmoid_fed(view, output)
     return Head("yolov8", output, output, classes, 1, 4, -1, fed, fed, "cxcywh")
+
+
+def _class_logits(view: GraphView, output: str, classes: int) -> str | None:
+    """The input of the Sigmoid that gives a yolov8 output's class rows, if it is one."""
+    node = view.producers.get(output)
+    if node is None or node.op_type != "Concat" or len(node.input) != 2:
+        return None
+    last = view.producers.get(node.input[1])
+    if last is None or last.op_type != "Sigmoid" or view.shape(node.input[1]) is None \
+            or view.shape(node.input[1])[1] != classes:
+        return None
+    return last.input[0]
+
+
+def _level_class_maps(view: GraphView, logits: str) -> list[str] | None:
+    """The per-level class maps that ``logits`` (N, C, A) is cut from, where the head concatenates each
+    level's box and class maps, flattens and joins the levels, then splits the classes off again
+    (ultralytics' YOLOv8/v11 exports): Split(Concat_levels(Reshape(Concat(box_l, class_l))))."""
+    split = view.producers.get(logits)
+    if split is None or split.op_type != "Split" or _attribute(split, "axis", 0) != 1:
+        return None
+    sizes = _attribute(split, "split", None)
+    if sizes is None and len(split.input) > 1:
+        value = view.const_value(split.input[1])
+        sizes = None if value is None else [int(v) for v in value.ravel()]
+    if not sizes or len(sizes) != len(split.output):
+        return None
+    k = list(split.output).index(logits)
+    start, width = sum(sizes[:k]), sizes[k]
+    levels = view.producers.get(split.input[0])
+    if levels is None or levels.op_type != "Concat" or _attribute(levels, "axis", 0) != 2:
+        return None
+    maps = []
+    for flat in levels.input:
+        reshape = view.producers.get(flat)
+        joined = view.producers.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
+        if joined is None or joined.op_type != "Concat" or _attribute(joined, "axis", 0) != 1:
+            return None
+        offset, found = 0, None
+        for part in joined.input:
+            channels = (view.shape(part) or (None, None))[1]
+            if channels is None:
+                return None
+            if offset == start and channels == width:
+                found = part
+            offset += channels
+        if found is None:
+            return None
+        maps.append(found)
+    return maps
+
+
+def add_class_logits(model: onnx.ModelProto, view: GraphView) -> bool:
+    """Rebuild a yolov8 head's class logits from the per-level class maps alone, as output
+    ``detection_logits`` (N, C, A), in place: the same values, without the box branch that the
+    graph's own logits are cut from — so that explaining a box runs no part of the box branch.
+
+    Pre: the model has no tensor of that name. Post: where :func:`_level_class_maps` finds the maps,
+    the new output is Concat over levels of Reshape(class map, (N, C, h·w)) (the model's outputs kept).
+    """
+    if CLASS_LOGITS in view.all_names():
+        return False
+    for output in view.graph_outputs:
+        shape = view.shape(output)
+        if shape is None or len(shape) != 3 or shape[1] is None or shape[1] < 5:
+            continue
+        logits = _class_logits(view, output, shape[1] - 4)
+        maps = _level_class_maps(view, logits) if logits is not None else None
+        if not maps:
+            continue
+        flat_shape = f"{CLASS_LOGITS}/shape"
+        model.graph.initializer.append(onnx.numpy_helper.from_array(
+            np.array([0, shape[1] - 4, -1], np.int64), flat_shape))
+        flats = [f"{CLASS_LOGITS}/level{i}" for i in range(len(maps))]
+        model.graph.node.extend([helper.make_node("Reshape", [m, flat_shape], [f], name=f"onnxcam/{f}")
+                                 for m, f in zip(maps, flats)])
+        model.graph.node.append(helper.make_node("Concat", flats, [CLASS_LOGITS], axis=2, name=f"onnxcam/{CLASS_LOGITS}"))
+        dims = view.symbolic_shape(logits) or [None] * 3
+        model.graph.output.append(helper.make_tensor_value_info(
+            CLASS_LOGITS, view.elem_type(logits), [d if d is not None else f"{CLASS_LOGITS}_{i}"
+                                                   for i, d in enumerate(dims)]))
+        return True
+    return False
+
+
+def _attribute(node: onnx.NodeProto, name: str, default):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
 
 
 def _levels_head(view: GraphView) -> Head | None:
