@@ -16,7 +16,7 @@ import onnx
 
 from onnxcam.autodiff import rules as _rules  # noqa: F401  (fills the rule table)
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.autodiff.registry import RuleContext, is_zero, lookup
+from onnxcam.autodiff.registry import RuleContext, carries_gradient, is_zero, lookup
 from onnxcam.errors import NotDifferentiableError, UnsupportedOpError
 from onnxcam.graph import GraphView, load_model
 
@@ -132,7 +132,8 @@ def _op_label(node: onnx.NodeProto) -> str:
 
 
 def _active_tensors(view: GraphView, seeds: Mapping[str, str], wrt: Sequence[str]) -> set[str]:
-    """Float tensors that depend on some ``wrt`` and that some seeded tensor depends on."""
+    """Tensors carrying a gradient (float ones, straight-through integers) that depend on some ``wrt``
+    and that some seeded tensor depends on."""
     for name in [*wrt, *seeds]:
         if name not in view.producers and name not in view.graph_inputs and name not in view.initializers:
             raise NotDifferentiableError(f"tensor '{name}' is not in the model")
@@ -141,5 +142,5 @@ def _active_tensors(view: GraphView, seeds: Mapping[str, str], wrt: Sequence[str
         if is_zero(node.op_type):
             continue
         if any(i in downstream for i in node.input if i):
-            downstream.update(o for o in node.output if o and view.is_float(o))
+            downstream.update(o for o in node.output if o and carries_gradient(view, o))
     return downstream & view.ancestors(seeds)

@@ -9,6 +9,7 @@ from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registra
     nondiff,
     norm,
     pool,
+    quantize,
     reduce,
     resize,
     shape,
