@@ -77,12 +77,11 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
 
     Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible.
     """
-    from onnxcam.graph import GraphView, load_model
-    from onnxcam.plan import fix_input_shape, make_plan, parse_input_shape
+    from onnxcam.exporter import load_explainable
+    from onnxcam.graph import GraphView
+    from onnxcam.plan import make_plan
 
-    proto = load_model(model)
-    if input_shape:
-        proto = fix_input_shape(proto, parse_input_shape(input_shape))
+    proto, _ = load_explainable(model, input_shape)
     view = GraphView(proto)
     plans = [make_plan(view, layer=spec, score=score, layout=layout, output=output_name, task=task) for spec in layer]
     plan = plans[0]

@@ -73,6 +73,12 @@ class Contract:
     fuse: str = ""
     passes: str = "1"
     exposed: str = ""
+    # A quantised model with integer ops is explained through its float twin (onnxcam.quantized): the
+    # ops replaced ("ConvInteger:2,MatMulInteger:1"; "" = the model as it is), whether the twin's top-1
+    # equals the model's on the probe input ("equal", "differs", "unchecked") and their largest difference.
+    float_twin: str = ""
+    twin_top1: str = ""
+    twin_max_difference: float = 0.0
 
     @property
     def layers(self) -> list[str]:

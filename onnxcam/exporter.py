@@ -42,10 +42,11 @@ from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
 from onnxcam.plan import Plan, fix_input_shape, make_plan, parse_input_shape
+from onnxcam.quantized import Twin, checked_float_twin
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
 from onnxcam.version import __version__
 
-__all__ = ["export", "ExplainModel", "prune_dead_nodes"]
+__all__ = ["export", "ExplainModel", "prune_dead_nodes", "load_explainable"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def export(
     chosen = get_method(method)
     _check_options(chosen, expose, fuse, target_inputs, for_runtime)
     options = TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background))
-    model = _load(source, input_shape)
+    model, twin = load_explainable(source, input_shape)
     view = GraphView(model)
     plans = tuple(make_plan(view, layer=spec, score=score, layout=layout, output=output, task=task)
                   for spec in _layer_specs(layer))
@@ -124,7 +125,7 @@ def export(
     outputs.update({name: exposed[name] for name in expose})
 
     _assemble(model, emit, plan, outputs, target_inputs)
-    _contract(plans, chosen, expose, fuse, target_inputs, options).write(model)
+    _contract(plans, chosen, expose, fuse, target_inputs, options, twin).write(model)
     removed = prune_dead_nodes(model)
     _check(model)
     seconds = time.perf_counter() - started
@@ -134,7 +135,9 @@ def export(
 
 
 # --- stage 1: load ------------------------------------------------------------------------------
-def _load(source, input_shape) -> onnx.ModelProto:
+def load_explainable(source, input_shape=None) -> tuple[onnx.ModelProto, Twin]:
+    """The model to explain: read, its dynamic dims fixed, and integer ops replaced by their float
+    twin (:mod:`onnxcam.quantized`; ``twin.modified`` is false for a float or QDQ model)."""
     model = load_model(source)
     check_attributes(model)
     if contract.is_explain_model(model):
@@ -142,7 +145,8 @@ def _load(source, input_shape) -> onnx.ModelProto:
     if input_shape:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
         model = fix_input_shape(model, dims)
-    return model
+    twin = checked_float_twin(model)
+    return twin.model, twin
 
 
 def _check_options(method: Method, expose, fuse: str, target_inputs: str, for_runtime: bool) -> None:
@@ -265,7 +269,7 @@ def _output_info(view: GraphView, name: str, batch, plan: Plan):
 
 
 def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse: str, target_inputs: str,
-              options: TaskOptions) -> Contract:
+              options: TaskOptions, twin: Twin) -> Contract:
     plan = plans[0]
     score = plan.score_tensor
     return Contract(
@@ -276,7 +280,8 @@ def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse
         score_batch_axis=score.batch_axis, score_description=score.describe(), target_description=plan.task.default,
         target_inputs=target_inputs, threshold=options.threshold, blank=options.blank,
         background=options.background, fuse=fuse if len(plans) > 1 else "", passes=str(method.passes),
-        exposed=",".join(expose))
+        exposed=",".join(expose), float_twin=twin.describe(), twin_top1=twin.top1,
+        twin_max_difference=twin.agreement.max_difference if twin.agreement else 0.0)
 
 
 # --- stage 7: prune -----------------------------------------------------------------------------
