@@ -79,6 +79,7 @@ class Contract:
     float_twin: str = ""
     twin_top1: str = ""
     twin_max_difference: float = 0.0
+    precision: str = ""  # "" (float32), "float16", "bfloat16", or "bfloat16 upcast to float32" (onnxcam.precision)
 
     @property
     def layers(self) -> list[str]:

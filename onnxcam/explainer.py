@@ -146,6 +146,7 @@ class Explainer:
         self._method = get_method(self.method)
         self._cam_outputs = [o for o in (*contract.CAM_OUTPUTS, contract.CAM_WEIGHTS) if o in view.graph_outputs]
         self._weights_dtype = np.dtype(view.np_dtype(contract.TARGET_WEIGHTS))
+        self._input_dtype = np.dtype(view.np_dtype(self.input_name))  # float16 for a half-precision model
         self._view = view
         self._extra_sessions: dict = {}
         self._cancelled = False
@@ -315,7 +316,7 @@ class Explainer:
                                                        self.target_weights(1, weights=np.zeros(self.score_shape[1]))))[0]
 
     def _feeds(self, batch: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-        return {self.input_name: np.ascontiguousarray(batch), contract.TARGET: targets,
+        return {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype), contract.TARGET: targets,
                 contract.TARGET_WEIGHTS: weights}
 
     # --- running -----------------------------------------------------------------------------
@@ -416,7 +417,8 @@ class Explainer:
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("forward")
-        return self._batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(images)})[0])
+        return self._batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(
+            images, dtype=self._input_dtype)})[0])
 
     def _explain_batch(self, images: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
         names = [contract.CAM_TARGET, contract.CAM_SCORE, *self.exposed]

@@ -29,12 +29,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam import contract
+from onnxcam import contract, precision
 from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView, check_attributes, load_model, outer_names
+from onnxcam.graph import GraphView, check_attributes, load_model, outer_names, sort_topologically
 from onnxcam.io.files import write_atomically
 from onnxcam.layers import nchw_view
 from onnxcam.methods import Method, get_method
@@ -100,11 +100,50 @@ def export(
     started = time.perf_counter()
     chosen = get_method(method)
     _check_options(chosen, expose, fuse, target_inputs, for_runtime)
-    options = TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background))
+    request = _Request(_layer_specs(layer), chosen, tuple(expose), layout, score, output, task, fuse, target_inputs,
+                       TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background)),
+                       for_runtime)
     model, twin = load_explainable(source, input_shape)
+    half = precision.half_precision(model)
+    try:
+        explain, added = _build(load_model(model) if half else model, request, twin, precision.describe(model, None))
+        reason = precision.runs_on_cpu(explain.model) if half else ""
+    except ModelError as exc:  # the checker or ONNX Runtime on ops without half-precision kernels
+        if half is None:
+            raise
+        reason = str(exc)
+    if reason:
+        log.warning("the explain model cannot compute in %s (%s); upcasting the model to float32 (inputs and outputs "
+                    "included)", precision.HALF_TYPES[half], reason)
+        explain, added = _build(precision.upcast(model), request, twin, precision.describe(model, half))
+    explain.seconds = time.perf_counter() - started
+    log.info("explain model built in %.2f s (%d nodes added)", explain.seconds, added)
+    return explain
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What to explain and how: :func:`export`'s options, checked."""
+
+    layers: list[str]
+    method: Method
+    expose: tuple[str, ...]
+    layout: str
+    score: str
+    output: str | None
+    task: str
+    fuse: str
+    target_inputs: str
+    options: TaskOptions
+    for_runtime: bool
+
+
+def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: str) -> tuple[ExplainModel, int]:
+    """Stages 2-8 on the loaded model (changed in place); returns the explain model and the nodes added."""
+    chosen, expose = request.method, request.expose
     view = GraphView(model)
-    plans = tuple(make_plan(view, layer=spec, score=score, layout=layout, output=output, task=task)
-                  for spec in _layer_specs(layer))
+    plans = tuple(make_plan(view, layer=spec, score=request.score, layout=request.layout, output=request.output,
+                            task=request.task) for spec in request.layers)
     plan = plans[0]
     tensors = [p.layer.tensor for p in plans]
     _check_layers(tensors, chosen, expose)
@@ -114,24 +153,21 @@ def export(
              plan.score_description, chosen.title, "; ".join(p.layer.describe() for p in plans))
 
     emit = Emitter(view, prefix="onnxcam")
-    target = emit_target(emit, plan.target, options)
+    target = emit_target(emit, plan.target, request.options)
     needs_backward = chosen.kind != "runtime" or chosen.needs_gradients or contract.GRADIENTS in expose
     gradients = emit_backward(emit, target.seeds, tensors) if needs_backward else {}
-    outputs = _method_outputs(emit, chosen, plans, target, tensors, gradients, fuse)
+    outputs = _method_outputs(emit, chosen, plans, target, tensors, gradients, request.fuse)
     outputs.update({contract.CAM_TARGET: target.index, contract.CAM_SCORE: target.score})
-    if for_runtime:
+    if request.for_runtime:
         outputs[contract.CAM_WEIGHTS] = target.weights
     exposed = {contract.ACTIVATIONS: tensors[0], contract.GRADIENTS: gradients.get(tensors[0])}
     outputs.update({name: exposed[name] for name in expose})
 
-    _assemble(model, emit, plan, outputs, target_inputs)
-    _contract(plans, chosen, expose, fuse, target_inputs, options, twin).write(model)
+    _assemble(model, emit, plan, outputs, request.target_inputs)
+    _contract(plans, request, twin, computes_in).write(model)
     removed = prune_dead_nodes(model)
     _check(model)
-    seconds = time.perf_counter() - started
-    log.info("explain model built in %.2f s (%d nodes added, %d unused removed)", seconds,
-             len(emit.nodes) - removed, removed)
-    return ExplainModel(model, plan, chosen.name, seconds, plans)
+    return ExplainModel(model, plan, chosen.name, 0.0, plans), len(emit.nodes) - removed
 
 
 # --- stage 1: load ------------------------------------------------------------------------------
@@ -139,6 +175,8 @@ def load_explainable(source, input_shape=None) -> tuple[onnx.ModelProto, Twin]:
     """The model to explain: read, its dynamic dims fixed, and integer ops replaced by their float
     twin (:mod:`onnxcam.quantized`; ``twin.modified`` is false for a float or QDQ model)."""
     model = load_model(source)
+    if sort_topologically(model.graph):
+        log.info("the model's nodes were not in topological order; sorted them")
     check_attributes(model)
     if contract.is_explain_model(model):
         raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
@@ -243,7 +281,11 @@ def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[s
         graph.initializer.append(onnx.numpy_helper.from_array(unfed, contract.TARGET_WEIGHTS))
     batch = _batch_dim(emit.view, plan.image)
     for name, tensor in outputs.items():
-        graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"onnxcam/output/{name}"))
+        if name == contract.CAM and emit.dtype(tensor) != np.float32:  # a half-precision model's map
+            graph.node.append(helper.make_node("Cast", [tensor], [name], name=f"onnxcam/output/{name}",
+                                               to=onnx.TensorProto.FLOAT))
+        else:
+            graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"onnxcam/output/{name}"))
         graph.output.append(_output_info(emit.view, name, batch, plan))
 
 
@@ -268,9 +310,8 @@ def _output_info(view: GraphView, name: str, batch, plan: Plan):
     return helper.make_tensor_value_info(name, view.elem_type(like), dims)
 
 
-def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse: str, target_inputs: str,
-              options: TaskOptions, twin: Twin) -> Contract:
-    plan = plans[0]
+def _contract(plans: Sequence[Plan], request: _Request, twin: Twin, computes_in: str) -> Contract:
+    plan, method, options, fuse = plans[0], request.method, request.options, request.fuse
     score = plan.score_tensor
     return Contract(
         version=__version__, task=plan.task.name, method=method.name,
@@ -278,10 +319,10 @@ def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse
         input=plan.image, input_layout=plan.layout, output=plan.output, output_activation=score.activation,
         score=score.kind, score_tensor=score.tensor, score_shape=format_shape(score.shape),
         score_batch_axis=score.batch_axis, score_description=score.describe(), target_description=plan.task.default,
-        target_inputs=target_inputs, threshold=options.threshold, blank=options.blank,
+        target_inputs=request.target_inputs, threshold=options.threshold, blank=options.blank,
         background=options.background, fuse=fuse if len(plans) > 1 else "", passes=str(method.passes),
-        exposed=",".join(expose), float_twin=twin.describe(), twin_top1=twin.top1,
-        twin_max_difference=twin.agreement.max_difference if twin.agreement else 0.0)
+        exposed=",".join(request.expose), float_twin=twin.describe(), twin_top1=twin.top1,
+        twin_max_difference=twin.agreement.max_difference if twin.agreement else 0.0, precision=computes_in)
 
 
 # --- stage 7: prune -----------------------------------------------------------------------------

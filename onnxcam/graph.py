@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections import defaultdict
@@ -17,7 +18,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from onnxcam.errors import ModelError
 
-__all__ = ["GraphView", "load_model", "check_attributes", "outer_names", "FLOAT_TYPES"]
+__all__ = ["GraphView", "load_model", "check_attributes", "outer_names", "sort_topologically", "FLOAT_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,41 @@ def outer_names(node: onnx.NodeProto) -> set[str]:
             for sub in graph.node:
                 names.update(i for i in (*sub.input, *outer_names(sub)) if i and i not in defined)
     return names
+
+
+def sort_topologically(graph: onnx.GraphProto) -> bool:
+    """Put the nodes in an order where each comes after the producers of what it reads, keeping the
+    given order where it is one (in place; ONNX requires such an order, but some tools, e.g.
+    onnxruntime's float16 converter, append nodes that feed earlier ones). Returns whether the order
+    changed; a cycle is a :class:`ModelError`."""
+    producer = {out: k for k, node in enumerate(graph.node) for out in node.output if out}
+    users: dict[int, list[int]] = defaultdict(list)
+    waiting = []
+    for k, node in enumerate(graph.node):
+        needs = {producer[i] for i in (*node.input, *outer_names(node)) if i in producer}
+        for j in needs:
+            users[j].append(k)
+        waiting.append(len(needs))
+    ready = [k for k, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for user in users[k]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) < len(graph.node):
+        stuck = next(graph.node[k] for k, count in enumerate(waiting) if count)
+        raise ModelError(f"node '{stuck.name}' ({stuck.op_type}) depends on its own output through a cycle; the model "
+                         "is damaged")
+    if order == sorted(order):
+        return False
+    nodes = [graph.node[k] for k in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
