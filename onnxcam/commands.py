@@ -81,8 +81,7 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
     from onnxcam.graph import GraphView
     from onnxcam.plan import make_plan
 
-    proto, _ = load_explainable(model, input_shape)
-    view = GraphView(proto)
+    view = GraphView(load_explainable(model, input_shape).model)
     plans = [make_plan(view, layer=spec, score=score, layout=layout, output=output_name, task=task) for spec in layer]
     plan = plans[0]
     chosen = {p.layer for p in plans}

@@ -34,8 +34,8 @@ from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView, check_attributes, load_model, outer_names, sort_topologically
-from onnxcam.io.files import write_atomically
+from onnxcam.graph import GraphView, check_attributes, load_model, load_model_and_origin, outer_names, sort_topologically
+from onnxcam.io.model_files import needs_external_data, save_model
 from onnxcam.layers import nchw_view
 from onnxcam.methods import Method, get_method
 from onnxcam.methods.context import GraphContext, LayerContext
@@ -46,7 +46,7 @@ from onnxcam.quantized import Twin, checked_float_twin
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
 from onnxcam.version import __version__
 
-__all__ = ["export", "ExplainModel", "prune_dead_nodes", "load_explainable"]
+__all__ = ["export", "ExplainModel", "prune_dead_nodes", "load_explainable", "Loaded"]
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,16 @@ class ExplainModel:
     method: str
     seconds: float
     plans: tuple[Plan, ...] = field(default=())  # one per target layer (``plan`` is the first)
+    external_data: bool = False  # the source kept its weights in external data files: so does the saved model
 
     @property
     def contract(self) -> Contract:
         return Contract.read(self.model)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        write_atomically(path, self.model.SerializeToString())
-        return path
+        """Write the explain model to ``path``; its weights go to a data file beside it when the source
+        kept them outside or when the model is over 2 GB (:mod:`onnxcam.io.model_files`)."""
+        return save_model(self.model, path, external=self.external_data)
 
 
 def export(
@@ -103,7 +104,8 @@ def export(
     request = _Request(_layer_specs(layer), chosen, tuple(expose), layout, score, output, task, fuse, target_inputs,
                        TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background)),
                        for_runtime)
-    model, twin = load_explainable(source, input_shape)
+    loaded = load_explainable(source, input_shape)
+    model, twin = loaded.model, loaded.twin
     half = precision.half_precision(model)
     try:
         explain, added = _build(load_model(model) if half else model, request, twin, precision.describe(model, None))
@@ -116,7 +118,7 @@ def export(
         log.warning("the explain model cannot compute in %s (%s); upcasting the model to float32 (inputs and outputs "
                     "included)", precision.HALF_TYPES[half], reason)
         explain, added = _build(precision.upcast(model), request, twin, precision.describe(model, half))
-    explain.seconds = time.perf_counter() - started
+    explain.seconds, explain.external_data = time.perf_counter() - started, loaded.external_data
     log.info("explain model built in %.2f s (%d nodes added)", explain.seconds, added)
     return explain
 
@@ -171,10 +173,19 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
 
 
 # --- stage 1: load ------------------------------------------------------------------------------
-def load_explainable(source, input_shape=None) -> tuple[onnx.ModelProto, Twin]:
+@dataclass(frozen=True)
+class Loaded:
+    """The model to explain, and what loading it found."""
+
+    model: onnx.ModelProto
+    twin: Twin  # ``twin.modified`` is false for a float or QDQ model
+    external_data: bool  # the file kept its weights in external data files
+
+
+def load_explainable(source, input_shape=None) -> Loaded:
     """The model to explain: read, its dynamic dims fixed, and integer ops replaced by their float
-    twin (:mod:`onnxcam.quantized`; ``twin.modified`` is false for a float or QDQ model)."""
-    model = load_model(source)
+    twin (:mod:`onnxcam.quantized`)."""
+    model, external = load_model_and_origin(source)
     if sort_topologically(model.graph):
         log.info("the model's nodes were not in topological order; sorted them")
     check_attributes(model)
@@ -184,7 +195,7 @@ def load_explainable(source, input_shape=None) -> tuple[onnx.ModelProto, Twin]:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
         model = fix_input_shape(model, dims)
     twin = checked_float_twin(model)
-    return twin.model, twin
+    return Loaded(twin.model, twin, external)
 
 
 def _check_options(method: Method, expose, fuse: str, target_inputs: str, for_runtime: bool) -> None:
@@ -351,7 +362,7 @@ def prune_dead_nodes(model: onnx.ModelProto) -> int:
 
 # --- stage 8: check -----------------------------------------------------------------------------
 def _check(model: onnx.ModelProto) -> None:
-    if model.ByteSize() > 2**31 - 1024:
+    if needs_external_data(model):
         log.warning("model over 2 GB: skipping onnx.checker (it needs the model as one protobuf)")
         return
     try:

@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from onnxcam.errors import ModelError
-from onnxcam.runtime import make_session
+from onnxcam.runtime import model_session
 
 __all__ = ["HALF_TYPES", "half_precision", "upcast", "runs_on_cpu", "describe"]
 
@@ -51,7 +51,7 @@ def describe(model: onnx.ModelProto, upcast_from: int | None) -> str:
 def runs_on_cpu(model: onnx.ModelProto) -> str:
     """"" when ONNX Runtime's CPU build loads ``model``, else its reason (a missing kernel, typically)."""
     try:
-        make_session(model.SerializeToString(), "cpu")
+        model_session(model, "cpu")
     except ModelError as exc:
         return str(exc)
     return ""

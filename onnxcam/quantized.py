@@ -41,7 +41,7 @@ from onnx import TensorProto, helper
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError, UnsupportedOpError
 from onnxcam.graph import GraphView
-from onnxcam.runtime import make_session
+from onnxcam.runtime import model_session
 
 __all__ = ["Twin", "Agreement", "float_twin", "checked_float_twin", "check_agreement", "TWIN_RULES", "DISAGREEMENT"]
 
@@ -462,8 +462,8 @@ def check_agreement(quantized: onnx.ModelProto, twin: onnx.ModelProto, seed: int
     if isinstance(feeds, str):
         return Agreement(None, reason=feeds)
     names = [o.name for o in quantized.graph.output]
-    expected = make_session(quantized.SerializeToString(), "cpu").run(names, feeds)
-    got = make_session(twin.SerializeToString(), "cpu").run(names, feeds)
+    expected = model_session(quantized, "cpu").run(names, feeds)
+    got = model_session(twin, "cpu").run(names, feeds)
     pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in zip(expected, got)
              if np.asarray(a).dtype.kind == "f" and np.asarray(a).shape == np.asarray(b).shape]
     if not pairs:
