@@ -118,11 +118,22 @@ def checked_float_twin(model: onnx.ModelProto) -> Twin:
 
 
 # --- the rewrite context ----------------------------------------------------------------------------
+@dataclass
+class _State:
+    """What the pass knows across nodes: the twinned tensors, and the real values it built (each once,
+    named ``NAME/dequantized`` after the tensor they dequantise, so that layers read as the model's)."""
+
+    twinned: set[str]
+    taken: set[str]
+    dequantized: dict[tuple, str] = field(default_factory=dict)
+
+
 class _Context:
     """What a twin rule sees: the node, the emitter, and the stored and real values of its inputs."""
 
-    def __init__(self, node: onnx.NodeProto, emit: Emitter, twinned: set[str]):
-        self.node, self.emit, self.twinned = node, emit, twinned
+    def __init__(self, node: onnx.NodeProto, emit: Emitter, state: _State):
+        self.node, self.emit, self.state = node, emit, state
+        self.twinned = state.twinned
 
     @property
     def view(self) -> GraphView:
@@ -181,11 +192,24 @@ class _Context:
     def real(self, q: int, scale: int, zero_point: int, axis: int | None = None) -> str:
         """``(q − zero_point)·scale`` in float: a quantised tensor's real value (dequantised at export
         time when all three are constants)."""
+        key = (self.input(q), self.input(scale), self.input(zero_point), axis)
+        if key in self.state.dequantized:
+            return self.state.dequantized[key]
         centered = self._centered(q, zero_point, axis)
         factor = self.per_axis(self.input(scale), self.view.rank(self.input(q)), axis)
         if isinstance(centered, np.ndarray) and isinstance(factor, np.ndarray):
-            return self.tensor(centered * factor.astype(np.float32))
-        return self.emit.mul(self.tensor(centered), self.tensor(factor))
+            real = self.tensor(centered * factor.astype(np.float32))
+        else:
+            real = self._named(self.emit.mul(self.tensor(centered), self.tensor(factor)), f"{key[0]}/dequantized")
+        self.state.dequantized[key] = real
+        return real
+
+    def _named(self, tensor: str, name: str) -> str:
+        if name in self.state.taken:
+            return tensor
+        self.state.taken.add(name)
+        self.emit.nodes.append(helper.make_node("Identity", [tensor], [name], name=self.emit.fresh("twin_name")))
+        return name
 
     def requantize(self, real: str, scale: int, zero_point: int) -> str:
         """The stored value of ``real`` quantised with (scale, zero_point), without the rounding."""
@@ -384,29 +408,29 @@ def float_twin(model: onnx.ModelProto) -> Twin:
                                  "it was quantised from, or open an issue asking for this op")
     view = GraphView(model, complete=False)
     emit = Emitter(view, prefix="onnxcam/twin")
-    twinned: set[str] = set()
+    state = _State(set(), view.all_names())
     replaced: Counter = Counter()
     for node in model.graph.node:
         rule = TWIN_RULES.get(_key(node))
         if rule is not None:
-            _rewrite(node, rule, emit, twinned)
+            _rewrite(node, rule, emit, state)
             replaced[node.op_type] += 1
-        elif any(i in twinned for i in node.input):
-            _carry(node, emit, twinned)
+        elif any(i in state.twinned for i in node.input):
+            _carry(node, emit, state.twinned)
         else:
             emit.nodes.append(node)
-    twin = _assemble(model, emit, twinned)
+    twin = _assemble(model, emit, state.twinned)
     _ensure(twin)
     return Twin(twin, dict(replaced))
 
 
-def _rewrite(node: onnx.NodeProto, rule: TwinRule, emit: Emitter, twinned: set[str]) -> None:
-    results = rule(_Context(node, emit, twinned))
+def _rewrite(node: onnx.NodeProto, rule: TwinRule, emit: Emitter, state: _State) -> None:
+    results = rule(_Context(node, emit, state))
     for name, result in zip(node.output, results):
         if result is not None and name:
             emit.nodes.append(helper.make_node("Identity", [result], [name], name=emit.fresh("twin_output")))
             if emit.view.elem_type(name) != _FLOAT:
-                twinned.add(name)
+                state.twinned.add(name)
 
 
 def _carry(node: onnx.NodeProto, emit: Emitter, twinned: set[str]) -> None:
