@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxcam.errors import ModelError
-from onnxcam.graph import GraphView, sort_topologically
+from onnxcam.graph import GraphView, load_model, load_model_and_origin, sort_topologically
 
 
 def _relu_then_cast(spatial):
@@ -50,3 +51,20 @@ def test_sort_topologically_refuses_a_cycle():
     model.graph.node[0].input[0] = "y"  # Relu reads the Cast's output, which reads the Relu's
     with pytest.raises(ModelError, match="cycle"):
         sort_topologically(model.graph)
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    weights = numpy_helper.from_array(np.ones(1000, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1000])], initializer=[weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, tmp_path / "secret.onnx", save_as_external_data=True, location="secret.data", size_threshold=0)
+    evil = onnx.load(tmp_path / "secret.onnx", load_external_data=False)
+    evil.graph.initializer[0].external_data[0].value = "../secret.data"
+    (tmp_path / "bundle").mkdir()
+    onnx.save(evil, tmp_path / "bundle" / "model.onnx")
+    with pytest.raises(ModelError, match="points outside the directory"):
+        load_model(tmp_path / "bundle" / "model.onnx")
+    model, external = load_model_and_origin(tmp_path / "secret.onnx")
+    assert external and model.graph.initializer[0].data_location == TensorProto.DEFAULT
+    assert numpy_helper.to_array(model.graph.initializer[0]).sum() == 1000
