@@ -251,7 +251,7 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
     writer = TaskOutputs(explainer, colormap, alpha, topk)
     planned = [name for stem in names.values() for name in writer.files(stem)]
     outputs = OutputSet(out, [*planned, "results.jsonl"], overwrite)
-    log.info("pre-processing %s", pre.describe())
+    log.info("pre-processing %s", pre.describe(explainer.input_channels))
 
     started = time.perf_counter()
     try:

@@ -200,6 +200,10 @@ class Explainer:
         hw = self.input_shape[2:4] if self.layout == "NCHW" else self.input_shape[1:3]
         return None if None in hw else tuple(hw)
 
+    @property
+    def input_channels(self) -> int | None:
+        return self.input_shape[1] if self.layout == "NCHW" else self.input_shape[3]
+
     def _image_size(self) -> tuple[int, int]:
         size = self.preprocess.size or self.input_size
         if size is None:
@@ -226,7 +230,7 @@ class Explainer:
         decoded = [self.decode(item) for item in images]
         if not decoded:
             raise InputError("no images given; pass at least one path, encoded image or array")
-        return self.preprocess.batch(decoded, self._image_size(), self.layout), decoded
+        return self.preprocess.batch(decoded, self._image_size(), self.layout, self.input_channels), decoded
 
     def _as_batch(self, inputs) -> tuple[np.ndarray, list[np.ndarray] | None]:
         if isinstance(inputs, np.ndarray) and inputs.dtype != np.uint8:
@@ -432,7 +436,8 @@ class Explainer:
     def _black_image(self, batch: np.ndarray) -> np.ndarray:
         """An all-black image of the batch's size, pre-processed: Integrated Grad-CAM's usual baseline."""
         height, width = batch.shape[2:4] if self.layout == "NCHW" else batch.shape[1:3]
-        return self.preprocess.batch([np.zeros((height, width, 3), np.uint8)], (height, width), self.layout)
+        return self.preprocess.batch([np.zeros((height, width, 3), np.uint8)], (height, width), self.layout,
+                                     self.input_channels)
 
     def _run_passes(self, batch: np.ndarray, result: dict[str, np.ndarray]) -> np.ndarray:
         context = RunContext(

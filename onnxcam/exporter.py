@@ -144,6 +144,7 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
     """Stages 2-8 on the loaded model (changed in place); returns the explain model and the nodes added."""
     chosen, expose = request.method, request.expose
     view = GraphView(model)
+    _declare_computed_output_shapes(model, view)
     plans = tuple(make_plan(view, layer=spec, score=request.score, layout=request.layout, output=request.output,
                             task=request.task) for spec in request.layers)
     plan = plans[0]
@@ -196,6 +197,15 @@ def load_explainable(source, input_shape=None) -> Loaded:
         model = fix_input_shape(model, dims)
     twin = checked_float_twin(model)
     return Loaded(twin.model, twin, external)
+
+
+def _declare_computed_output_shapes(model: onnx.ModelProto, view: GraphView) -> None:
+    """Declare the computed shapes of outputs whose declarations the graph contradicts, so that the
+    explain model does not repeat the mistake (ONNX Runtime warns about it on every run)."""
+    for output in model.graph.output:
+        if output.name in view.misdeclared_outputs:
+            dims = [d if d is not None else f"{output.name}_dim{i}" for i, d in enumerate(view.symbolic_shape(output.name))]
+            output.CopyFrom(helper.make_tensor_value_info(output.name, view.elem_type(output.name), dims))
 
 
 def _check_options(method: Method, expose, fuse: str, target_inputs: str, for_runtime: bool) -> None:

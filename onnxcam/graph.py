@@ -175,11 +175,12 @@ class GraphView:
     def __init__(self, model: onnx.ModelProto, complete: bool = True):
         """``complete=False`` keeps ONNX's own inference only, without ONNX Runtime's symbolic inference
         and the probe run (which can cost seconds on dynamic-size graphs): for views that read the
-        interface, not every intermediate shape."""
+        interface, not every intermediate shape. ``misdeclared_outputs`` names the outputs whose
+        declared shapes the graph contradicts; their computed shapes are the ones the view gives."""
         self.model = model
         self.graph = model.graph
         self.opset = _default_opset(model)
-        self._inferred = _infer_shapes(model, complete)
+        self._inferred, self.misdeclared_outputs = _infer_shapes(model, complete)
         self._types = _collect_types(self._inferred.graph)
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.nodes = list(self.graph.node)
@@ -358,21 +359,62 @@ def _default_opset(model: onnx.ModelProto) -> int:
     raise ModelError("model imports no default (ai.onnx) opset; re-export it with a standard exporter")
 
 
-def _infer_shapes(model: onnx.ModelProto, complete: bool = True) -> onnx.ModelProto:
+def _infer_shapes(model: onnx.ModelProto, complete: bool = True) -> tuple[onnx.ModelProto, tuple[str, ...]]:
     """Shapes from ONNX's inference (with data propagation); where it leaves dims unknown that ONNX
     Runtime's symbolic inference resolves (a Reshape to a computed shape, as flatten exports are),
-    those fill the gaps."""
+    those fill the gaps. Also returns the outputs whose declared shapes the graph contradicts."""
     light = _without_weights(model)
+    declared = _undeclare_outputs(light)
     try:
         inferred = shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference failing is not fatal: rules then see fewer shapes
         log.warning("ONNX shape inference failed (%s); continuing with declared shapes only", exc)
-        return model
+        return model, ()
     if complete and _unknown_tensors(inferred.graph, model):
         _fill_from_symbolic(inferred.graph, light)
     if complete and _unknown_tensors(inferred.graph, model):
         _fill_from_probe(inferred.graph, model)
-    return inferred
+    return inferred, _settle_output_shapes(inferred.graph, declared)
+
+
+def _undeclare_outputs(light: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Remove the graph outputs' declared shapes from ``light`` (a copy), so that inference says what the
+    graph computes (ONNX's inference keeps a declaration it contradicts); returns the declarations."""
+    declared = {}
+    for output in light.graph.output:
+        declared[output.name] = onnx.ValueInfoProto()
+        declared[output.name].CopyFrom(output)
+        output.type.tensor_type.ClearField("shape")
+    return declared
+
+
+def _settle_output_shapes(graph: onnx.GraphProto, declared: dict[str, onnx.ValueInfoProto]) -> tuple[str, ...]:
+    """Each output's shape: what inference (or the probe) found, completed by the declaration where
+    that agrees; where the two contradict each other, the found shape wins, with a warning. Returns
+    the outputs whose declarations were contradicted."""
+    misdeclared = []
+    for output in graph.output:
+        found, claim = output.type.tensor_type, declared[output.name].type.tensor_type
+        if not claim.HasField("shape"):
+            continue
+        if not found.HasField("shape"):  # nothing contradicts the declaration
+            found.shape.CopyFrom(claim.shape)
+            continue
+        dims, claimed = found.shape.dim, claim.shape.dim
+        if len(dims) != len(claimed) or any(d.HasField("dim_value") and c.HasField("dim_value") and
+                                            d.dim_value != c.dim_value for d, c in zip(dims, claimed)):
+            log.warning("output '%s' is declared %s, but the graph computes %s; using the computed shape",
+                        output.name, _dims_text(claimed), _dims_text(dims))
+            misdeclared.append(output.name)
+            continue
+        for dim, claimed_dim in zip(dims, claimed):
+            if not dim.HasField("dim_value") and (claimed_dim.HasField("dim_value") or claimed_dim.dim_param):
+                dim.CopyFrom(claimed_dim)
+    return tuple(misdeclared)
+
+
+def _dims_text(dims) -> str:
+    return "(" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims) + ")"
 
 
 def _unknown_tensors(graph: onnx.GraphProto, model: onnx.ModelProto) -> list[str]:
@@ -446,7 +488,7 @@ def _fill_from_probe(graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
     finally:
         budget.cancel()
     symbol = next((s for s in batch_symbols.values() if s), "batch")
-    infos = {info.name: info for info in graph.value_info}
+    infos = {info.name: info for info in (*graph.value_info, *graph.output)}
     for name in wanted:
         one, two = runs[0][name], runs[1][name]
         if not isinstance(one, np.ndarray) or one.ndim != two.ndim:
@@ -474,8 +516,8 @@ def _fill_from_symbolic(graph: onnx.GraphProto, light: onnx.ModelProto) -> None:
         return
     if symbolic is None:  # it returns None for opsets it does not know
         return
-    found = {info.name: info for info in symbolic.graph.value_info}
-    for info in graph.value_info:
+    found = {info.name: info for info in (*symbolic.graph.value_info, *symbolic.graph.output)}
+    for info in (*graph.value_info, *graph.output):
         better = found.get(info.name)
         if better is None or not better.type.tensor_type.HasField("shape"):
             continue

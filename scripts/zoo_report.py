@@ -40,6 +40,7 @@ from onnxcam.runtime import make_session  # noqa: E402
 
 PADDLE_DET = PRESETS["imagenet"].replace(color="BGR")
 PADDLE_REC = PRESETS["unit"].replace(color="BGR", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+DDDDOCR = PRESETS["unit"].replace(mean=(0.5,), std=(0.5,))  # grey, (p / 255 − 0.5) / 0.5, as ddddocr feeds it
 
 
 def text_image(height: int = 640, width: int = 640) -> np.ndarray:
@@ -88,6 +89,8 @@ CASES = {case.key: case for case in (
     ZooCase("ppocrv6-small-rec", "sequence", text_line, PADDLE_REC, "1x3x48x320"),
     # CenterFace ships fixed at 10x3x32x32; --input-shape replaces the size (the graph does not depend on it)
     ZooCase("centerface", "dense", face_image, PRESETS["raw"].replace(color="BGR"), "1x3x320x320"),
+    # CNN + bidirectional LSTM + CTC; declares its output [1, seqlen] but computes (T, 1, 8210)
+    ZooCase("ddddocr-ocr", "sequence", lambda: cv2.resize(text_line(), (256, 64)), DDDDOCR, "1x1x64x256"),
 )}
 
 

@@ -1,8 +1,9 @@
 """GraphView facts that the rest of onnxcam relies on."""
 
 import numpy as np
-import pytest
 import onnx
+import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcam.errors import ModelError
@@ -68,3 +69,58 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
     model, external = load_model_and_origin(tmp_path / "secret.onnx")
     assert external and model.graph.initializer[0].data_location == TensorProto.DEFAULT
     assert numpy_helper.to_array(model.graph.initializer[0]).sum() == 1000
+
+
+def _ctc_model_declaring(declared, computed_reshape: bool):
+    """image (1, 1, 4, 6) → Conv (8 channels, height 1) → (W=6 steps, N, 8) → MatMul → (6, N, 5) logits,
+    whose output is declared ``declared``, as ddddocr's recogniser declares [1, seqlen] for (T, 1, C).
+
+    With ``computed_reshape`` the (N, C, W) view is a Reshape to a computed shape that ONNX's own
+    inference cannot follow (ONNX Runtime's symbolic inference can)."""
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(rng.standard_normal((8, 1, 4, 1)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal((8, 5)).astype(np.float32), "classifier")]
+    nodes = [helper.make_node("Conv", ["image", "w"], ["features"]), helper.make_node("Relu", ["features"], ["relu"])]
+    if computed_reshape:  # (N, C, H·W) with H·W a ReduceProd of the shape's tail, as tf2onnx writes Flatten
+        init.append(numpy_helper.from_array(np.array([0, 1], np.int64), "batch_and_channels"))
+        nodes += [helper.make_node("Shape", ["relu"], ["shape"]),
+                  helper.make_node("Gather", ["shape", "batch_and_channels"], ["kept"]),
+                  helper.make_node("Shape", ["relu"], ["spatial"], start=2),
+                  helper.make_node("ReduceProd", ["spatial"], ["steps_count"], keepdims=1),
+                  helper.make_node("Concat", ["kept", "steps_count"], ["new_shape"], axis=0),
+                  helper.make_node("Reshape", ["relu", "new_shape"], ["sequence"])]
+    else:
+        init.append(numpy_helper.from_array(np.array([2], np.int64), "height"))
+        nodes.append(helper.make_node("Squeeze", ["relu", "height"], ["sequence"]))
+    nodes += [helper.make_node("Transpose", ["sequence"], ["steps"], perm=[2, 0, 1]),
+              helper.make_node("MatMul", ["steps", "classifier"], ["logits"])]
+    graph = helper.make_graph(nodes, "ctc", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 4, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, declared)], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("computed_reshape", [False, True], ids=["inferred", "computed-reshape"])
+def test_a_computed_output_shape_wins_over_a_declaration_it_contradicts(computed_reshape, caplog):
+    view = GraphView(_ctc_model_declaring([1, "seqlen"], computed_reshape))
+    assert view.shape("logits") == (6, 1, 5)
+    assert view.misdeclared_outputs == ("logits",)
+    assert "output 'logits' is declared (1, seqlen), but the graph computes (6, 1, 5); using the computed shape" \
+        in caplog.text
+
+
+def test_a_declaration_completes_what_the_graph_leaves_open_and_agrees_with():
+    view = GraphView(_ctc_model_declaring(["steps", 1, 5], computed_reshape=True), complete=False)
+    assert view.shape("logits") == (None, 1, 5) and view.misdeclared_outputs == ()
+
+
+def test_a_model_lying_about_its_output_is_explained_as_the_sequence_it_computes():
+    from onnxcam import export
+
+    model = _ctc_model_declaring([1, "seqlen"], computed_reshape=True)
+    explained = export(model, expose=["activations", "gradients"])
+    assert explained.plan.task.name == "sequence" and explained.contract.score_shape == "1x6x5"
+    declared = next(o for o in explained.model.graph.output if o.name == "logits").type.tensor_type.shape.dim
+    assert [d.dim_value for d in declared] == [6, 1, 5]
+    session = ort.InferenceSession(explained.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits, cam = session.run(["logits", "cam"], {"image": np.random.default_rng(1).random((1, 1, 4, 6), np.float32)})
+    assert logits.shape == (6, 1, 5) and cam.shape == (1, 4, 6) and np.isfinite(cam).all()

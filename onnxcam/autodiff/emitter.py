@@ -59,6 +59,14 @@ class Emitter:
         """A 0-d constant with the float dtype of tensor ``like``."""
         return self.const(np.asarray(value, dtype=self.dtype(like)), hint="scalar")
 
+    def adopt(self, other: Emitter) -> None:
+        """Take over the nodes and initializers that ``other`` built (a rule's own sub-graph)."""
+        self.nodes.extend(other.nodes)
+        self.initializers.extend(other.initializers)
+        self._dtypes.update(other._dtypes)
+        self._taken.update(o for node in other.nodes for o in (*node.output, node.name))
+        self._taken.update(t.name for t in other.initializers)
+
     def dtype(self, name: str) -> np.dtype:
         return self._dtypes.get(name) or self.view.np_dtype(name)
 
@@ -169,6 +177,18 @@ class Emitter:
         if steps is not None:
             inputs.append(self.ints(steps))
         return self.op("Slice", *inputs, dtype_of=x)
+
+    def split(self, x, sizes: Sequence[int], axis: int) -> list[str]:
+        """``x`` cut along ``axis`` into pieces of the given static sizes (at least two)."""
+        sizes = [int(s) for s in sizes]
+        if self.opset >= 13:  # Split-13 takes the sizes as an input
+            return self.op("Split", x, self.ints(sizes), outputs=len(sizes), axis=axis)
+        return self.op("Split", x, outputs=len(sizes), axis=axis, split=sizes)
+
+    def clip(self, x, low: float, high: float):
+        if self.opset < 11:  # Clip-6: attributes
+            return self.op("Clip", x, min=float(low), max=float(high))
+        return self.op("Clip", x, self.scalar(low, x), self.scalar(high, x))
 
     def pad(self, x, pads: Sequence[int], value: float = 0.0):
         """Constant padding, ``pads`` as ONNX orders them (all begins, then all ends)."""

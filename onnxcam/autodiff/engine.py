@@ -18,7 +18,7 @@ from onnxcam.autodiff import rules as _rules  # noqa: F401  (fills the rule tabl
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.registry import RuleContext, carries_gradient, is_zero, lookup
 from onnxcam.errors import NotDifferentiableError, UnsupportedOpError
-from onnxcam.graph import GraphView, load_model
+from onnxcam.graph import GraphView, load_model, outer_names
 
 __all__ = ["backward", "emit_backward", "Gradients"]
 
@@ -58,15 +58,17 @@ Override = Callable[[RuleContext], "Sequence[str | None] | None"]
 
 
 def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
-                  overrides: Mapping[str, Override] | None = None) -> dict[str, str]:
+                  overrides: Mapping[str, Override] | None = None, missing_ok: bool = False) -> dict[str, str]:
     """Emit the backward pass through ``emit``; returns the gradient tensor name per ``wrt``.
 
     Seed tensors may be ones that ``emit`` has already created (they need not be in the view).
     ``overrides`` maps op types to rules used instead of the registered ones (e.g. guided
     backpropagation's ReLU); an override may return ``None`` to leave a node to its usual rule.
+    A ``wrt`` tensor the seeds do not depend on is an error, or with ``missing_ok`` left out of the
+    result (its gradient is zero).
     """
     view = emit.view
-    active = _active_tensors(view, seeds, wrt)
+    active = frozenset(_active_tensors(view, seeds, wrt))
     grads: dict[str, list[str]] = defaultdict(list)
     for tensor, seed in seeds.items():
         grads[tensor].append(seed)
@@ -76,12 +78,14 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
         if not any(out in grads for out in node.output):
             continue
         needs = [bool(name) and name in active for name in node.input]
-        if not any(needs):
+        if not any(needs) and not outer_names(node) & active:  # a subgraph's reads need its rule too
             continue
-        _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides or {})
+        _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides or {}, active)
 
     names = {}
     for target in wrt:
+        if not grads.get(target) and missing_ok:
+            continue
         if not grads.get(target):
             raise NotDifferentiableError(
                 f"the score does not depend on '{target}' through differentiable ops; "
@@ -92,7 +96,7 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
     return names
 
 
-def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides):
+def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides, active):
     if is_zero(node.op_type) and node.domain in ("", "ai.onnx"):
         return
     standard = node.domain in ("", "ai.onnx")
@@ -105,7 +109,7 @@ def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides):
             "choose a later layer, or open an issue asking for this op"
         )
     output_grads = [_total(emit, grads, out) if grads.get(out) else None for out in node.output]
-    ctx = RuleContext(node=node, emit=emit, grads=output_grads, needs=needs)
+    ctx = RuleContext(node=node, emit=emit, grads=output_grads, needs=needs, active=active)
     overridden = override(ctx) if override is not None else None
     if overridden is None and rule is None:
         raise UnsupportedOpError(f"no gradient rule for {_op_label(node)} node '{node.name}' (opset {view.opset})")
@@ -133,14 +137,16 @@ def _op_label(node: onnx.NodeProto) -> str:
 
 def _active_tensors(view: GraphView, seeds: Mapping[str, str], wrt: Sequence[str]) -> set[str]:
     """Tensors carrying a gradient (float ones, straight-through integers) that depend on some ``wrt``
-    and that some seeded tensor depends on."""
+    and that some seeded tensor depends on (what a node's subgraphs read from outside counts as its
+    input)."""
     for name in [*wrt, *seeds]:
         if name not in view.producers and name not in view.graph_inputs and name not in view.initializers:
             raise NotDifferentiableError(f"tensor '{name}' is not in the model")
+    reads = {id(node): [*node.input, *outer_names(node)] for node in view.nodes}
     downstream = set(wrt)
     for node in view.nodes:  # nodes are in topological order
         if is_zero(node.op_type):
             continue
-        if any(i in downstream for i in node.input if i):
+        if any(i in downstream for i in reads[id(node)] if i):
             downstream.update(o for o in node.output if o and carries_gradient(view, o))
-    return downstream & view.ancestors(seeds)
+    return downstream & view.ancestors(seeds, inputs=lambda node: reads[id(node)])

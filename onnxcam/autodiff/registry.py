@@ -36,6 +36,7 @@ class RuleContext:
     emit: Emitter
     grads: list[str | None]  # one per node output; None where no gradient reaches that output
     needs: list[bool]  # one per node input
+    active: frozenset[str] = frozenset()  # every tensor the backward sweeps through (for names subgraphs read)
 
     @property
     def view(self):

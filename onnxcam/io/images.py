@@ -69,22 +69,33 @@ class Preprocess:
     def replace(self, **changes) -> Preprocess:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def describe(self) -> str:
+    def describe(self, channels: int | None = 3) -> str:
         size = "model's" if self.size is None else f"{self.size[0]}x{self.size[1]}"
-        return (f"{self.source}: {self.color}, size {size}, scale {self.scale:.6g}, "
+        colour = "grey" if channels == 1 else self.color
+        return (f"{self.source}: {colour}, size {size}, scale {self.scale:.6g}, "
                 f"mean {list(self.mean)}, std {list(self.std)}")
 
-    def batch(self, images_bgr: Sequence[np.ndarray], size: tuple[int, int], layout: str) -> np.ndarray:
-        """Stack decoded BGR images into a float32 batch of the model's size and layout."""
+    def batch(self, images_bgr: Sequence[np.ndarray], size: tuple[int, int], layout: str,
+              channels: int | None = 3) -> np.ndarray:
+        """Stack decoded BGR images into a float32 batch of the model's size and layout.
+
+        A model with one input channel gets grey images (OpenCV's BGR→grey luminance), normalised with
+        the average of ``mean`` and of ``std``."""
         height, width = size
+        grey = channels == 1
+        mean, std = (np.asarray(v, np.float32) for v in (self.mean, self.std))
+        if grey:
+            mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
         arrays = []
         for image in images_bgr:
             shrink = image.shape[0] > height or image.shape[1] > width
             resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            if self.color == "RGB":
+            if grey:
+                resized = cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)[..., None]
+            elif self.color == "RGB":
                 resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
             pixels = resized.astype(np.float32) * np.float32(self.scale)
-            pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            pixels = (pixels - mean) / std
             arrays.append(pixels)
         batch = np.stack(arrays)
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if layout == "NCHW" else batch)

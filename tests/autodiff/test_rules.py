@@ -3,13 +3,14 @@
 import pytest
 
 from onnxcam.autodiff import RULES
-from tests.autodiff.cases import (activation, attention, conv, elementwise, linalg, norm, pool, quantize, reduce, resize,
-                                  shape)
+from tests.autodiff.cases import (activation, attention, control, conv, elementwise, linalg, norm, pool, quantize,
+                                  recurrent, reduce, resize, shape)
 from tests.autodiff.harness import check_case
 
 CASES = [
     case
-    for module in (activation, attention, conv, elementwise, linalg, norm, pool, quantize, reduce, resize, shape)
+    for module in (activation, attention, control, conv, elementwise, linalg, norm, pool, quantize, recurrent, reduce,
+                   resize, shape)
     for case in module.CASES
 ]
 PARAMS = [pytest.param(case, opset, id=f"{case.label()}-opset{opset}") for case in CASES for opset in case.opsets]

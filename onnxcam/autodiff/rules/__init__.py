@@ -3,6 +3,7 @@
 from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registrations)
     activation,
     attention,
+    control,
     conv,
     elementwise,
     linalg,
@@ -11,6 +12,7 @@ from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registra
     pool,
     quantize,
     reduce,
+    recurrent,
     resize,
     shape,
 )

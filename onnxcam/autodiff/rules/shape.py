@@ -58,10 +58,33 @@ def _shape_with_axis(ctx: RuleContext, like: str, axis: int, size: int) -> str:
 
 
 # --- reshapes --------------------------------------------------------------------------------------
-@register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+@register("Reshape", "Flatten")
 def reshape(ctx: RuleContext):
     """dX = Reshape(dY, Shape(X))"""
     return _data_only(ctx, ctx.emit.reshape_like(ctx.dy, ctx.inputs[0]))
+
+
+def _axes(ctx: RuleContext) -> list[int] | None:
+    """Squeeze's or Unsqueeze's axes (attribute before opset 13, constant input from it), if given."""
+    axes = ctx.attr("axes") if ctx.opset < 13 else ctx.const(1)
+    return None if axes is None else [int(a) for a in np.atleast_1d(axes)]
+
+
+@register("Unsqueeze")
+def unsqueeze(ctx: RuleContext):
+    """dX = Squeeze(dY, axes), or Reshape(dY, Shape(X)) when the axes are computed (X itself is not needed)"""
+    axes = _axes(ctx)
+    dx = ctx.emit.reshape_like(ctx.dy, ctx.inputs[0]) if axes is None else ctx.emit.squeeze(ctx.dy, axes)
+    return _data_only(ctx, dx)
+
+
+@register("Squeeze")
+def squeeze(ctx: RuleContext):
+    """dX = Unsqueeze(dY, axes) with the axes made positive, else Reshape(dY, Shape(X))"""
+    axes, rank = _axes(ctx), ctx.view.rank(ctx.inputs[0])
+    if axes is None or rank is None:
+        return _data_only(ctx, ctx.emit.reshape_like(ctx.dy, ctx.inputs[0]))
+    return _data_only(ctx, ctx.emit.unsqueeze(ctx.dy, sorted(a % rank for a in axes)))
 
 
 @register("Transpose")
@@ -212,3 +235,10 @@ def scatter_nd(ctx: RuleContext):
                                                          dtype_of=ctx.dy)
     d_updates = e.op("GatherND", ctx.dy, indices, dtype_of=ctx.dy) if ctx.needs[2] else None
     return [d_data, None, d_updates]
+
+
+@register("ReverseSequence", since=10)
+def reverse_sequence(ctx: RuleContext):
+    """dX = ReverseSequence(dY) with the same lengths (the reversal is its own inverse)"""
+    attrs = {name: ctx.attr(name) for name in ("batch_axis", "time_axis") if ctx.attr(name) is not None}
+    return _data_only(ctx, ctx.emit.op("ReverseSequence", ctx.dy, ctx.inputs[1], **attrs))

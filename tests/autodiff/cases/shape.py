@@ -81,3 +81,10 @@ CASES += [
     Case("ScatterND", [X((4, 3)), C(np.array([[1], [3]], np.int64)), X((2, 3))], attrs=dict(reduction="add"),
          id="add", opsets=(16,)),
 ]
+
+# Per-sequence reversal (the reverse direction of recurrent layers with sequence_lens).
+CASES += [
+    Case("ReverseSequence", [X((4, 3, 2)), C(np.array([4, 1, 3], np.int64))], id="time-major", opsets=(10, 13)),
+    Case("ReverseSequence", [X((3, 4, 2)), C(np.array([2, 4, 0], np.int64))], attrs=dict(batch_axis=0, time_axis=1),
+         id="batch-major", opsets=(13,)),
+]
