@@ -36,11 +36,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError, UnsupportedOpError
-from onnxcam.graph import GraphView
+from onnxcam.graph import FLOAT_TYPES, GraphView
 from onnxcam.runtime import model_session
 
 __all__ = ["Twin", "Agreement", "float_twin", "checked_float_twin", "check_agreement", "TWIN_RULES", "DISAGREEMENT"]
@@ -126,6 +127,7 @@ class _State:
     twinned: set[str]
     taken: set[str]
     dequantized: dict[tuple, str] = field(default_factory=dict)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)  # tensors the twin made constant
 
 
 class _Context:
@@ -150,7 +152,9 @@ class _Context:
         return {a.name: helper.get_attribute_value(a) for a in self.node.attribute if a.name not in drop}
 
     def const(self, name: str) -> np.ndarray | None:
-        return self.view.const_value(name) if name else None
+        if not name:
+            return None
+        return self.state.constants[name] if name in self.state.constants else self.view.const_value(name)
 
     def fail(self, why: str):
         raise UnsupportedOpError(f"cannot build the float twin of {self.node.op_type} node '{self.node.name}': {why}; "
@@ -183,7 +187,9 @@ class _Context:
         if value is not None and (zp is None or isinstance(zp, np.ndarray)):
             return value.astype(np.float32) - (np.float32(0) if zp is None else zp.astype(np.float32))
         stored = self.stored(name)
-        return stored if zp is None else self.emit.sub(stored, self.tensor(zp))
+        if zp is None or (isinstance(zp, np.ndarray) and not zp.any()):
+            return stored
+        return self.emit.sub(stored, self.tensor(zp))
 
     def centered(self, q: int, zero_point: int, axis: int | None = None) -> str:
         """``q − zero_point`` in float (folded to a constant when both are constants)."""
@@ -234,15 +240,6 @@ class _Context:
             return self.emit.const(value.astype(np.float32), hint="twin")
         return value
 
-    def keep(self, renamed: dict[int, str]) -> None:
-        """Emit the node itself, with the outputs in ``renamed`` written to other names."""
-        outputs = [renamed.get(k, name) for k, name in enumerate(self.node.output)]
-        copy = onnx.NodeProto()
-        copy.CopyFrom(self.node)
-        del copy.output[:]
-        copy.output.extend(outputs)
-        self.emit.nodes.append(copy)
-
 
 def _cast_float(e: Emitter, name: str) -> str:
     """Cast to float32 (the emitter then takes the output for float32, as for any tensor it does not know)."""
@@ -275,10 +272,10 @@ def _dequantize_linear(t: _Context):
 
 
 def _dynamic_quantize_linear(t: _Context):
-    """The scale and zero point stay as the model computes them; the stored value is x/scale + zp."""
-    t.keep({0: t.emit.fresh("unused_quantized")})
-    _, scale, zero_point = t.node.output
-    return [t.emit.add(t.emit.div(t.input(0), scale), t.stored(zero_point)), None, None]
+    """Stored value x, scale 1, zero point 0: a dynamic scale is a choice of units that every op after
+    it undoes (the accumulator is multiplied back by it), so the twin picks the units of x itself, and
+    what the model computes from the scale becomes constant (folded by the pass)."""
+    return [t.input(0), np.array(1.0, np.float32), np.array(0, np.uint8)]
 
 
 def _conv_integer(t: _Context):
@@ -415,6 +412,8 @@ def float_twin(model: onnx.ModelProto) -> Twin:
         if rule is not None:
             _rewrite(node, rule, emit, state)
             replaced[node.op_type] += 1
+        elif any(i in state.constants for i in node.input) and _foldable(node, view, state):
+            _fold(node, model, emit, state)
         elif any(i in state.twinned for i in node.input):
             _carry(node, emit, state.twinned)
         else:
@@ -427,26 +426,53 @@ def float_twin(model: onnx.ModelProto) -> Twin:
 def _rewrite(node: onnx.NodeProto, rule: TwinRule, emit: Emitter, state: _State) -> None:
     results = rule(_Context(node, emit, state))
     for name, result in zip(node.output, results):
-        if result is not None and name:
+        if isinstance(result, np.ndarray):
+            _set_constant(name, result, emit, state)
+        elif result is not None and name:
             emit.nodes.append(helper.make_node("Identity", [result], [name], name=emit.fresh("twin_output")))
             if emit.view.elem_type(name) != _FLOAT:
                 state.twinned.add(name)
 
 
+def _set_constant(name: str, value: np.ndarray, emit: Emitter, state: _State) -> None:
+    state.constants[name] = value
+    emit.initializers.append(numpy_helper.from_array(value, name))
+
+
+def _foldable(node: onnx.NodeProto, view: GraphView, state: _State) -> bool:
+    """A node reading a tensor the twin made constant, and only constants: the pass folds it."""
+    has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+    return not has_subgraph and all(not i or i in state.constants or view.const_value(i) is not None for i in node.input)
+
+
+def _fold(node: onnx.NodeProto, model: onnx.ModelProto, emit: Emitter, state: _State) -> None:
+    """Evaluate the node with onnx's reference implementation; its outputs become initializers."""
+    inputs = [i for i in node.input if i]
+    values = {i: state.constants[i] if i in state.constants else emit.view.const_value(i) for i in inputs}
+    graph = helper.make_graph([node], "fold", [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(
+        v.dtype), list(v.shape)) for i, v in values.items()], [helper.make_empty_tensor_value_info(o) for o in
+                                                                 node.output if o])
+    folded = ReferenceEvaluator(helper.make_model(graph, opset_imports=model.opset_import)).run(None, values)
+    for name, value in zip([o for o in node.output if o], folded):
+        _set_constant(name, np.asarray(value), emit, state)
+
+
 def _carry(node: onnx.NodeProto, emit: Emitter, twinned: set[str]) -> None:
     """A float-capable op reading a twin: its integer operands of the twin's original type are cast to
-    float beside it, and its outputs of that type become twins too."""
+    float beside it, and its outputs of that type (a Cast's, to an integer type) become twins too."""
     view = emit.view
-    kinds = {view.elem_type(i) for i in node.input if i in twinned}
+    kinds = {view.elem_type(i) for i in node.input if i in twinned} - {_FLOAT}
     inputs = [_cast_float(emit, i) if i and i not in twinned and view.elem_type(i) in kinds - {None} else i
               for i in node.input]
     copy = helper.make_node(node.op_type, inputs, list(node.output), name=node.name, domain=node.domain or None)
     copy.attribute.extend(node.attribute)
-    if node.op_type == "Cast":
+    to_integer = node.op_type == "Cast" and helper.get_attribute_value(
+        next(a for a in node.attribute if a.name == "to")) not in FLOAT_TYPES
+    if to_integer:
         copy.attribute.remove(next(a for a in copy.attribute if a.name == "to"))
         copy.attribute.append(helper.make_attribute("to", _FLOAT))
     emit.nodes.append(copy)
-    twinned.update(o for o in node.output if o and (view.elem_type(o) in kinds or node.op_type == "Cast"))
+    twinned.update(o for o in node.output if o and (view.elem_type(o) in kinds or to_integer))
 
 
 def _assemble(model: onnx.ModelProto, emit: Emitter, twinned: set[str]) -> onnx.ModelProto:
@@ -470,7 +496,7 @@ def _assemble(model: onnx.ModelProto, emit: Emitter, twinned: set[str]) -> onnx.
 
 
 def _ensure(twin: onnx.ModelProto) -> None:
-    left = [n.op_type for n in twin.graph.node if _key(n) in TWIN_RULES and n.op_type != "DynamicQuantizeLinear"]
+    left = [n.op_type for n in twin.graph.node if _key(n) in TWIN_RULES]
     assert not left, f"float twin still holds {left}"
     try:
         onnx.checker.check_model(twin)

@@ -91,6 +91,8 @@ CASES = {case.key: case for case in (
     ZooCase("centerface", "dense", face_image, PRESETS["raw"].replace(color="BGR"), "1x3x320x320"),
     # CNN + bidirectional LSTM + CTC; declares its output [1, seqlen] but computes (T, 1, 8210)
     ZooCase("ddddocr-ocr", "sequence", lambda: cv2.resize(text_line(), (256, 64)), DDDDOCR, "1x1x64x256"),
+    # the same design, int8 dynamic-quantised: explained through its float twin (onnxcam.quantized)
+    ZooCase("ddddocr-ocr-int8", "sequence", lambda: cv2.resize(text_line(), (256, 64)), DDDDOCR, "1x1x64x256"),
 )}
 
 

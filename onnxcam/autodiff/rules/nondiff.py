@@ -6,7 +6,5 @@ register_zero(
     "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "OneHot", "Range", "EyeLike",
     "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor",
     "IsNaN", "IsInf", "Sign", "Floor", "Ceil", "Round",
-    # DynamicQuantizeLinear's float output is a scale: a constant to the straight-through estimator
-    "DynamicQuantizeLinear",
     "Constant", "ConstantOfShape", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
 )
