@@ -8,6 +8,8 @@ arithmetic in float32, without the rounding, so that gradients flow:
 * an integer tensor is replaced by its *stored value* before rounding, as a float: the twin of
   ``QuantizeLinear(x, s, zp)`` is ``Clip(x/s + zp, qmin, qmax)``, of ``DequantizeLinear(q, s, zp)``
   is ``(q − zp)·s``, so a tensor keeps its units and every op reading it still means the same;
+  ``DynamicQuantizeLinear``'s scale is a choice of units that the ops after it undo, so its twin
+  takes scale 1 and zero point 0 and the pass folds what the model computes from them;
 * ops on quantised values compute in real units with weights dequantised at export time
   (``QLinearConv`` → ``Conv`` on ``(x − x_zp)·x_s`` and ``(w − w_zp)·w_s``, then requantised
   into the output's stored value); ``ConvInteger``/``MatMulInteger`` return the accumulator, so
@@ -40,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxcam.autodiff.emitter import Emitter
+from onnxcam.autodiff.rules.quantize import INTEGER_RANGES
 from onnxcam.errors import ModelError, UnsupportedOpError
 from onnxcam.graph import FLOAT_TYPES, GraphView
 from onnxcam.runtime import model_session
@@ -50,8 +53,6 @@ log = logging.getLogger(__name__)
 
 _MS = "com.microsoft"
 _FLOAT = TensorProto.FLOAT
-_INTEGER_RANGES = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT16: (0, 65535),
-                   TensorProto.INT16: (-32768, 32767), TensorProto.INT32: (-2**31, 2**31 - 1)}
 DISAGREEMENT = 0.1  # a max output difference above this fraction of the outputs' largest magnitude is warned about
 
 
@@ -173,7 +174,8 @@ class _Context:
         """A scale or zero point (a constant array where it is one) shaped to broadcast along ``axis``
         of a rank-``rank`` tensor; ``axis=None`` keeps NumPy broadcasting (a scalar, or the last axis)."""
         value = self.const(name)
-        if axis is None or rank is None or rank <= 1 or (value.ndim if value is not None else self.view.rank(name)) in (0, None):
+        own_rank = value.ndim if value is not None else self.view.rank(name)
+        if axis is None or rank is None or rank <= 1 or own_rank in (0, None):
             return value if value is not None else self.stored(name)
         shape = [-1 if k == axis % rank else 1 for k in range(rank)]
         if value is not None:
@@ -229,7 +231,7 @@ class _Context:
         if zp_name:
             stored = e.add(stored, self.tensor(self.per_axis(zp_name, rank, axis)))
         elem = self.view.elem_type(zp_name) if zp_name else TensorProto.UINT8
-        low, high = _INTEGER_RANGES.get(elem, (None, None))
+        low, high = INTEGER_RANGES.get(elem, (None, None))
         if low is None:
             self.fail(f"its output type ({elem}) is not an integer type with a known range")
         return _clip(e, stored, float(low), float(high))
@@ -447,13 +449,14 @@ def _foldable(node: onnx.NodeProto, view: GraphView, state: _State) -> bool:
 
 def _fold(node: onnx.NodeProto, model: onnx.ModelProto, emit: Emitter, state: _State) -> None:
     """Evaluate the node with onnx's reference implementation; its outputs become initializers."""
-    inputs = [i for i in node.input if i]
-    values = {i: state.constants[i] if i in state.constants else emit.view.const_value(i) for i in inputs}
-    graph = helper.make_graph([node], "fold", [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(
-        v.dtype), list(v.shape)) for i, v in values.items()], [helper.make_empty_tensor_value_info(o) for o in
-                                                                 node.output if o])
+    values = {i: value for i in node.input if i
+              for value in [state.constants[i] if i in state.constants else emit.view.const_value(i)]}
+    inputs = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+              for i, v in values.items()]
+    outputs = [o for o in node.output if o]
+    graph = helper.make_graph([node], "fold", inputs, [helper.make_empty_tensor_value_info(o) for o in outputs])
     folded = ReferenceEvaluator(helper.make_model(graph, opset_imports=model.opset_import)).run(None, values)
-    for name, value in zip([o for o in node.output if o], folded):
+    for name, value in zip(outputs, folded):
         _set_constant(name, np.asarray(value), emit, state)
 
 

@@ -13,8 +13,10 @@ import onnx
 
 from onnxcam.autodiff.registry import RuleContext, register
 
+__all__ = ["INTEGER_RANGES"]
+
 # The integer types QuantizeLinear writes, with their ranges (int4/uint4 have no NumPy type).
-_RANGES = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127),
+INTEGER_RANGES = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127),
            onnx.TensorProto.UINT16: (0, 65535), onnx.TensorProto.INT16: (-32768, 32767),
            onnx.TensorProto.UINT4: (0, 15), onnx.TensorProto.INT4: (-8, 7)}
 
@@ -45,7 +47,7 @@ def dequantize_linear(ctx: RuleContext):
 def quantize_linear(ctx: RuleContext):
     """dX = dQ/scale where X/scale + zero_point lies in the integer range, else 0 (straight-through)"""
     e, x, q = ctx.emit, ctx.inputs[0], ctx.outputs[0]
-    bounds = _RANGES.get(ctx.view.elem_type(q))
+    bounds = INTEGER_RANGES.get(ctx.view.elem_type(q))
     if bounds is None:
         ctx.fail(f"its output type ({ctx.view.elem_type(q)}) is not an integer type with a known range")
     scale = _per_axis(ctx, ctx.inputs[1], x)
