@@ -7,6 +7,7 @@ graph; their straight-through gradient matches finite differences of the same gr
 fake-quantisation pair replaced by the Clip it approximates.
 """
 
+import json
 import logging
 import sys
 import warnings
@@ -16,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from click.testing import CliRunner
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from torch import nn
@@ -23,6 +25,7 @@ from torch.nn import functional as F
 
 from onnxcam import UnsupportedOpError, export
 from onnxcam import quantized as quantized_module
+from onnxcam.cli import cli
 from onnxcam.headmodel import cut_model
 from onnxcam.quantized import TWIN_RULES, float_twin
 from onnxcam.runtime import make_session
@@ -273,3 +276,13 @@ def test_integer_op_without_a_twin_rule_is_named(models):
     node.op_type = "QLinearSoftmax"
     with pytest.raises(UnsupportedOpError, match="no float twin for com.microsoft:QLinearSoftmax"):
         export(model)
+
+
+def test_cli_runs_an_integer_model(models, tmp_path, demo_images):
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(models["cnn/dynamic"], path)
+    result = CliRunner().invoke(cli, ["run", str(path), str(demo_images[0]), "-o", str(tmp_path / "out"),
+                                      "--preset", "unit", "--size", "16x16", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
+    assert record["status"] == "ok" and record["layer"] == "/3/Relu_output_0"
