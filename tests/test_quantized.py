@@ -106,7 +106,15 @@ _NETWORKS = {"cnn": (_cnn, INPUT, ("dynamic", "qoperator", "qdq")), "branches": 
 def models(tmp_path_factory) -> dict[str, onnx.ModelProto]:
     """Small float networks ("cnn/float", ...) and their int8 versions ("cnn/dynamic", "cnn/qoperator", ...)."""
     folder = tmp_path_factory.mktemp("quantized")
-    logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice on pre-processing
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # the quantiser's advice on pre-processing, logged on the root logger
+    try:
+        return _write_models(folder)
+    finally:
+        root.setLevel(level)
+
+
+def _write_models(folder) -> dict[str, onnx.ModelProto]:
     found = {}
     for name, (build, shape, kinds) in _NETWORKS.items():
         torch.manual_seed(0)
