@@ -108,13 +108,10 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
 
     Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible.
     """
-    from onnxcam.graph import load_model
-    from onnxcam.plan import fix_input_shape, make_plans, parse_input_shape, plan_view
+    from onnxcam.exporter import load_explainable
+    from onnxcam.plan import make_plans, plan_view
 
-    proto = load_model(model)
-    if input_shape:
-        proto = fix_input_shape(proto, parse_input_shape(input_shape))
-    view = plan_view(proto)
+    view = plan_view(load_explainable(model, input_shape).model)
     plans = make_plans(view, list(layer), score=score, layout=layout, output=output_name, task=task)
     plan = plans[0]
     chosen = {p.layer for p in plans}

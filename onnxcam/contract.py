@@ -74,6 +74,13 @@ class Contract:
     passes: str = "1"
     exposed: str = ""
     detection: str = ""  # detection: the head's layout as JSON (onnxcam.detection.head.Head)
+    # A quantised model with integer ops is explained through its float twin (onnxcam.quantized): the
+    # ops replaced ("ConvInteger:2,MatMulInteger:1"; "" = the model as it is), whether the twin's top-1
+    # equals the model's on the probe input ("equal", "differs", "unchecked") and their largest difference.
+    float_twin: str = ""
+    twin_top1: str = ""
+    twin_max_difference: float = 0.0
+    precision: str = ""  # "" (float32), "float16", "bfloat16", or "bfloat16 upcast to float32" (onnxcam.precision)
 
     @property
     def layers(self) -> list[str]:

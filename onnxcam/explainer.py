@@ -23,7 +23,7 @@ from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, res
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
-from onnxcam.runtime import check_single_runtime, make_session, memory_budget
+from onnxcam.runtime import check_single_runtime, memory_budget, model_session
 from onnxcam.targets import requests
 
 __all__ = ["Explainer", "Explanation", "load_explain_model"]
@@ -146,6 +146,7 @@ class Explainer:
         self._method = get_method(self.method)
         self._cam_outputs = [o for o in (*contract.CAM_OUTPUTS, contract.CAM_WEIGHTS) if o in view.graph_outputs]
         self._weights_dtype = np.dtype(view.np_dtype(contract.TARGET_WEIGHTS))
+        self._input_dtype = np.dtype(view.np_dtype(self.input_name))  # float16 for a half-precision model
         self._view = view
         self._extra_sessions: dict = {}
         self._cancelled = False
@@ -155,7 +156,7 @@ class Explainer:
         self.max_pixels = int(max_pixels)
         self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
-        self._session = make_session(proto.SerializeToString(), provider, threads=threads)
+        self._session = model_session(proto, provider, threads=threads)
         self.provider = self._session.provider
         self.provider_reason = self._session.reason
         self.run_options = replace(run_options, passes_batch=self._passes_batch(passes_batch))
@@ -320,7 +321,7 @@ class Explainer:
                                                        self.target_weights(1, weights=np.zeros(self.score_shape[1]))))[0]
 
     def _feeds(self, batch: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-        return {self.input_name: np.ascontiguousarray(batch), contract.TARGET: targets,
+        return {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype), contract.TARGET: targets,
                 contract.TARGET_WEIGHTS: weights}
 
     # --- running -----------------------------------------------------------------------------
@@ -405,7 +406,7 @@ class Explainer:
             cut_at = inputs or [self.layer if kind == "head" else self.input_name]
             cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view,
                             optional=[contract.TARGET, contract.TARGET_WEIGHTS])
-            session = make_session(cut.model.SerializeToString(), self._provider_request, threads=self._threads)
+            session = model_session(cut.model, self._provider_request, threads=self._threads)
             if self._cancelled:
                 session.cancel()
             self._extra_sessions[kind] = (cut, session)
@@ -429,7 +430,8 @@ class Explainer:
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("forward")
-        return self._batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(images)})[0])
+        return self._batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(
+            images, dtype=self._input_dtype)})[0])
 
     def _explain_batch(self, images: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
         names = [contract.CAM_TARGET, contract.CAM_SCORE, *self.exposed]

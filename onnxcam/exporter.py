@@ -29,24 +29,25 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam import contract
+from onnxcam import contract, precision
 from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView, check_attributes, load_model, outer_names
-from onnxcam.io.files import write_atomically
+from onnxcam.graph import GraphView, check_attributes, load_model, load_model_and_origin, outer_names, sort_topologically
+from onnxcam.io.model_files import needs_external_data, save_model
 from onnxcam.layers import nchw_view
 from onnxcam.methods import AUTO, Method, get_method, resolve_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
 from onnxcam.plan import Plan, fix_input_shape, make_plans, parse_input_shape, plan_view
+from onnxcam.quantized import Twin, checked_float_twin
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
 from onnxcam.targets.detection import head_for
 from onnxcam.version import __version__
 
-__all__ = ["export", "ExplainModel", "prune_dead_nodes"]
+__all__ = ["export", "ExplainModel", "prune_dead_nodes", "load_explainable", "Loaded"]
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,16 @@ class ExplainModel:
     method: str
     seconds: float
     plans: tuple[Plan, ...] = field(default=())  # one per target layer (``plan`` is the first)
+    external_data: bool = False  # the source kept its weights in external data files: so does the saved model
 
     @property
     def contract(self) -> Contract:
         return Contract.read(self.model)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        write_atomically(path, self.model.SerializeToString())
-        return path
+        """Write the explain model to ``path``; its weights go to a data file beside it when the source
+        kept them outside or when the model is over 2 GB (:mod:`onnxcam.io.model_files`)."""
+        return save_model(self.model, path, external=self.external_data)
 
 
 def export(
@@ -101,15 +103,57 @@ def export(
     """
     started = time.perf_counter()
     if method != AUTO:
-        get_method(method)  # an unknown name fails before any work
-    options = TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background))
-    model = _load(source, input_shape)
+        _check_method(get_method(method), for_runtime)  # an unknown or unexportable method fails before any work
+    _check_options(expose, fuse, target_inputs)
+    request = _Request(_layer_specs(layer), method, tuple(expose), layout, score, output, task, fuse, target_inputs,
+                       TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background)),
+                       for_runtime)
+    loaded = load_explainable(source, input_shape)
+    model, twin = loaded.model, loaded.twin
+    half = precision.half_precision(model)
+    try:
+        explain, added = _build(load_model(model) if half else model, request, twin, precision.describe(model, None))
+        reason = precision.runs_on_cpu(explain.model) if half else ""
+    except ModelError as exc:  # the checker or ONNX Runtime on ops without half-precision kernels
+        if half is None:
+            raise
+        reason = str(exc)
+    if reason:
+        log.warning("the explain model cannot compute in %s (%s); upcasting the model to float32 (inputs and outputs "
+                    "included)", precision.HALF_TYPES[half], reason)
+        explain, added = _build(precision.upcast(model), request, twin, precision.describe(model, half))
+    explain.seconds, explain.external_data = time.perf_counter() - started, loaded.external_data
+    log.info("explain model built in %.2f s (%d nodes added)", explain.seconds, added)
+    return explain
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What to explain and how: :func:`export`'s options, checked."""
+
+    layers: list[str]
+    method: str  # a method's name, or "auto" (resolved once the task is known)
+    expose: tuple[str, ...]
+    layout: str
+    score: str
+    output: str | None
+    task: str
+    fuse: str
+    target_inputs: str
+    options: TaskOptions
+    for_runtime: bool
+
+
+def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: str) -> tuple[ExplainModel, int]:
+    """Stages 2-8 on the loaded model (changed in place); returns the explain model and the nodes added."""
+    expose = request.expose
     view = plan_view(model)
     _declare_computed_output_shapes(model, view)
-    plans = make_plans(view, _layer_specs(layer), score=score, layout=layout, output=output, task=task)
+    plans = make_plans(view, request.layers, score=request.score, layout=request.layout, output=request.output,
+                       task=request.task)
     plan = plans[0]
-    chosen = get_method(resolve_method(method, plan.task.name))
-    _check_options(chosen, expose, fuse, target_inputs, for_runtime)
+    chosen = get_method(resolve_method(request.method, plan.task.name))
+    _check_method(chosen, request.for_runtime)
     tensors = [p.layer.tensor for p in plans]
     _check_layers(tensors, chosen, expose)
     _check_names_free(view)
@@ -118,38 +162,49 @@ def export(
              plan.score_description, chosen.title, "; ".join(p.layer.describe() for p in plans))
 
     emit = Emitter(view, prefix="onnxcam")
-    target = emit_target(emit, plan.target, options)
+    target = emit_target(emit, plan.target, request.options)
     needs_backward = chosen.kind != "runtime" or chosen.needs_gradients or contract.GRADIENTS in expose
     # a detector's levels: each layer's gradient through its own head (holding the other levels fixed)
     per_level = plan.task.name == "detection" and len(tensors) > 1
     gradients = emit_backward(emit, target.seeds, tensors, stop_at_wrt=per_level) if needs_backward else {}
-    outputs = _method_outputs(emit, chosen, plans, target, tensors, gradients, fuse)
+    outputs = _method_outputs(emit, chosen, plans, target, tensors, gradients, request.fuse)
     outputs.update({contract.CAM_TARGET: target.index, contract.CAM_SCORE: target.score})
-    if for_runtime:
+    if request.for_runtime:
         outputs[contract.CAM_WEIGHTS] = target.weights
     exposed = {contract.ACTIVATIONS: tensors[0], contract.GRADIENTS: gradients.get(tensors[0])}
     outputs.update({name: exposed[name] for name in expose})
 
-    _assemble(model, emit, plan, outputs, target_inputs)
-    _contract(plans, chosen, expose, fuse, target_inputs, options, view).write(model)
+    _assemble(model, emit, plan, outputs, request.target_inputs)
+    _contract(plans, request, chosen, twin, computes_in, view).write(model)
     removed = prune_dead_nodes(model)
     _check(model)
-    seconds = time.perf_counter() - started
-    log.info("explain model built in %.2f s (%d nodes added, %d unused removed)", seconds,
-             len(emit.nodes) - removed, removed)
-    return ExplainModel(model, plan, chosen.name, seconds, plans)
+    return ExplainModel(model, plan, chosen.name, 0.0, plans), len(emit.nodes) - removed
 
 
 # --- stage 1: load ------------------------------------------------------------------------------
-def _load(source, input_shape) -> onnx.ModelProto:
-    model = load_model(source)
+@dataclass(frozen=True)
+class Loaded:
+    """The model to explain, and what loading it found."""
+
+    model: onnx.ModelProto
+    twin: Twin  # ``twin.modified`` is false for a float or QDQ model
+    external_data: bool  # the file kept its weights in external data files
+
+
+def load_explainable(source, input_shape=None) -> Loaded:
+    """The model to explain: read, its dynamic dims fixed, and integer ops replaced by their float
+    twin (:mod:`onnxcam.quantized`)."""
+    model, external = load_model_and_origin(source)
+    if sort_topologically(model.graph):
+        log.info("the model's nodes were not in topological order; sorted them")
     check_attributes(model)
     if contract.is_explain_model(model):
         raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
     if input_shape:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
         model = fix_input_shape(model, dims)
-    return model
+    twin = checked_float_twin(model)
+    return Loaded(twin.model, twin, external)
 
 
 def _declare_computed_output_shapes(model: onnx.ModelProto, view: GraphView) -> None:
@@ -161,7 +216,7 @@ def _declare_computed_output_shapes(model: onnx.ModelProto, view: GraphView) -> 
             output.CopyFrom(helper.make_tensor_value_info(output.name, view.elem_type(output.name), dims))
 
 
-def _check_options(method: Method, expose, fuse: str, target_inputs: str, for_runtime: bool) -> None:
+def _check_options(expose, fuse: str, target_inputs: str) -> None:
     unknown = [name for name in expose if name not in contract.EXPOSABLE]
     if unknown:
         raise OnnxCamError(f"cannot expose {', '.join(unknown)}; choose from: {', '.join(contract.EXPOSABLE)}")
@@ -169,6 +224,9 @@ def _check_options(method: Method, expose, fuse: str, target_inputs: str, for_ru
     if target_inputs not in contract.TARGET_INPUT_MODES:
         raise OnnxCamError(f"unknown target_inputs '{target_inputs}'; choose one of: "
                            f"{', '.join(contract.TARGET_INPUT_MODES)}")
+
+
+def _check_method(method: Method, for_runtime: bool) -> None:
     if method.kind == "runtime" and not for_runtime:
         raise OnnxCamError(f"method '{method.name}' runs several passes; use onnxcam run or the Python API "
                            "(onnxcam.Explainer), which run them")
@@ -242,7 +300,8 @@ def _layer_maps(emit: Emitter, method: Method, plans, target: EmittedTarget, act
 # --- stage 6: assemble --------------------------------------------------------------------------
 def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[str, str], target_inputs: str) -> None:
     graph = model.graph
-    emit.write_into(model)
+    graph.node.extend(emit.nodes)
+    graph.initializer.extend(emit.initializers)
     score = plan.score_tensor
     weights_type = emit.view.elem_type(score.tensor) or onnx.TensorProto.FLOAT
     graph.input.append(helper.make_tensor_value_info(contract.TARGET, onnx.TensorProto.INT64, ["target_batch"]))
@@ -254,7 +313,11 @@ def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[s
         graph.initializer.append(onnx.numpy_helper.from_array(unfed, contract.TARGET_WEIGHTS))
     batch = _batch_dim(emit.view, plan.image)
     for name, tensor in outputs.items():
-        graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"onnxcam/output/{name}"))
+        if name == contract.CAM and emit.dtype(tensor) != np.float32:  # a half-precision model's map
+            graph.node.append(helper.make_node("Cast", [tensor], [name], name=f"onnxcam/output/{name}",
+                                               to=onnx.TensorProto.FLOAT))
+        else:
+            graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"onnxcam/output/{name}"))
         graph.output.append(_output_info(emit.view, name, batch, plan))
 
 
@@ -279,9 +342,9 @@ def _output_info(view: GraphView, name: str, batch, plan: Plan):
     return helper.make_tensor_value_info(name, view.elem_type(like), dims)
 
 
-def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse: str, target_inputs: str,
-              options: TaskOptions, view: GraphView) -> Contract:
-    plan = plans[0]
+def _contract(plans: Sequence[Plan], request: _Request, method: Method, twin: Twin, computes_in: str,
+              view: GraphView) -> Contract:
+    plan, options, fuse = plans[0], request.options, request.fuse
     score = plan.score_tensor
     head = head_for(view, score).to_json() if plan.task.name == "detection" else ""
     return Contract(
@@ -290,9 +353,11 @@ def _contract(plans: Sequence[Plan], method: Method, expose: Sequence[str], fuse
         input=plan.image, input_layout=plan.layout, output=plan.output, output_activation=score.activation,
         score=score.kind, score_tensor=score.tensor, score_shape=format_shape(score.shape),
         score_batch_axis=score.batch_axis, score_description=score.describe(), target_description=plan.task.default,
-        target_inputs=target_inputs, threshold=options.threshold, blank=options.blank,
+        target_inputs=request.target_inputs, threshold=options.threshold, blank=options.blank,
         background=options.background, fuse=fuse if len(plans) > 1 else "", passes=str(method.passes),
-        exposed=",".join(expose), detection=head)
+        exposed=",".join(request.expose), float_twin=twin.describe(), twin_top1=twin.top1,
+        twin_max_difference=twin.agreement.max_difference if twin.agreement else 0.0, precision=computes_in,
+        detection=head)
 
 
 # --- stage 7: prune -----------------------------------------------------------------------------
@@ -321,7 +386,7 @@ def prune_dead_nodes(model: onnx.ModelProto) -> int:
 
 # --- stage 8: check -----------------------------------------------------------------------------
 def _check(model: onnx.ModelProto) -> None:
-    if model.ByteSize() > 2**31 - 1024:
+    if needs_external_data(model):
         log.warning("model over 2 GB: skipping onnx.checker (it needs the model as one protobuf)")
         return
     try:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections import defaultdict
@@ -17,7 +18,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from onnxcam.errors import ModelError
 
-__all__ = ["GraphView", "load_model", "check_attributes", "outer_names", "FLOAT_TYPES"]
+__all__ = ["GraphView", "load_model", "load_model_and_origin", "check_attributes", "outer_names", "sort_topologically", "FLOAT_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,16 @@ FLOAT_TYPES = frozenset(
 
 def load_model(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
     """Load a model from a path, serialized bytes or a ModelProto (which is copied)."""
+    return load_model_and_origin(source)[0]
+
+
+def load_model_and_origin(source: str | Path | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """:func:`load_model`, and whether the file kept its weights in external data files (then loaded
+    into the returned model), so that what is written from it can keep them outside too."""
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
-        return _negative_dims_named(model)
+        return _negative_dims_named(model), False
     if not isinstance(source, (bytes, bytearray, str, Path)):
         raise ModelError(f"cannot read an ONNX model from {type(source).__name__}; give a path, bytes or a ModelProto")
     try:
@@ -47,17 +54,46 @@ def load_model(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
             if _uses_external_data(model):
                 raise ModelError("this model keeps its weights in external data files, which bytes cannot carry; "
                                  "pass the model's path instead, so that the files beside it are found")
-            return _checked(model, "the model bytes")
+            return _checked(model, "the model bytes"), False
         path = Path(source)
         if not path.is_file():
             raise ModelError(f"model file '{path}' not found; pass the path of an .onnx file")
         if path.stat().st_size == 0:
             raise ModelError(f"model file '{path}' is empty (0 bytes); give a complete .onnx file")
-        return _checked(onnx.load(str(path)), f"'{path}'")
+        model = _checked(onnx.load(str(path), load_external_data=False), f"'{path}'")
+        external = _uses_external_data(model)
+        if external:
+            _load_external_data(model, path)
+        return model, external
     except ModelError:
         raise
     except Exception as exc:  # protobuf raises several unrelated types
         raise ModelError(f"cannot read ONNX model from {_describe(source)}: {_first_line(exc)}") from None
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read the weights from the files beside ``path`` (onnx refuses locations outside its folder)."""
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # a missing file (FileNotFoundError), a location outside the folder (onnx's ValidationError)
+        raise ModelError(f"cannot read the external data of '{path}': {_first_line(exc)}; keep the model's data "
+                         "files beside it, as they were written") from None
+    for tensor in _stored_tensors(model.graph):  # onnx leaves them marked external, which the checker follows
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+
+
+def _stored_tensors(graph: onnx.GraphProto):
+    """The initializers and attribute tensors of a graph and its subgraphs: where weights live."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _stored_tensors(sub)
 
 
 # Attributes that size windows and grids: they must be small whole numbers (strides and dilations ≥ 1).
@@ -102,7 +138,7 @@ def _check_attribute(node: onnx.NodeProto, attribute: onnx.AttributeProto, schem
 
 
 def _uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _stored_tensors(model.graph))
 
 
 def _checked(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
@@ -304,6 +340,41 @@ def outer_names(node: onnx.NodeProto) -> set[str]:
             for sub in graph.node:
                 names.update(i for i in (*sub.input, *outer_names(sub)) if i and i not in defined)
     return names
+
+
+def sort_topologically(graph: onnx.GraphProto) -> bool:
+    """Put the nodes in an order where each comes after the producers of what it reads, keeping the
+    given order where it is one (in place; ONNX requires such an order, but some tools, e.g.
+    onnxruntime's float16 converter, append nodes that feed earlier ones). Returns whether the order
+    changed; a cycle is a :class:`ModelError`."""
+    producer = {out: k for k, node in enumerate(graph.node) for out in node.output if out}
+    users: dict[int, list[int]] = defaultdict(list)
+    waiting = []
+    for k, node in enumerate(graph.node):
+        needs = {producer[i] for i in (*node.input, *outer_names(node)) if i in producer}
+        for j in needs:
+            users[j].append(k)
+        waiting.append(len(needs))
+    ready = [k for k, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for user in users[k]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) < len(graph.node):
+        stuck = next(graph.node[k] for k, count in enumerate(waiting) if count)
+        raise ModelError(f"node '{stuck.name}' ({stuck.op_type}) depends on its own output through a cycle; the model "
+                         "is damaged")
+    if order == sorted(order):
+        return False
+    nodes = [graph.node[k] for k in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxcam.autodiff import ZERO_OPS
+from onnxcam.autodiff import ZERO_OPS, carries_gradient
 from onnxcam.contract import format_shape
 from onnxcam.errors import LayerError
 from onnxcam.graph import GraphView
@@ -406,9 +406,9 @@ def _image_dependent(view: GraphView) -> set[str]:
 
 
 def _differentiable_ancestors(view: GraphView, score: str, variable: set[str]) -> set[str]:
-    """Float tensors the score depends on through ops that carry a gradient."""
+    """Tensors carrying a gradient that the score depends on through ops that carry one."""
     def carried(node):
-        return [] if node.op_type in ZERO_OPS else [i for i in node.input if i in variable and view.is_float(i)]
+        return [] if node.op_type in ZERO_OPS else [i for i in node.input if i in variable and carries_gradient(view, i)]
 
     return view.ancestors([score], inputs=carried)
 

@@ -13,12 +13,14 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 import onnxruntime as ort
 
-__all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget"]
+__all__ = ["Session", "make_session", "model_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class Session:
     provider: str  # "cuda" or "cpu"
     reason: str
     run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
+    keep: object = None  # what the session reads while it lives (the folder of a large model's data)
 
     def run(self, output_names, feeds):
         try:
@@ -53,7 +56,21 @@ class Session:
         self.run_options.terminate = True
 
 
-def make_session(model_bytes: bytes, provider: str = "auto", threads: int | None = None) -> Session:
+def model_session(model, provider: str = "auto", threads: int | None = None) -> Session:
+    """:func:`make_session` for a ``ModelProto``: from its bytes, or, when it is too large for one
+    protobuf (over 2 GB), from a temporary copy written with external data (kept while the session is)."""
+    from onnxcam.io.model_files import needs_external_data, save_model
+
+    if not needs_external_data(model):
+        return make_session(model.SerializeToString(), provider, threads)
+    folder = tempfile.TemporaryDirectory(prefix="onnxcam-session-")
+    path = save_model(model, Path(folder.name) / "model.onnx", external=True)
+    session = make_session(str(path), provider, threads)
+    session.keep = folder
+    return session
+
+
+def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int | None = None) -> Session:
     """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU; a model
     ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`."""
     try:

@@ -43,3 +43,20 @@ def test_zoo_models_outside_the_table_do_not_export_yet(key):
         pytest.skip(f"zoo model {key} is not fetched; run: python scripts/fetch_zoo.py {key}")
     with pytest.raises(OnnxCamError):
         export(str(path))
+
+
+def test_int8_ocr_float_twin_agrees_with_the_model():
+    """ddddocr's int8 recogniser (ConvInteger, MatMulInteger, DynamicQuantizeLinear/LSTM): its float twin
+    reads the same characters as the quantised model (the LSTM's gradient is the recurrent work's)."""
+    path = zoo_report.fetch_zoo.cached_path("ddddocr-ocr-int8")
+    if path is None:
+        pytest.skip("zoo model ddddocr-ocr-int8 is not fetched; run: python scripts/fetch_zoo.py ddddocr-ocr-int8")
+    from onnxcam.plan import fix_input_shape
+    from onnxcam.quantized import check_agreement, float_twin
+
+    model = fix_input_shape(zoo_report.load_model(str(path)), [1, 1, 64, 256])
+    twin = float_twin(model)
+    assert twin.replaced == {"ConvInteger": 21, "DynamicQuantizeLSTM": 1, "DynamicQuantizeLinear": 22,
+                             "MatMulInteger": 1}
+    agreement = check_agreement(model, twin.model)
+    assert agreement.top1_equal and agreement.max_difference < 0.1 * agreement.largest_output, agreement.describe()

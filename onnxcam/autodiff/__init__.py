@@ -5,9 +5,9 @@ seeded tensors; rules live in ``onnxcam.autodiff.rules``, one small function per
 """
 
 from onnxcam.autodiff.engine import Gradients, backward, emit_backward
-from onnxcam.autodiff.registry import RULES, ZERO_OPS, lookup
+from onnxcam.autodiff.registry import RULES, ZERO_OPS, carries_gradient, lookup
 
-__all__ = ["backward", "emit_backward", "Gradients", "RULES", "ZERO_OPS", "lookup", "supported_ops_markdown"]
+__all__ = ["backward", "emit_backward", "Gradients", "RULES", "ZERO_OPS", "carries_gradient", "lookup", "supported_ops_markdown"]
 
 
 def supported_ops_markdown() -> str:

@@ -16,7 +16,7 @@ import onnx
 
 from onnxcam.autodiff import rules as _rules  # noqa: F401  (fills the rule table)
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.autodiff.registry import RuleContext, is_zero, lookup
+from onnxcam.autodiff.registry import RuleContext, carries_gradient, is_zero, lookup
 from onnxcam.errors import NotDifferentiableError, UnsupportedOpError
 from onnxcam.graph import GraphView, load_model, outer_names
 
@@ -139,8 +139,9 @@ def _op_label(node: onnx.NodeProto) -> str:
 
 
 def _active_tensors(view: GraphView, seeds: Mapping[str, str], wrt: Sequence[str]) -> set[str]:
-    """Float tensors that depend on some ``wrt`` and that some seeded tensor depends on (what a node's
-    subgraphs read from outside counts as its input)."""
+    """Tensors carrying a gradient (float ones, straight-through integers) that depend on some ``wrt``
+    and that some seeded tensor depends on (what a node's subgraphs read from outside counts as its
+    input)."""
     for name in [*wrt, *seeds]:
         if name not in view.producers and name not in view.graph_inputs and name not in view.initializers:
             raise NotDifferentiableError(f"tensor '{name}' is not in the model")
@@ -150,5 +151,5 @@ def _active_tensors(view: GraphView, seeds: Mapping[str, str], wrt: Sequence[str
         if is_zero(node.op_type):
             continue
         if any(i in downstream for i in reads[id(node)] if i):
-            downstream.update(o for o in node.output if o and view.is_float(o))
+            downstream.update(o for o in node.output if o and carries_gradient(view, o))
     return downstream & view.ancestors(seeds, inputs=lambda node: reads[id(node)])

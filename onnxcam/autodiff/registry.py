@@ -24,7 +24,8 @@ from onnx import helper
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError
 
-__all__ = ["RuleContext", "Rule", "register", "register_zero", "lookup", "is_zero", "RULES", "ZERO_OPS"]
+__all__ = ["RuleContext", "Rule", "register", "register_zero", "lookup", "is_zero", "carries_gradient", "RULES",
+           "ZERO_OPS", "STRAIGHT_THROUGH_OPS"]
 
 
 @dataclass
@@ -117,13 +118,20 @@ class Rule:
 
 RULES: dict[str, list[Rule]] = {}
 ZERO_OPS: set[str] = set()
+STRAIGHT_THROUGH_OPS: set[str] = set()  # ops whose integer outputs carry a gradient (of their value as a number)
 
 
-def register(*op_types: str, since: int = 1) -> Callable[[RuleFn], RuleFn]:
-    """Register ``fn`` as the gradient rule of ``op_types`` from opset ``since`` on."""
+def register(*op_types: str, since: int = 1, straight_through: bool = False) -> Callable[[RuleFn], RuleFn]:
+    """Register ``fn`` as the gradient rule of ``op_types`` from opset ``since`` on.
+
+    ``straight_through``: the op's integer outputs still carry a gradient (QuantizeLinear: the
+    straight-through estimator treats rounding as the identity).
+    """
 
     def wrap(fn: RuleFn) -> RuleFn:
         for op_type in op_types:
+            if straight_through:
+                STRAIGHT_THROUGH_OPS.add(op_type)
             if op_type in ZERO_OPS:
                 raise ValueError(f"{op_type} is already registered as non-differentiable")
             rules = RULES.setdefault(op_type, [])
@@ -151,3 +159,11 @@ def lookup(op_type: str, opset: int) -> Rule | None:
 
 def is_zero(op_type: str) -> bool:
     return op_type in ZERO_OPS
+
+
+def carries_gradient(view, name: str) -> bool:
+    """Float tensors carry gradients; so do the integer outputs of straight-through ops."""
+    if view.is_float(name):
+        return True
+    producer = view.producers.get(name)
+    return producer is not None and producer.op_type in STRAIGHT_THROUGH_OPS

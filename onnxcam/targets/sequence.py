@@ -31,13 +31,14 @@ def weights(ctx: SeedContext) -> Seed:
     return Seed(e.mul(characters, e.unsqueeze(step_weights, [2])), index)
 
 
-_REARRANGING = ("Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze")
+_REARRANGING = ("Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Cast")
 _PER_STEP = ("MatMul", "Gemm", "LSTM", "GRU", "RNN")
+_CONSTANT_OPERAND = ("Add", "Mul")  # a bias; a scale (a quantised model's float twin rescales its MatMul)
 
 
 def detect(view, score) -> bool:
     """A 3-D output ending in a Softmax/LogSoftmax, or raw logits of a per-step classifier (a
-    MatMul/Gemm, or a recurrent layer, behind a bias and reshapes).
+    MatMul/Gemm, or a recurrent layer, behind a bias, a constant scale, casts and reshapes).
 
     Raw detector heads are 3-D too — (N, 4+C, A) or (N, A, 5+C) — but come from convolutions,
     Sigmoids and concatenations of box and score branches; they are not sequences.
@@ -48,7 +49,7 @@ def detect(view, score) -> bool:
         return score.activation in ("Softmax", "LogSoftmax")
     node = view.producers.get(score.tensor)
     while node is not None and (node.op_type in _REARRANGING or
-                                (node.op_type == "Add" and any(view.is_const(i) for i in node.input))):
+                                (node.op_type in _CONSTANT_OPERAND and any(view.is_const(i) for i in node.input))):
         node = view.producers.get(next(i for i in node.input if not view.is_const(i)))
     return node is not None and node.op_type in _PER_STEP
 

@@ -62,6 +62,13 @@ class Case:
     tol: float = 1e-2
     id: str = ""
     seed: int = 0
+    # A case of several nodes: builds the forward (inputs x0.., outputs y0..) at an opset, instead of
+    # the single op; ``reference`` builds the function the finite differences run on (default: the
+    # forward), for ops whose gradient is a convention (straight-through rounding); ``covers`` names
+    # the further ops the graph checks.
+    graph: Callable[[int], onnx.ModelProto] | None = None
+    reference: Callable[[int], onnx.ModelProto] | None = None
+    covers: tuple[str, ...] = ()
     # An equivalent rewrite of a graph into forms ONNX Runtime runs, applied to both graphs before
     # they run (ORT has no kernel for some valid forms, e.g. batch-major recurrent layers).
     runnable: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None
@@ -71,6 +78,8 @@ class Case:
 
 
 def build_forward(case: Case, opset: int) -> onnx.ModelProto:
+    if case.graph is not None:
+        return case.graph(opset)
     inputs, initializers, names = [], [], []
     for i, spec in enumerate(case.inputs):
         if isinstance(spec, X):
@@ -145,6 +154,7 @@ def check_case(case: Case, opset: int) -> None:
 
     runnable = case.runnable or (lambda model: model)
     fwd = session(runnable(forward))
+    reference = session(runnable(case.reference(opset))) if case.reference else fwd
     outputs = fwd.run([f"y{k}" for k in range(case.outputs)], feeds)
     cotangents = [np.asarray(rng.standard_normal(y.shape), dtype=y.dtype) if y.dtype.kind == "f" else None
                   for y in outputs]
@@ -155,7 +165,7 @@ def check_case(case: Case, opset: int) -> None:
     grads = session(runnable(grad_model)).run(grad_names, grad_feeds)
 
     def score(x_feeds) -> float:
-        ys = fwd.run([f"y{k}" for k in range(case.outputs)], x_feeds)
+        ys = reference.run([f"y{k}" for k in range(case.outputs)], x_feeds)
         return sum(float(np.dot(u.ravel().astype(np.float64), y.ravel().astype(np.float64)))
                    for u, y in zip(cotangents, ys) if u is not None)
 

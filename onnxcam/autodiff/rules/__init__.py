@@ -10,6 +10,7 @@ from onnxcam.autodiff.rules import (  # noqa: F401  (imported for their registra
     nondiff,
     norm,
     pool,
+    quantize,
     reduce,
     recurrent,
     resize,
