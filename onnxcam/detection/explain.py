@@ -12,6 +12,7 @@ the CAM method. Two parts of it are run here:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,8 @@ from onnxcam import contract
 from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, nms_selected, select
 from onnxcam.detection.head import Head
 from onnxcam.errors import InputError, ModelError, OnnxCamError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Detection", "Detections", "explain_boxes"]
 
@@ -136,8 +139,23 @@ def _box_maps(explainer, head: Head, batch, features, layers, per_image: list[Bo
     cut, session = explainer._sub_session("boxes", layers, [contract.CAM, contract.CAM_SCORE])
     owner = np.concatenate([np.full(len(b), n) for n, b in enumerate(per_image)])
     weights = np.concatenate([box_weights(head, b, anchors, explainer._weights_dtype) for b in per_image])
+    step = max(1, explainer.run_options.passes_batch)
     fixed = explainer.input_shape[0]
-    step = fixed or max(1, explainer.run_options.passes_batch)
+    try:  # the head often runs at any batch size even where the model's input fixes it
+        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, step, None)
+    except InputError:
+        if fixed is None:
+            raise
+        log.debug("the per-box pass runs %d box(es) per call: the model's batch size", fixed)
+        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, fixed, fixed)
+    bad = ~np.isfinite(maps).reshape(len(maps), -1).all(axis=1) | ~np.isfinite(scores)
+    maps[bad] = 0.0
+    return maps.astype(np.float32), scores.astype(np.float32)
+
+
+def _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, step: int, fixed: int | None):
+    """cam and cam_score for every box row, ``step`` rows per call (padded to ``fixed`` when given)."""
+    total = len(owner)
     maps, scores = [], []
     for first in range(0, total, step):
         rows = np.arange(first, min(first + step, total))
@@ -155,10 +173,7 @@ def _box_maps(explainer, head: Head, batch, features, layers, per_image: list[Bo
                 from None
         maps.append(cam[:len(rows)])
         scores.append(score[:len(rows)])
-    maps, scores = np.concatenate(maps), np.concatenate(scores)
-    bad = ~np.isfinite(maps).reshape(len(maps), -1).all(axis=1) | ~np.isfinite(scores)
-    maps[bad] = 0.0
-    return maps.astype(np.float32), scores.astype(np.float32)
+    return np.concatenate(maps), np.concatenate(scores)
 
 
 def _other_inputs(cut, explainer, batch: np.ndarray, owner: np.ndarray) -> dict[str, np.ndarray]:

@@ -68,3 +68,28 @@ def test_integer_paths_are_cut():
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1, np.int64), "one"))
     u = np.ones((2, 3), np.float32)
     np.testing.assert_allclose(_gradient(model)(np.ones((2, 3), np.float32), u), 3 * u)
+
+
+def test_stop_at_wrt_holds_the_other_wrt_tensors_fixed():
+    """a = 2x, b = 3a, y = a + b: ∂y/∂a is 1 + 3 through b, and 1 with b held fixed (a detector's levels)."""
+    from onnxcam.autodiff import emit_backward
+    from onnxcam.autodiff.emitter import Emitter
+    from onnxcam.graph import GraphView
+
+    model = _model([helper.make_node("Mul", ["x", "two"], ["a"]), helper.make_node("Mul", ["a", "three"], ["b"]),
+                    helper.make_node("Add", ["a", "b"], ["y"])])
+    model.graph.initializer.extend([onnx.numpy_helper.from_array(np.float32(v), n) for n, v in (("two", 2), ("three", 3))])
+    u = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for stop, through_b in ((False, 4.0), (True, 1.0)):
+        emit = Emitter(GraphView(model))
+        names = emit_backward(emit, {"y": "u"}, ["a", "b"], stop_at_wrt=stop)
+        rewritten = onnx.ModelProto()
+        rewritten.CopyFrom(model)
+        rewritten.graph.node.extend(emit.nodes)
+        rewritten.graph.initializer.extend(emit.initializers)
+        for name in ("a", "b"):
+            rewritten.graph.output.append(helper.make_tensor_value_info(names[name], onnx.TensorProto.FLOAT, [2, 3]))
+        session = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"])
+        da, db = session.run([names["a"], names["b"]], {"x": np.ones((2, 3), np.float32), "u": u})
+        np.testing.assert_allclose(da, through_b * u)
+        np.testing.assert_allclose(db, u)
