@@ -300,8 +300,7 @@ def _layer_maps(emit: Emitter, method: Method, plans, target: EmittedTarget, act
 # --- stage 6: assemble --------------------------------------------------------------------------
 def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[str, str], target_inputs: str) -> None:
     graph = model.graph
-    graph.node.extend(emit.nodes)
-    graph.initializer.extend(emit.initializers)
+    emit.write_into(model)
     score = plan.score_tensor
     weights_type = emit.view.elem_type(score.tensor) or onnx.TensorProto.FLOAT
     graph.input.append(helper.make_tensor_value_info(contract.TARGET, onnx.TensorProto.INT64, ["target_batch"]))
