@@ -120,6 +120,10 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
     click.echo(f"outputs: {outputs}")
     click.echo(f"task:    {plan.task.name} ({plan.target.reason}); default target: {plan.task.default}")
     click.echo(f"score:   {plan.score_description}, batch-first shape {_dims(plan.score_tensor.shape)}")
+    if plan.task.name == "detection":
+        from onnxcam.targets.detection import head_for
+
+        click.echo(f"head:    {head_for(view, plan.score_tensor).describe()}; one layer per pyramid level")
     rows = [("", "node", "op", "tensor", "shape", "eligible")]
     for candidate in plan.considered:
         cand = candidate.layer

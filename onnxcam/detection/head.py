@@ -32,7 +32,7 @@ from onnx import helper
 from onnxcam.graph import GraphView
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_class_logits", "level_pairs",
-           "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS", "REARRANGING"]
+           "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS"]
 
 LEVEL_SCORES = "detection_scores"
 NMS_BOXES = "detection_boxes"
@@ -131,11 +131,11 @@ def _yolov8_head(view: GraphView, output: str, classes: int) -> Head:
 def _class_logits(view: GraphView, output: str, classes: int) -> str | None:
     """The input of the Sigmoid that gives a yolov8 output's class rows, if it is one."""
     node = view.producers.get(output)
-    if node is None or node.op_type != "Concat" or len(node.input) != 2:
+    if node is None or node.op_type != "Concat" or len(node.input) < 2 or _attribute(node, "axis", 0) != 1:
         return None
-    last = view.producers.get(node.input[1])
-    if last is None or last.op_type != "Sigmoid" or view.shape(node.input[1]) is None \
-            or view.shape(node.input[1])[1] != classes:
+    last = view.producers.get(node.input[-1])
+    if last is None or last.op_type != "Sigmoid" or view.shape(node.input[-1]) is None \
+            or view.shape(node.input[-1])[1] != classes:
         return None
     return last.input[0]
 
@@ -304,21 +304,14 @@ def add_level_scores(model: onnx.ModelProto, view: GraphView) -> bool:
 
 
 def _leaf_producers(view: GraphView, tensor: str) -> list[onnx.NodeProto]:
-    """The nodes where walking back from ``tensor`` through rearranging ops stops."""
-    leaves, seen, stack = [], set(), [tensor]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        node = view.producers.get(name)
-        if node is None:
-            continue
-        if node.op_type in REARRANGING and node.op_type != "Sigmoid":
-            stack.extend(i for i in node.input[:1 if node.op_type != "Concat" else None] if i)
-        else:
-            leaves.append(node)
-    return leaves
+    """The nodes where walking back from ``tensor`` through rearranging ops stops (a Sigmoid included)."""
+    def passes(node):
+        return node.op_type in REARRANGING and node.op_type != "Sigmoid"
+
+    walked = view.ancestors([tensor], inputs=lambda node: (node.input if node.op_type == "Concat" else
+                                                           node.input[:1]) if passes(node) else [])
+    producers = {id(node): node for name in walked if (node := view.producers.get(name)) is not None}
+    return [node for node in producers.values() if not passes(node)]
 
 
 def _sigmoid_fed(view: GraphView, tensor: str) -> bool:

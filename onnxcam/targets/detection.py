@@ -31,6 +31,8 @@ _EPSILON = 1e-6  # probabilities are clamped to [ε, 1 − ε] before their logi
 
 
 def head_for(view, score: ScoreTensor) -> Head:
+    """The head of the output ``score`` reads, as that score reads it (``--score probability``: the
+    output's probabilities, no logits)."""
     head = find_head(view, score.output)
     if score.kind == "probability" and head.score_tensor != head.output:
         return replace(head, score_tensor=head.output, first_class=4)  # yolov8: the output's probabilities
