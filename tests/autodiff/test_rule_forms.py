@@ -1,0 +1,51 @@
+"""Which ops the fast gradient forms emit (their numbers are the finite-difference cases' business)."""
+
+import numpy as np
+import pytest
+
+from onnxcam.autodiff.rules.conv import flipped_kernel
+from tests.autodiff.harness import C, Case, X, build_forward, build_gradient, session
+
+
+def _backward_ops(case: Case, opset: int = 17) -> list[str]:
+    forward = build_forward(case, opset)
+    shapes = {f"x{i}": spec.shape for i, spec in enumerate(case.inputs) if isinstance(spec, X)}
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+
+    outputs = session(forward).run(["y0"], feeds)
+    grad_model, _ = build_gradient(forward, outputs, shapes)
+    return [n.op_type for n in grad_model.graph.node[len(forward.graph.node):]]
+
+
+def _w(*shape):
+    return C(np.random.default_rng(0).uniform(-1, 1, size=shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("attrs, weight, x, fast", [
+    (dict(group=8, pads=[1, 1, 1, 1]), (8, 1, 3, 3), (1, 8, 6, 6), True),  # depthwise
+    (dict(pads=[1, 1, 1, 1]), (4, 3, 3, 3), (1, 3, 6, 6), True),  # dense 3×3
+    (dict(group=8, strides=[2, 2], pads=[1, 1, 1, 1]), (8, 1, 3, 3), (1, 8, 6, 6), False),  # strided
+    (dict(), (4, 3, 1, 1), (1, 3, 6, 6), False),  # 1×1: a GEMM either way
+    (dict(pads=[3, 3, 3, 3]), (4, 3, 3, 3), (1, 3, 6, 6), False),  # pads past the kernel's reach
+])
+def test_conv_input_gradient_is_a_conv_on_the_flipped_kernel_at_stride_one(attrs, weight, x, fast):
+    ops = _backward_ops(Case("Conv", [X(x), _w(*weight)], attrs=attrs))
+    assert ("ConvTranspose" not in ops and "Conv" in ops) if fast else "ConvTranspose" in ops
+
+
+def test_flipped_kernel_swaps_channels_per_group_and_reverses_taps():
+    w = np.arange(4 * 3 * 2 * 2, dtype=np.float32).reshape(4, 3, 2, 2)  # 2 groups: 2 out, 3 in each
+    flipped = flipped_kernel(w, group=2)
+    assert flipped.shape == (6, 2, 2, 2)
+    np.testing.assert_array_equal(flipped[4, 1], w[3, 1, ::-1, ::-1])  # group 1: in 1 ↔ out 1
+    np.testing.assert_array_equal(flipped[0, 1], w[1, 0, ::-1, ::-1])
+
+
+@pytest.mark.parametrize("op, inputs", [
+    ("Relu", [X((2, 3, 4))]),
+    ("Clip", [X((2, 3, 4)), C(np.float32(0.0)), C(np.float32(6.0))]),
+])
+def test_activation_masks_multiply_instead_of_select(op, inputs):
+    ops = _backward_ops(Case(op, inputs))
+    assert "Where" not in ops and {"Cast", "Mul"} <= set(ops)
