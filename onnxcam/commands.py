@@ -187,7 +187,7 @@ class PassesBatch(click.ParamType):
               help="embedding: explain the similarity to this image's embedding, or to this vector.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
-              help="auto = CUDA when usable, else CPU.")
+              help="auto = CUDA when usable, else CPU; openvino = the OpenVINO runtime (onnxcam[openvino]).")
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Top-k classes to report per image.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Labels file, one class name per line (sequence: the CTC dictionary, with or without the blank).")

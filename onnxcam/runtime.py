@@ -22,7 +22,7 @@ __all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime"
 
 log = logging.getLogger(__name__)
 
-PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+PROVIDER_CHOICES = ("auto", "cpu", "cuda", "openvino")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-training", "onnxruntime-directml", "onnxruntime-openvino")
@@ -55,7 +55,12 @@ class Session:
 
 def make_session(model_bytes: bytes, provider: str = "auto", threads: int | None = None) -> Session:
     """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU; a model
-    ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`."""
+    ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`. ``"openvino"`` runs the
+    model in OpenVINO instead (:mod:`onnxcam.backends.openvino`); ``auto`` never picks it."""
+    if provider == "openvino":
+        from onnxcam.backends.openvino import OpenVinoSession
+
+        return OpenVinoSession(model_bytes, threads)
     try:
         return _make_session(model_bytes, provider, threads)
     except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, NotImplemented, ...)
