@@ -20,7 +20,8 @@ __all__ = ["main", "cli", "COMMANDS"]
 
 log = logging.getLogger("onnxcam")
 
-COMMANDS = ("run", "export", "layers", "ops")
+COMMANDS = ("run", "export", "layers", "ops", "bench")
+_MODULES = {"bench": "onnxcam.bench"}  # where a command lives, when not in onnxcam.commands
 
 
 class _Commands(click.Group):
@@ -32,7 +33,7 @@ class _Commands(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        return getattr(import_module("onnxcam.commands"), name)
+        return getattr(import_module(_MODULES.get(name, "onnxcam.commands")), name)
 
     def invoke(self, ctx):
         try:

@@ -18,7 +18,7 @@ from importlib import metadata
 
 import onnxruntime as ort
 
-__all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget"]
+__all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget", "cuda_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _make_session(model_bytes: bytes, provider: str, threads: int | None) -> Ses
     if threads:
         options.intra_op_num_threads = threads
     if provider in ("auto", "cuda"):
-        problem = _cuda_problem()
+        problem = cuda_problem()
         if problem is None:
             session = _quiet_session(model_bytes, options, [_CUDA, _CPU])
             if session.get_providers()[0] == _CUDA:
@@ -117,7 +117,7 @@ def memory_budget(provider: str) -> int:
     return int(min(free // 4, 4 * GIB))
 
 
-def _cuda_problem() -> str | None:
+def cuda_problem() -> str | None:
     """Why CUDA cannot be used, or ``None`` when it is worth trying."""
     if _CUDA not in ort.get_available_providers():
         return f"this onnxruntime build ({_ort_distribution()}) has no CUDA execution provider"

@@ -67,8 +67,8 @@ class OpenVinoSession:
         self._all = [port.get_any_name() for port in compiled.outputs]
         self._inputs = {name for port in compiled.inputs for name in port.get_names()}
         self._cancelled = False
-        self.reason = f"OpenVINO {ov.get_version().split('-')[0]} on the CPU (f32)"
-        log.info("backend: OpenVINO (%s)", self.reason)
+        self.reason = f"OpenVINO {ov.get_version().split('-')[0]}, f32"
+        log.info("OpenVINO backend: CPU (%s)", self.reason)
 
     def run(self, output_names, feeds):
         if self._cancelled:

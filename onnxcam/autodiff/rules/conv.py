@@ -117,7 +117,7 @@ def spread_into(e, dy: str, w: str, strides, dilations, group: int, full, begin,
 
 @register("Conv")
 def conv(ctx: RuleContext):
-    """dX = ConvTranspose(dY, W) cropped to X (at stride 1: Conv(dY, flipped W)); dB = ΣdY (W must be constant)"""
+    """dX = ConvTranspose(dY, W) cropped to X; dB = ΣdY (W must be constant)"""
     size, kernel, strides, dilations = _geometry(ctx)
     begin, end = conv_pads(ctx, size, kernel, strides, dilations)
     dx = _conv_input_grad(ctx, size, kernel, strides, dilations, begin, end) if ctx.needs[0] else None
