@@ -298,15 +298,12 @@ def _report(records, failed, seconds, explainer, out, as_json) -> None:
 
 
 def _explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad) -> list[dict]:
+    from onnxcam.pipeline import explain_images
+
     quiet = log.getEffectiveLevel() > logging.INFO
-    records = []
     with click.progressbar(length=len(images), label="explaining", file=sys.stderr,
                            hidden=quiet or len(images) <= 4) as bar:
-        for first in range(0, len(images), batch_size):
-            chunk = images[first:first + batch_size]
-            records.extend(_explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad))
-            bar.update(len(chunk))
-    return records
+        return explain_images(explainer, writer, images, names, staging, request, batch_size, skip_bad, bar.update)
 
 
 def _target_request(explainer, target, timestep, region, mask_path, reference) -> dict:
@@ -351,46 +348,6 @@ def _read_reference(text: str):
         except (OSError, ValueError) as exc:
             raise OnnxCamError(f"cannot read reference vector '{text}': {exc}") from None
     return path
-
-
-def _explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad):
-    """Records for one batch of images; with ``skip_bad`` an image that fails gets a failed record."""
-    t0 = time.perf_counter()
-    decoded, failures = {}, {}
-    for path in chunk:
-        try:
-            decoded[path] = explainer.decode(path)
-        except InputError as exc:
-            if not skip_bad:
-                raise
-            failures[path] = str(exc)
-    t1 = time.perf_counter()
-    good = [path for path in chunk if path in decoded]
-    result = explainer.explain([decoded[p] for p in good], **request) if good else None
-    t2 = time.perf_counter()
-    records = []
-    for path in chunk:
-        if path in failures:
-            records.append({"image": str(path), "status": "failed", "error": failures[path]})
-            continue
-        i = good.index(path)
-        if not result.finite[i]:
-            problem = f"the model's score for this image is {float(result.scores[i])} (not finite)"
-            if not skip_bad:
-                raise InputError(f"{path}: {problem}; check the pre-processing, or pass --skip-bad to go on")
-            records.append({"image": str(path), "status": "failed", "error": problem})
-            continue
-        record = {"status": "ok", **writer.write(staging, names[path], str(path), decoded[path], result, i)}
-        if result.all_zero[i]:
-            record["all_zero"] = True
-            log.warning("%s: the map is all zero (nothing at the layer raises the score)", path)
-        records.append(record)
-    share = 1000.0 / len(chunk)
-    for record in records:
-        if record["status"] == "ok":
-            record["timings_ms"] = {"preprocess": round((t1 - t0) * share, 2), "explain": round((t2 - t1) * share, 2),
-                                    "render": round((time.perf_counter() - t2) * share, 2)}
-    return records
 
 
 def run_interruptibly(work, cancel, grace_s: float = 2.0):

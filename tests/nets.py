@@ -34,6 +34,7 @@ __all__ = [
     "convnext",
     "vgg",
     "resnet50",
+    "resnet18",
     "mobilenet_v2_224",
     "efficientnet_b0_224",
     "export_onnx",
@@ -122,6 +123,13 @@ def resnet(num_classes: int = 10, seed: int = 0) -> tuple[nn.Module, Targets]:
     torch.manual_seed(seed)
     net = _ResNet(_BasicBlock, widths=(8, 16, 24), depths=(2, 1, 1), stem_width=8, num_classes=num_classes)
     return _init(net, seed), ("layer1", "layer2", "layer3")
+
+
+def resnet18(num_classes: int = 1000, seed: int = 0) -> tuple[nn.Module, Targets]:
+    """Full-size ResNet-18 (basic blocks [2, 2, 2, 2], widths 64..512), 3×224×224, for benchmarks."""
+    torch.manual_seed(seed)
+    net = _ResNet(_BasicBlock, widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), stem_width=64, num_classes=num_classes)
+    return _init(net, seed), ("layer1", "layer3", "layer4")
 
 
 # --- ResNet-50 (bottleneck blocks), for benchmarks ----------------------------------------------
