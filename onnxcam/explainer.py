@@ -23,7 +23,7 @@ from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, res
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import get_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
-from onnxcam.runtime import check_single_runtime, make_session, memory_budget
+from onnxcam.runtime import check_single_runtime, memory_budget, session_for
 from onnxcam.targets import requests
 
 __all__ = ["Explainer", "Explanation", "load_explain_model"]
@@ -155,7 +155,7 @@ class Explainer:
         self.max_pixels = int(max_pixels)
         self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
-        self._session = make_session(proto.SerializeToString(), provider, threads=threads)
+        self._session = session_for(proto, provider, threads=threads)
         self.provider = self._session.provider
         self.provider_reason = self._session.reason
         self.run_options = replace(run_options, passes_batch=self._passes_batch(passes_batch))
@@ -397,7 +397,7 @@ class Explainer:
 
             cut_at = self.layer if kind == "head" else self.input_name
             cut = cut_model(self.model, [cut_at], self.contract.score_tensor, self._view)
-            session = make_session(cut.model.SerializeToString(), self._provider_request, threads=self._threads)
+            session = session_for(cut.model, self._provider_request, threads=self._threads)
             if self._cancelled:
                 session.cancel()
             self._extra_sessions[kind] = (cut, session)

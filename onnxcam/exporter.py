@@ -34,7 +34,7 @@ from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView, check_attributes, load_model, outer_names
+from onnxcam.graph import GraphView, check_attributes, load_model, outer_names, without_weights
 from onnxcam.io.files import write_atomically
 from onnxcam.layers import nchw_view
 from onnxcam.methods import Method, get_method
@@ -305,10 +305,11 @@ def prune_dead_nodes(model: onnx.ModelProto) -> int:
 
 # --- stage 8: check -----------------------------------------------------------------------------
 def _check(model: onnx.ModelProto) -> None:
-    if model.ByteSize() > 2**31 - 1024:
-        log.warning("model over 2 GB: skipping onnx.checker (it needs the model as one protobuf)")
-        return
+    # The checker serializes what it checks; the weights (their shapes kept, as inputs) would make
+    # that most of the export's time and memory, and models over 2 GB uncheckable.
+    light = without_weights(model)
+    light.metadata_props.extend(model.metadata_props)
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(light, full_check=True)
     except Exception as exc:  # the checker raises several types
         raise ModelError(f"the explain model fails the ONNX checker ({exc}); please report this with the model") from None

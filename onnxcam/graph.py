@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from onnxcam.errors import ModelError
 
-__all__ = ["GraphView", "load_model", "check_attributes", "outer_names", "FLOAT_TYPES"]
+__all__ = ["GraphView", "load_model", "check_attributes", "outer_names", "without_weights", "FLOAT_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def _infer_shapes(model: onnx.ModelProto, complete: bool = True) -> onnx.ModelPr
     """Shapes from ONNX's inference (with data propagation); where it leaves dims unknown that ONNX
     Runtime's symbolic inference resolves (a Reshape to a computed shape, as flatten exports are),
     those fill the gaps."""
-    light = _without_weights(model)
+    light = without_weights(model)
     try:
         inferred = shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference failing is not fatal: rules then see fewer shapes
@@ -419,7 +419,7 @@ def _fill_from_symbolic(graph: onnx.GraphProto, light: onnx.ModelProto) -> None:
     graph.value_info.extend(info for name, info in found.items() if name not in known)
 
 
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose large initializers are declared inputs instead: same shapes, far less to copy.
 
     Small initializers stay, since data propagation reads their values (Reshape's shape, ...).

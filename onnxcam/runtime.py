@@ -13,12 +13,14 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 
 import onnxruntime as ort
 
-__all__ = ["Session", "make_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget", "cuda_problem"]
+__all__ = ["Session", "make_session", "session_for", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget",
+           "cuda_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class Session:
         self.run_options.terminate = True
 
 
-def make_session(model_bytes: bytes, provider: str = "auto", threads: int | None = None) -> Session:
+def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int | None = None) -> Session:
     """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU; a model
     ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`. ``"openvino"`` runs the
     model in OpenVINO instead (:mod:`onnxcam.backends.openvino`); ``auto`` never picks it."""
@@ -71,6 +73,22 @@ def make_session(model_bytes: bytes, provider: str = "auto", threads: int | None
         text = str(exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
         raise ModelError(f"ONNX Runtime cannot load the model: {reason[:400]}") from None
+
+
+def session_for(model, provider: str = "auto", threads: int | None = None) -> Session:
+    """:func:`make_session` for a ModelProto, which ONNX Runtime reads from a temporary file:
+    from serialized bytes its peak memory is about two more copies of the weights (ResNet-50:
+    ~220 MB more; scripts/bench_memory.py)."""
+    if provider == "openvino":
+        return make_session(model.SerializeToString(), provider, threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxcam-") as folder:
+            path = os.path.join(folder, "model.onnx")
+            with open(path, "wb") as file:
+                file.write(model.SerializeToString())
+            return make_session(path, provider, threads)
+    except OSError:  # no writable temporary folder: pay the memory
+        return make_session(model.SerializeToString(), provider, threads)
 
 
 def _make_session(model_bytes: bytes, provider: str, threads: int | None) -> Session:
