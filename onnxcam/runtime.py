@@ -78,7 +78,7 @@ def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int 
 def session_for(model, provider: str = "auto", threads: int | None = None) -> Session:
     """:func:`make_session` for a ModelProto, which ONNX Runtime reads from a temporary file:
     from serialized bytes its peak memory is about two more copies of the weights (ResNet-50:
-    ~220 MB more; scripts/bench_memory.py)."""
+    ~220 MB more; scripts/bench_overheads.py)."""
     if provider == "openvino":
         return make_session(model.SerializeToString(), provider, threads)
     try:

@@ -88,7 +88,8 @@ def baseline_export(revision: str, model: onnx.ModelProto, layer: str, workdir: 
     code = ("import sys, onnx; from onnxcam import export; "
             "export(onnx.load(sys.argv[1]), layer=sys.argv[2] or 'auto').save(sys.argv[3])")
     subprocess.run([sys.executable, "-c", code, str(source), layer, str(target)], check=True,
-                   env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True)
+                   env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True,
+                   cwd=workdir)  # not ROOT: `python -c` puts the working directory first on sys.path
     return target.read_bytes()
 
 

@@ -75,8 +75,9 @@ def package_at(revision: str, workdir: Path) -> Path:
 
 
 def python(code_or_module: list[str], pythonpath: Path) -> str:
+    # run from a neutral folder: `python -c`/`-m` put the working directory first on sys.path
     done = subprocess.run([sys.executable, *code_or_module], check=True, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(pythonpath)})
+                          env={**os.environ, "PYTHONPATH": str(pythonpath)}, cwd=tempfile.gettempdir())
     return done.stdout
 
 
