@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,9 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.nets builds the networks
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from baseline import package_at, python  # noqa: E402
 
 from onnxcam import export  # noqa: E402
 from onnxcam.bench import interleaved  # noqa: E402
@@ -77,19 +79,12 @@ def session(model_bytes: bytes, threads: int, profile: bool = False) -> ort.Infe
 
 
 def baseline_export(revision: str, model: onnx.ModelProto, layer: str, workdir: Path) -> bytes:
-    """The explain model as onnxcam at ``revision`` builds it (its package extracted, run in a subprocess)."""
-    package = workdir / f"onnxcam-{revision}"
-    if not package.exists():
-        package.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "onnxcam"], check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(package)], input=archive.stdout, check=True)
+    """The explain model as onnxcam at ``revision`` builds it (its package, in a subprocess)."""
     source, target = workdir / "plain.onnx", workdir / "before.cam.onnx"
     onnx.save(model, str(source))
     code = ("import sys, onnx; from onnxcam import export; "
             "export(onnx.load(sys.argv[1]), layer=sys.argv[2] or 'auto').save(sys.argv[3])")
-    subprocess.run([sys.executable, "-c", code, str(source), layer, str(target)], check=True,
-                   env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True,
-                   cwd=workdir)  # not ROOT: `python -c` puts the working directory first on sys.path
+    python(["-c", code, str(source), layer, str(target)], package_at(revision, workdir))
     return target.read_bytes()
 
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from baseline import package_at, python  # noqa: E402
+
 BUILDERS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2_224"}
 
 PEAK = """
@@ -58,13 +61,6 @@ print(statistics.median(times))
 """
 
 
-def python(args: list[str], pythonpath: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    # run from a neutral folder: `python -c`/`-m` put the working directory first on sys.path
-    return subprocess.run([sys.executable, *args], check=True, capture_output=True, text=True, env=env,
-                          cwd=tempfile.gettempdir()).stdout
-
-
 def wall(args: list[str], pythonpath: Path, repeat: int = 1) -> float:
     times = []
     for _ in range(repeat):
@@ -83,14 +79,6 @@ def make_model(key: str, path: Path) -> None:
 
     module, _ = getattr(nets, BUILDERS[key])()
     onnx.save(nets.export_onnx(module, torch.randn(1, 3, 224, 224)), str(path))
-
-
-def package_at(revision: str, workdir: Path) -> Path:
-    package = workdir / f"onnxcam-{revision}"
-    package.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "onnxcam"], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(package)], input=archive.stdout, check=True)
-    return package
 
 
 def measure(model: Path, pythonpath: Path, runs: int, workdir: Path) -> dict[str, float]:

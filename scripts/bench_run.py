@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +30,9 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from baseline import package_at, python  # noqa: E402
 
 PLAIN_LOOP = """
 import sys, time, numpy as np, onnxruntime as ort
@@ -64,21 +66,6 @@ def make_model(path: Path) -> None:
 
     module, _ = nets.resnet18()
     onnx.save(nets.export_onnx(module, torch.randn(1, 3, 224, 224), output_name="logits"), str(path))
-
-
-def package_at(revision: str, workdir: Path) -> Path:
-    package = workdir / f"onnxcam-{revision}"
-    package.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "onnxcam"], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(package)], input=archive.stdout, check=True)
-    return package
-
-
-def python(code_or_module: list[str], pythonpath: Path) -> str:
-    # run from a neutral folder: `python -c`/`-m` put the working directory first on sys.path
-    done = subprocess.run([sys.executable, *code_or_module], check=True, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(pythonpath)}, cwd=tempfile.gettempdir())
-    return done.stdout
 
 
 def onnxcam_run(model: Path, folder: Path, out: Path, batch: int, pythonpath: Path) -> float:

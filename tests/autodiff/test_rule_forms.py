@@ -49,3 +49,29 @@ def test_flipped_kernel_swaps_channels_per_group_and_reverses_taps():
 def test_activation_masks_multiply_instead_of_select(op, inputs):
     ops = _backward_ops(Case(op, inputs))
     assert "Where" not in ops and {"Cast", "Mul"} <= set(ops)
+
+
+def test_fan_in_sums_broadcast_an_expanded_gradient_instead_of_copying_it():
+    from onnx import TensorProto, helper
+
+    from onnxcam.autodiff import backward
+
+    shape = [2, 3, 4, 5]
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])], "se",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+         helper.make_tensor_value_info("u", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = backward(model, {"y": "u"}, ["x"])
+    grad = result.names["x"]
+    produced = {o: n for n in result.model.graph.node for o in n.output}
+    total = produced[grad]
+    assert total.op_type == "Sum" and not any(produced[i].op_type == "Expand" for i in total.input if i in produced)
+    result.model.graph.output.append(helper.make_tensor_value_info(grad, TensorProto.FLOAT, shape))
+    rng = np.random.default_rng(0)
+    x, u = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+    got = session(result.model).run([grad], {"x": x, "u": u})[0]
+    s = x.mean(axis=(2, 3), keepdims=True)
+    want = u * s + (u * x).sum(axis=(2, 3), keepdims=True) / 20  # through Mul, and through the pool
+    np.testing.assert_allclose(got, np.broadcast_to(want, shape), rtol=1e-5, atol=1e-6)
