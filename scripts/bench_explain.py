@@ -14,7 +14,7 @@ Conv's input gradient skips what the forward's bias, activation and layout work 
 op types among the added (backward and CAM) nodes.
 
     python scripts/bench_explain.py [--repeat 10] [--threads 0] [--batches 1,8] [--baseline 27ec07e]
-                                    [--models demo,resnet50,mobilenet_v2,efficientnet_b0] [--profile]
+                                    [--models demo,resnet50,mobilenet_v2,efficientnet_b0] [--profile] [--save DIR]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ MODELS = {
     "resnet50": ("resnet50", (3, 224, 224), "/layer2/"),
     "mobilenet_v2": ("mobilenet_v2_224", (3, 224, 224), "/blocks/blocks.5/"),  # torchvision's features.6, 28×28
     "efficientnet_b0": ("efficientnet_b0_224", (3, 224, 224), "/blocks/blocks.4/"),  # features.3, 28×28
+    "resnet18": ("resnet18", (3, 224, 224), "/layer2/"),
 }
 
 
@@ -167,11 +168,18 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = ORT's default)")
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default="demo,resnet50,mobilenet_v2,efficientnet_b0", help=f"of {','.join(MODELS)}")
     parser.add_argument("--baseline", default=None, metavar="REV", help="also time the explain models onnxcam REV builds")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--save", default=None, metavar="DIR", help="only write the plain models as DIR/KEY.onnx "
+                        "(for onnxcam bench) and stop")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    if args.save:
+        Path(args.save).mkdir(parents=True, exist_ok=True)
+        for key in args.models.split(","):
+            onnx.save(build(key), str(Path(args.save) / f"{key}.onnx"))
+        return 0
 
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
