@@ -11,7 +11,8 @@ random pictures, 320×240), then, ``--rounds`` times in turn:
   temporary folder), the same way.
 
 Each run is a subprocess on the same CPU (ORT default threads). Prints ms/image (medians) and
-the throughput of each run as a share of the plain loop's (the median of per-round ratios).
+the throughput of each run as a share of the plain loop's (the median of per-round ratios), then
+what encoding one image's overlay and 16-bit map costs under several PNG settings.
 
     python scripts/bench_run.py [--images 500] [--batch 8] [--rounds 3] [--baseline 27ec07e]
 """
@@ -24,6 +25,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -74,6 +76,36 @@ def onnxcam_run(model: Path, folder: Path, out: Path, batch: int, pythonpath: Pa
     return json.loads(stdout.strip().splitlines()[-1])["ms_per_image"]
 
 
+PNG_SETTINGS = {
+    "OpenCV default": [],
+    "level 0 (stored)": [cv2.IMWRITE_PNG_COMPRESSION, 0],
+    "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1],
+    "Huffman only": [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
+    "RLE": [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE],
+}
+
+
+def png_costs(folder: Path, repeat: int = 20) -> list[tuple[str, str, float, int]]:
+    """(picture, setting, median ms, bytes) for one image's overlay and 16-bit map under each PNG setting."""
+    sys.path.insert(0, str(ROOT))
+    from onnxcam.io.images import decode_image
+    from onnxcam.io.render import heatmap16, overlay
+
+    image = decode_image(next(folder.glob("*.jpg")))
+    cam = cv2.resize(np.random.default_rng(0).random((7, 7), dtype=np.float32), (224, 224))  # a smooth map
+    pictures = {"overlay": overlay(image, cam), "16-bit map": heatmap16(cam, *image.shape[:2])}
+    rows = []
+    for picture, pixels in pictures.items():
+        for setting, params in PNG_SETTINGS.items():
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                data = cv2.imencode(".png", pixels, params)[1]
+                times.append(time.perf_counter() - start)
+            rows.append((picture, setting, 1000 * statistics.median(times), data.size))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
@@ -87,6 +119,7 @@ def main() -> int:
         folder, model = work / "images", work / "resnet18.onnx"
         folder.mkdir()
         make_images(folder, args.images)
+        pngs = png_costs(folder)
         make_model(model)
         variants = {"onnxcam run": ROOT}
         if args.baseline:
@@ -107,6 +140,9 @@ def main() -> int:
     for name, values in times.items():
         share = statistics.median(p / v for p, v in zip(plain, values))
         print(f"| {name} | {statistics.median(values):.1f} | {100 * share:.0f} % |")
+    print("\n| PNG of | setting | ms | bytes |\n|---|---|---|---|")
+    for picture, setting, ms, size in pngs:
+        print(f"| {picture} | {setting} | {ms:.2f} | {size} |")
     return 0
 
 
