@@ -9,6 +9,7 @@ on CPUs with bf16 units OpenVINO would otherwise default to bf16, which moves ma
 from __future__ import annotations
 
 import logging
+import threading
 
 import onnx
 
@@ -62,7 +63,7 @@ class OpenVinoSession:
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
             text = str(exc).strip()
             raise ModelError(f"OpenVINO cannot compile the model: {text.splitlines()[0][:400] if text else type(exc).__name__}") from None
-        self._request = compiled.create_infer_request()
+        self._compiled, self._requests = compiled, threading.local()  # an InferRequest serves one thread at a time
         self._outputs = {name: port for port in compiled.outputs for name in port.get_names()}
         self._all = [port.get_any_name() for port in compiled.outputs]
         self._inputs = {name for port in compiled.inputs for name in port.get_names()}
@@ -73,7 +74,10 @@ class OpenVinoSession:
     def run(self, output_names, feeds):
         if self._cancelled:
             raise CancelledError("the run was cancelled")
-        results = self._request.infer({k: v for k, v in feeds.items() if k in self._inputs})
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        results = request.infer({k: v for k, v in feeds.items() if k in self._inputs})
         if self._cancelled:
             raise CancelledError("the run was cancelled")
         return [results[self._outputs[name]].copy() for name in (output_names or self._all)]

@@ -54,3 +54,14 @@ def test_cli_run_on_openvino_writes_the_same_results(demo_model, demo_images, tm
         records[provider] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["provider"] for r in records["openvino"]] == ["openvino"] * 2
     assert [r["target"] for r in records["openvino"]] == [r["target"] for r in records["cpu"]]
+
+
+def test_one_openvino_explainer_serves_several_threads(demo_model, demo_images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    explainer = Explainer(demo_model, provider="openvino")
+    want = [explainer.explain([image]).cam for image in demo_images[:4]]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda image: explainer.explain([image]).cam, demo_images[:4] * 3))
+    for i, cam in enumerate(got):
+        np.testing.assert_array_equal(cam, want[i % 4])
