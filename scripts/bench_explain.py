@@ -191,7 +191,7 @@ def main() -> int:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores, load average {load:.1f} at the end), "
-          f"onnxruntime {ort.__version__}, threads {args.threads or 'default'}, medians of {args.repeat} interleaved rounds")
+          f"onnxruntime {ort.__version__}, threads {args.threads or 'default'}, best of {args.repeat} interleaved rounds")
     before = f" | before ({args.baseline})" if args.baseline else ""
     print(f"| model | layer | batch | plain (ms) | explain (ms) | explain/plain{before} | median ratio | MAC estimate "
           "| export (s) |")
