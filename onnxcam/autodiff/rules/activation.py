@@ -40,7 +40,9 @@ def _sum_to_scalar(ctx: RuleContext, grad: str, like: str) -> str:
 @register("Relu")
 def relu(ctx: RuleContext):
     """dX = dY·(X > 0)"""
-    return [masked(ctx.emit, _positive(ctx, ctx.inputs[0]), ctx.dy)]
+    # Y > 0 exactly where X > 0; reading Y leaves X to the forward, so ONNX Runtime still fuses
+    # the Conv before it with the activation
+    return [masked(ctx.emit, _positive(ctx, ctx.outputs[0]), ctx.dy)]
 
 
 @register("LeakyRelu")
@@ -76,7 +78,7 @@ def clip(ctx: RuleContext):
     """dX = dY·(min < X < max); dmin = Σ dY·(X < min), dmax = Σ dY·(X > max)"""
     e, x = ctx.emit, ctx.inputs[0]
     low, high = _clip_bounds(ctx)
-    inside = _between(ctx, x, low, high)
+    inside = _between(ctx, ctx.outputs[0], low, high)  # as for Relu: min < Y < max exactly where min < X < max
     grads = [(ctx.dy if inside is None else masked(e, inside, ctx.dy)) if ctx.needs[0] else None]
     for i, outside in ((1, "Less"), (2, "Greater")):  # bounds given as inputs (opset >= 11)
         if i < len(ctx.inputs):
