@@ -83,10 +83,10 @@ def flipped_kernel(w: np.ndarray, group: int) -> np.ndarray:
 def _conv_input_grad(ctx: RuleContext, size, kernel, strides, dilations, begin, end) -> str:
     """dX of a Conv: a Conv on the flipped kernel where that is exact and faster, else a ConvTranspose.
 
-    ONNX Runtime runs a stride-1 ConvTranspose 4–6× slower than the equivalent Conv when it is
-    depthwise, and somewhat slower when dense (scripts/bench_explain.py); 1×1 kernels are GEMMs
-    either way, and strided ones have no cheaper Conv form (zero insertion and polyphase were
-    measured slower), so those stay ConvTranspose.
+    ONNX Runtime runs a stride-1 ConvTranspose (with the Slice cropping it) 1.3–4× slower than the
+    equivalent Conv when it is depthwise, and 1.4–1.7× when dense (scripts/bench_conv_forms.py);
+    1×1 kernels are GEMMs either way, and strided ones have no cheaper Conv form (zero insertion
+    and polyphase were measured slower), so those stay ConvTranspose.
     """
     e, w, group = ctx.emit, ctx.inputs[1], int(ctx.attr("group", 1))
     reach = [(k - 1) * d for k, d in zip(kernel, dilations)]
