@@ -24,7 +24,7 @@ import numpy as np
 
 from onnxcam.errors import InputError, OnnxCamError
 
-__all__ = ["Timing", "available_backends", "interleaved", "bench_model", "stage_costs", "fastest", "bench"]
+__all__ = ["Timing", "available_backends", "checked_backends", "interleaved", "bench_model", "stage_costs", "fastest", "bench"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,21 @@ def available_backends() -> list[str]:
     from onnxcam.runtime import cuda_problem
 
     return ["cpu", *(["cuda"] if cuda_problem() is None else []), *(["openvino"] if openvino_problem() is None else [])]
+
+
+def checked_backends(asked: Sequence[str]) -> list[str]:
+    """The backends asked for (every one that works when none is), refusing one that cannot run here
+    (a CUDA session would fall back to the CPU and time it under CUDA's name)."""
+    if not asked:
+        return available_backends()
+    from onnxcam.backends.openvino import openvino_problem
+    from onnxcam.runtime import cuda_problem
+
+    for backend, problem in (("cuda", cuda_problem), ("openvino", openvino_problem)):
+        reason = problem() if backend in asked else None
+        if reason:
+            raise OnnxCamError(f"cannot time {backend}: {reason}; leave --provider {backend} out")
+    return list(dict.fromkeys(asked))
 
 
 def interleaved(calls: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
@@ -180,7 +195,7 @@ def bench(model, methods, batches, backends, layer, input_shape, repeat, threads
     unknown = sorted(set(methods) - set(method_names()))
     if unknown:
         raise OnnxCamError(f"unknown method '{unknown[0]}'; choose from: {', '.join(method_names())}")
-    backends = list(dict.fromkeys(backends)) or available_backends()
+    backends = checked_backends(backends)
     rows, stages = bench_model(model, methods, list(dict.fromkeys(batches)), backends, layer=layer, repeat=repeat,
                                threads=threads or None, **({"input_shape": input_shape} if input_shape else {}))
     winners = fastest(rows)

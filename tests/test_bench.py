@@ -57,3 +57,9 @@ def test_bench_refuses_a_batch_the_model_cannot_take(tmp_path):
 
 def test_bench_refuses_an_unknown_method(demo_model):
     assert_one_line_error(invoke("bench", demo_model, "--method", "nope"), "unknown method 'nope'")
+
+
+def test_bench_refuses_a_backend_that_cannot_run_here(demo_model, monkeypatch):
+    monkeypatch.setattr("onnxcam.runtime.cuda_problem", lambda: "no NVIDIA driver found")
+    assert_one_line_error(invoke("bench", demo_model, "--provider", "cuda"),
+                          "cannot time cuda: no NVIDIA driver found; leave --provider cuda out")
