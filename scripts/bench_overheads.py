@@ -1,7 +1,7 @@
 """Peak memory, export time and start-up: the costs around the explanation itself.
 
-Each figure comes from a fresh subprocess on the CPU (ResNet-50 and MobileNetV2 built by
-tests/nets.py, random weights, 224×224):
+Each figure comes from a fresh subprocess on the CPU (ResNet-50, MobileNetV2 and ConvNeXt-T built
+by tests/nets.py, random weights, 224×224):
 
 * peak RSS of a plain ONNX Runtime session on the model file, batch 8 × ``--runs`` runs, against
   an ``onnxcam.Explainer`` (Grad-CAM, automatic layer) doing the same;
@@ -11,7 +11,7 @@ tests/nets.py, random weights, 224×224):
 With ``--baseline REV`` every figure is also measured with onnxcam as of git revision REV (its
 package extracted to a temporary folder): before and after side by side.
 
-    python scripts/bench_overheads.py [--runs 20] [--baseline 27ec07e] [--models resnet50,mobilenet_v2]
+    python scripts/bench_overheads.py [--runs 20] [--baseline 27ec07e] [--models resnet50,mobilenet_v2,convnext_tiny]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from baseline import package_at, python  # noqa: E402
 
-BUILDERS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2_224"}
+BUILDERS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2_224", "convnext_tiny": "convnext_tiny_224"}
 
 PEAK = """
 import sys, numpy as np

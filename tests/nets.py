@@ -37,6 +37,7 @@ __all__ = [
     "resnet18",
     "mobilenet_v2_224",
     "efficientnet_b0_224",
+    "convnext_tiny_224",
     "export_onnx",
 ]
 
@@ -391,6 +392,13 @@ def convnext(num_classes: int = 10, seed: int = 0) -> tuple[nn.Module, Targets]:
     """ConvNeXt-style, 3×64×64: 7×7 depthwise conv, LayerNorm and Linear on NHWC, GELU, layer scale."""
     torch.manual_seed(seed)
     return _init(_ConvNeXt(num_classes), seed), ("stages.0", "stages.1", "stages.2")
+
+
+def convnext_tiny_224(num_classes: int = 1000, seed: int = 0) -> tuple[nn.Module, Targets]:
+    """Full-size ConvNeXt-T (dims 96..768, depths [3, 3, 9, 3]), 3×224×224, for benchmarks."""
+    torch.manual_seed(seed)
+    net = _ConvNeXt(num_classes, dims=(96, 192, 384, 768), depths=(3, 3, 9, 3))
+    return _init(net, seed), ("stages.1", "stages.2", "stages.3")
 
 
 # --- VGG -----------------------------------------------------------------------------------------
