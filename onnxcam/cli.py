@@ -20,10 +20,10 @@ __all__ = ["main", "cli", "COMMANDS"]
 
 log = logging.getLogger("onnxcam")
 
-COMMANDS = ("run", "export", "layers", "ops", "report", "compare", "eval")
+COMMANDS = ("run", "export", "layers", "ops", "report", "compare", "eval", "bench")
 # commands defined outside onnxcam.commands: name -> (module, attribute)
 _ELSEWHERE = {"report": ("onnxcam.report.command", "report"), "compare": ("onnxcam.report.command", "compare"),
-              "eval": ("onnxcam.evaluation.command", "eval_command")}
+              "eval": ("onnxcam.evaluation.command", "eval_command"), "bench": ("onnxcam.bench", "bench")}
 
 
 class _Commands(click.Group):

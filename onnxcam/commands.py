@@ -231,7 +231,7 @@ class PassesBatch(click.ParamType):
               help="detection: explain only boxes of this class (repeat for several).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
-              help="auto = CUDA when usable, else CPU.")
+              help="auto = CUDA when usable, else CPU; openvino = the OpenVINO runtime (onnxcam[openvino]).")
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Top-k classes to report per image.")
 @preprocess_options
 @click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
@@ -384,15 +384,12 @@ def check_model_file(model) -> None:
 
 
 def _explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad) -> list[dict]:
+    from onnxcam.pipeline import explain_images
+
     quiet = log.getEffectiveLevel() > logging.INFO
-    records = []
     with click.progressbar(length=len(images), label="explaining", file=sys.stderr,
                            hidden=quiet or len(images) <= 4) as bar:
-        for first in range(0, len(images), batch_size):
-            chunk = images[first:first + batch_size]
-            records.extend(_explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad))
-            bar.update(len(chunk))
-    return records
+        return explain_images(explainer, writer, images, names, staging, request, batch_size, skip_bad, bar.update)
 
 
 def _target_request(explainer, target, timestep, region, mask_path, reference) -> dict:
@@ -452,49 +449,10 @@ def _read_reference(text: str):
 
 
 def _explain_chunk(explainer, writer, chunk, names, staging, request, skip_bad):
-    """Records for one batch of images; with ``skip_bad`` an image that fails gets a failed record."""
-    t0 = time.perf_counter()
-    decoded, failures = {}, {}
-    for path in chunk:
-        try:
-            decoded[path] = explainer.decode(path)
-        except InputError as exc:
-            if not skip_bad:
-                raise
-            failures[path] = str(exc)
-    t1 = time.perf_counter()
-    good = [path for path in chunk if path in decoded]
-    boxes = explainer.task == "detection"
-    explain = explainer.explain_boxes if boxes else explainer.explain
-    result = explain([decoded[p] for p in good], **request) if good else None
-    t2 = time.perf_counter()
-    records = []
-    for path in chunk:
-        if path in failures:
-            records.append({"image": str(path), "status": "failed", "error": failures[path]})
-            continue
-        i = good.index(path)
-        if boxes:
-            records.extend({"status": "ok", **record} for record in writer.write_boxes(
-                staging, names[path], str(path), decoded[path], result.images[i], result.input_size, result))
-            continue
-        if not result.finite[i]:
-            problem = f"the model's score for this image is {float(result.scores[i])} (not finite)"
-            if not skip_bad:
-                raise InputError(f"{path}: {problem}; check the pre-processing, or pass --skip-bad to go on")
-            records.append({"image": str(path), "status": "failed", "error": problem})
-            continue
-        record = {"status": "ok", **writer.write(staging, names[path], str(path), decoded[path], result, i)}
-        if result.all_zero[i]:
-            record["all_zero"] = True
-            log.warning("%s: the map is all zero (nothing at the layer raises the score)", path)
-        records.append(record)
-    share = 1000.0 / len(chunk)
-    for record in records:
-        if record["status"] == "ok":
-            record["timings_ms"] = {"preprocess": round((t1 - t0) * share, 2), "explain": round((t2 - t1) * share, 2),
-                                    "render": round((time.perf_counter() - t2) * share, 2)}
-    return records
+    """Records for one batch of images (the Ray engine's unit of work), through run's own pipeline."""
+    from onnxcam.pipeline import explain_images
+
+    return explain_images(explainer, writer, chunk, names, staging, request, len(chunk), skip_bad, workers=1)
 
 
 def run_interruptibly(work, cancel, grace_s: float = 2.0):

@@ -98,7 +98,7 @@ class Explainer:
     with ``layer``, ``method`` and the export options ``task``, ``score``, ``layout``,
     ``input_shape``, ``output``, ``fuse``, ``threshold``, ``blank``, ``background``; see
     :func:`onnxcam.export`) or an explain model.
-    ``provider`` is "auto" (CUDA when usable, else CPU), "cpu" or "cuda".
+    ``provider`` is "auto" (CUDA when usable, else CPU), "cpu", "cuda" or "openvino" (the OpenVINO runtime).
     ``preprocess`` (a :class:`Preprocess`, a preset name or a dict) applies to images given as
     paths or bytes; by default the sidecar JSON beside the model, else the ``imagenet`` preset.
     ``layer`` may be a list of layers: their maps are fused by ``fuse`` ("mean" or "max").

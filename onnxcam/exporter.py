@@ -34,8 +34,9 @@ from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView, check_attributes, load_model, load_model_and_origin, outer_names, sort_topologically
-from onnxcam.io.model_files import needs_external_data, save_model
+from onnxcam.graph import (GraphView, check_attributes, load_model, load_model_and_origin, outer_names,
+                           sort_topologically, without_weights)
+from onnxcam.io.model_files import save_model
 from onnxcam.layers import nchw_view
 from onnxcam.methods import AUTO, Method, get_method, resolve_method
 from onnxcam.methods.context import GraphContext, LayerContext
@@ -385,10 +386,11 @@ def prune_dead_nodes(model: onnx.ModelProto) -> int:
 
 # --- stage 8: check -----------------------------------------------------------------------------
 def _check(model: onnx.ModelProto) -> None:
-    if needs_external_data(model):
-        log.warning("model over 2 GB: skipping onnx.checker (it needs the model as one protobuf)")
-        return
+    # The checker serializes what it checks; the weights (their shapes kept, as inputs) would make
+    # that most of the export's time and memory, and models over 2 GB uncheckable.
+    light = without_weights(model)
+    light.metadata_props.extend(model.metadata_props)
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(light, full_check=True)
     except Exception as exc:  # the checker raises several types
         raise ModelError(f"the explain model fails the ONNX checker ({exc}); please report this with the model") from None

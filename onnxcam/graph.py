@@ -18,7 +18,8 @@ from onnx import helper, numpy_helper, shape_inference
 
 from onnxcam.errors import ModelError
 
-__all__ = ["GraphView", "load_model", "load_model_and_origin", "check_attributes", "outer_names", "sort_topologically", "FLOAT_TYPES"]
+__all__ = ["GraphView", "load_model", "load_model_and_origin", "check_attributes", "outer_names", "sort_topologically",
+           "without_weights", "FLOAT_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ def _infer_shapes(model: onnx.ModelProto, complete: bool = True) -> tuple[onnx.M
     """Shapes from ONNX's inference (with data propagation); where it leaves dims unknown that ONNX
     Runtime's symbolic inference resolves (a Reshape to a computed shape, as flatten exports are),
     those fill the gaps. Also returns the outputs whose declared shapes the graph contradicts."""
-    light = _without_weights(model)
+    light = without_weights(model)
     declared = _undeclare_outputs(light)
     try:
         inferred = shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
@@ -557,7 +558,7 @@ def _fill_from_symbolic(graph: onnx.GraphProto, light: onnx.ModelProto) -> None:
     graph.value_info.extend(info for name, info in found.items() if name not in known)
 
 
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose large initializers are declared inputs instead: same shapes, far less to copy.
 
     Small initializers stay, since data propagation reads their values (Reshape's shape, ...).

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-__all__ = ["Session", "make_session", "model_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget"]
+__all__ = ["Session", "make_session", "model_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget",
+           "cuda_problem"]
 
 log = logging.getLogger(__name__)
 
-PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+PROVIDER_CHOICES = ("auto", "cpu", "cuda", "openvino")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-training", "onnxruntime-directml", "onnxruntime-openvino")
@@ -56,23 +57,14 @@ class Session:
         self.run_options.terminate = True
 
 
-def model_session(model, provider: str = "auto", threads: int | None = None) -> Session:
-    """:func:`make_session` for a ``ModelProto``: from its bytes, or, when it is too large for one
-    protobuf (over 2 GB), from a temporary copy written with external data (kept while the session is)."""
-    from onnxcam.io.model_files import needs_external_data, save_model
-
-    if not needs_external_data(model):
-        return make_session(model.SerializeToString(), provider, threads)
-    folder = tempfile.TemporaryDirectory(prefix="onnxcam-session-")
-    path = save_model(model, Path(folder.name) / "model.onnx", external=True)
-    session = make_session(str(path), provider, threads)
-    session.keep = folder
-    return session
-
-
 def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int | None = None) -> Session:
     """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU; a model
-    ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`."""
+    ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`. ``"openvino"`` runs the
+    model in OpenVINO instead (:mod:`onnxcam.backends.openvino`); ``auto`` never picks it."""
+    if provider == "openvino":
+        from onnxcam.backends.openvino import OpenVinoSession
+
+        return OpenVinoSession(model_bytes, threads)
     try:
         return _make_session(model_bytes, provider, threads)
     except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, NotImplemented, ...)
@@ -85,6 +77,37 @@ def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int 
         raise ModelError(f"ONNX Runtime cannot load the model: {reason[:400]}") from None
 
 
+def model_session(model, provider: str = "auto", threads: int | None = None) -> Session:
+    """:func:`make_session` for a ModelProto, which ONNX Runtime reads from a temporary file: from
+    serialized bytes its peak memory is about two more copies of the weights (ResNet-50: ~220 MB
+    more; scripts/bench_overheads.py). A model too large for one protobuf (over 2 GB) is written
+    with external data, kept while the session is."""
+    from onnxcam.io.model_files import needs_external_data, save_model
+
+    if provider == "openvino":
+        return make_session(model.SerializeToString(), provider, threads)
+    large = needs_external_data(model)
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="onnxcam-session-")
+        path = save_model(model, Path(folder.name) / "model.onnx", external=True) if large else \
+            _write(Path(folder.name) / "model.onnx", model.SerializeToString())
+    except OSError:  # no writable temporary folder: pay the memory
+        if large:
+            raise
+        return make_session(model.SerializeToString(), provider, threads)
+    session = make_session(str(path), provider, threads)
+    if large:
+        session.keep = folder
+    else:
+        folder.cleanup()
+    return session
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def _make_session(model_bytes: bytes, provider: str, threads: int | None) -> Session:
     if provider not in PROVIDER_CHOICES:
         from onnxcam.errors import OnnxCamError
@@ -95,7 +118,7 @@ def _make_session(model_bytes: bytes, provider: str, threads: int | None) -> Ses
     if threads:
         options.intra_op_num_threads = threads
     if provider in ("auto", "cuda"):
-        problem = _cuda_problem()
+        problem = cuda_problem()
         if problem is None:
             session = _quiet_session(model_bytes, options, [_CUDA, _CPU])
             if session.get_providers()[0] == _CUDA:
@@ -129,7 +152,7 @@ def memory_budget(provider: str) -> int:
     return int(min(free // 4, 4 * GIB))
 
 
-def _cuda_problem() -> str | None:
+def cuda_problem() -> str | None:
     """Why CUDA cannot be used, or ``None`` when it is worth trying."""
     if _CUDA not in ort.get_available_providers():
         return f"this onnxruntime build ({_ort_distribution()}) has no CUDA execution provider"

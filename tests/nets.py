@@ -34,6 +34,10 @@ __all__ = [
     "convnext",
     "vgg",
     "resnet50",
+    "resnet18",
+    "mobilenet_v2_224",
+    "efficientnet_b0_224",
+    "convnext_tiny_224",
     "export_onnx",
 ]
 
@@ -122,6 +126,13 @@ def resnet(num_classes: int = 10, seed: int = 0) -> tuple[nn.Module, Targets]:
     return _init(net, seed), ("layer1", "layer2", "layer3")
 
 
+def resnet18(num_classes: int = 1000, seed: int = 0) -> tuple[nn.Module, Targets]:
+    """Full-size ResNet-18 (basic blocks [2, 2, 2, 2], widths 64..512), 3×224×224, for benchmarks."""
+    torch.manual_seed(seed)
+    net = _ResNet(_BasicBlock, widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), stem_width=64, num_classes=num_classes)
+    return _init(net, seed), ("layer1", "layer3", "layer4")
+
+
 # --- ResNet-50 (bottleneck blocks), for benchmarks ----------------------------------------------
 class _Bottleneck(nn.Module):
     expansion = 4
@@ -175,16 +186,16 @@ class _MobileNetV2(nn.Module):
     # (expand ratio, output channels, stride)
     config = [(1, 8, 1), (6, 12, 2), (6, 12, 1), (6, 16, 2), (6, 16, 1)]
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, config=None, stem: int = 16, head: int = 48):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 16, 3, 2), nn.ReLU6())
-        cin, blocks = 16, []
-        for expand, cout, stride in self.config:
+        self.stem = nn.Sequential(*_conv_bn(3, stem, 3, 2), nn.ReLU6())
+        cin, blocks = stem, []
+        for expand, cout, stride in config or self.config:
             blocks.append(_InvertedResidual(cin, cout, stride, expand))
             cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(*_conv_bn(cin, 48, 1), nn.ReLU6())
-        self.classifier = nn.Linear(48, num_classes)
+        self.head = nn.Sequential(*_conv_bn(cin, head, 1), nn.ReLU6())
+        self.classifier = nn.Linear(head, num_classes)
 
     def forward(self, x):
         x = self.head(self.blocks(self.stem(x)))
@@ -195,6 +206,22 @@ def mobilenet_v2(num_classes: int = 10, seed: int = 0) -> tuple[nn.Module, Targe
     """MobileNetV2-style, 3×64×64: inverted residuals (1×1 expand, 3×3 depthwise, ReLU6, 1×1 project)."""
     torch.manual_seed(seed)
     return _init(_MobileNetV2(num_classes), seed), ("blocks.2", "blocks.4", "head")
+
+
+def _repeat(stages) -> list[tuple]:
+    """torchvision's stage table (..., repeats, stride, ...) as one row per block (stride on the first)."""
+    rows = []
+    for expand, cout, repeats, stride, *rest in stages:
+        rows += [(expand, cout, stride if i == 0 else 1, *rest) for i in range(repeats)]
+    return rows
+
+
+def mobilenet_v2_224(num_classes: int = 1000, seed: int = 0) -> tuple[nn.Module, Targets]:
+    """Full-size MobileNetV2 (torchvision's widths and depths, 17 blocks), 3×224×224, for benchmarks."""
+    torch.manual_seed(seed)
+    config = _repeat([(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                      (6, 160, 3, 2), (6, 320, 1, 1)])
+    return _init(_MobileNetV2(num_classes, config, stem=32, head=1280), seed), ("blocks.2", "blocks.5", "head")
 
 
 # --- DenseNet ------------------------------------------------------------------------------------
@@ -290,16 +317,16 @@ class _EfficientNet(nn.Module):
     # (expand ratio, output channels, stride, kernel)
     config = [(1, 8, 1, 3), (4, 12, 2, 3), (4, 12, 1, 3), (4, 16, 2, 5), (4, 16, 1, 5)]
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, config=None, stem: int = 16, head: int = 48):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 16, 3, 2), nn.SiLU())
-        cin, blocks = 16, []
-        for expand, cout, stride, kernel in self.config:
+        self.stem = nn.Sequential(*_conv_bn(3, stem, 3, 2), nn.SiLU())
+        cin, blocks = stem, []
+        for expand, cout, stride, kernel in config or self.config:
             blocks.append(_MBConv(cin, cout, expand, stride, kernel))
             cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(*_conv_bn(cin, 48, 1), nn.SiLU())
-        self.classifier = nn.Linear(48, num_classes)
+        self.head = nn.Sequential(*_conv_bn(cin, head, 1), nn.SiLU())
+        self.classifier = nn.Linear(head, num_classes)
 
     def forward(self, x):
         x = self.head(self.blocks(self.stem(x)))
@@ -310,6 +337,14 @@ def efficientnet(num_classes: int = 10, seed: int = 0) -> tuple[nn.Module, Targe
     """EfficientNet-style, 3×64×64: MBConv blocks with SiLU and squeeze-and-excitation."""
     torch.manual_seed(seed)
     return _init(_EfficientNet(num_classes), seed), ("blocks.2", "blocks.4", "head")
+
+
+def efficientnet_b0_224(num_classes: int = 1000, seed: int = 0) -> tuple[nn.Module, Targets]:
+    """Full-size EfficientNet-B0 (torchvision's widths, depths and kernels, 16 MBConv blocks), 3×224×224."""
+    torch.manual_seed(seed)
+    config = _repeat([(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5),
+                      (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)])
+    return _init(_EfficientNet(num_classes, config, stem=32, head=1280), seed), ("blocks.2", "blocks.4", "head")
 
 
 # --- ConvNeXt ------------------------------------------------------------------------------------
@@ -357,6 +392,13 @@ def convnext(num_classes: int = 10, seed: int = 0) -> tuple[nn.Module, Targets]:
     """ConvNeXt-style, 3×64×64: 7×7 depthwise conv, LayerNorm and Linear on NHWC, GELU, layer scale."""
     torch.manual_seed(seed)
     return _init(_ConvNeXt(num_classes), seed), ("stages.0", "stages.1", "stages.2")
+
+
+def convnext_tiny_224(num_classes: int = 1000, seed: int = 0) -> tuple[nn.Module, Targets]:
+    """Full-size ConvNeXt-T (dims 96..768, depths [3, 3, 9, 3]), 3×224×224, for benchmarks."""
+    torch.manual_seed(seed)
+    net = _ConvNeXt(num_classes, dims=(96, 192, 384, 768), depths=(3, 3, 9, 3))
+    return _init(net, seed), ("stages.1", "stages.2", "stages.3")
 
 
 # --- VGG -----------------------------------------------------------------------------------------

@@ -173,3 +173,14 @@ def test_dynamic_spatial_dims_are_fixed_by_input_shape():
     result = export(source, input_shape="1x3x64x64")
     (cam,) = _session(result.model).run(["cam"], {"input": _batch((2, 3, 64, 64))})
     assert cam.shape == (2, 64, 64)
+
+
+def test_the_weightless_check_still_catches_a_broken_explain_model(demo_model):
+    from onnxcam.exporter import _check
+
+    model = export(demo_model).model
+    _check(model)
+    model.graph.node.append(onnx.helper.make_node("Add", ["cam", "target"], ["broken"]))  # float + int64
+    model.graph.output.append(onnx.helper.make_tensor_value_info("broken", onnx.TensorProto.FLOAT, None))
+    with pytest.raises(ModelError, match="fails the ONNX checker"):
+        _check(model)

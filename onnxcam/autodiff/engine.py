@@ -130,8 +130,27 @@ def _total(emit: Emitter, grads: dict[str, list[str]], tensor: str) -> str:
     """Sum the gradient contributions of ``tensor`` once, and remember the sum."""
     terms = grads[tensor]
     if len(terms) > 1:
-        grads[tensor] = [emit.sum(terms)]
+        grads[tensor] = [emit.sum(_unexpanded(emit, terms))]
     return grads[tensor][0]
+
+
+def _unexpanded(emit: Emitter, terms: list[str]) -> list[str]:
+    """The terms, with those that Expand a smaller gradient (GlobalAveragePool's, a broadcast
+    operand's) given unexpanded when another term has the full shape: Sum broadcasts (opset 8 on),
+    so the full-size copy is never made, and the dead-node pass drops the unused Expand."""
+    if emit.opset < 8:
+        return terms
+    wanted, sources = set(terms), {}
+    for node in reversed(emit.nodes):  # the terms were emitted recently: stop once all are found
+        if node.output[0] in wanted:
+            wanted.discard(node.output[0])
+            if node.op_type == "Expand":
+                sources[node.output[0]] = node.input[0]
+            if not wanted:
+                break
+    if len(sources) == len(terms):  # no term has the full shape to broadcast to
+        return terms
+    return [sources.get(t, t) for t in terms]
 
 
 def _op_label(node: onnx.NodeProto) -> str:

@@ -28,9 +28,9 @@ __all__ = ["build", "channel_masks", "selected_channels"]
 
 
 def channel_masks(activations: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(C, H, W) masks in [0, 1] from one image's (C, h, w) activations."""
+    """(C, H, W) masks in [0, 1] from one image's (C, h, w) activations (0 where a map is constant)."""
     masks = np.empty((activations.shape[0], height, width), np.float32)
-    for k, channel in enumerate(activations.astype(np.float32)):
+    for k, channel in enumerate(activations.astype(np.float32)):  # per channel: faster than one (C, H, W) pass
         up = cv2.resize(channel, (width, height), interpolation=cv2.INTER_LINEAR)
         low, high = up.min(), up.max()
         masks[k] = (up - low) / (high - low) if high > low else 0.0
@@ -54,10 +54,19 @@ def build(ctx: RunContext) -> np.ndarray:
     for i in range(a.shape[0]):
         channels = selected_channels(a[i], ctx.options.scorecam_topk)
         masks = channel_masks(a[i][channels], height, width)
+        # A constant map's mask is 0: all of them score the same blacked-out input, so it runs once.
+        blank = ~masks.reshape(len(channels), -1).any(axis=1)
+        if blank.any():
+            keep = ~blank
+            keep[np.argmax(blank)] = True
+            masks, shared = masks[keep], channels[blank]
+            channels = channels[keep]
         masks = masks[:, None] if ctx.layout == "NCHW" else masks[..., None]
         for first, last in chunks(len(channels), ctx.options.passes_batch):
             scores = ctx.forward((ctx.batch[i:i + 1] * masks[first:last]).astype(ctx.batch.dtype))
             if ctx.task == "classification" and ctx.score_kind != "probability":
                 scores = softmax(scores.astype(np.float64))
             weights[i, channels[first:last]] = ctx.weighted(scores, np.full(last - first, i))
+        if blank.any():
+            weights[i, shared] = weights[i, shared[0]]
     return np.einsum("nc,nchw->nhw", weights, a.astype(np.float64))

@@ -7,6 +7,16 @@ import numpy as np
 from onnxcam.autodiff.registry import RuleContext, register
 
 
+def masked(e, mask: str, grad: str) -> str:
+    """``grad`` where the boolean ``mask`` holds, else 0, as ``grad·Cast(mask)``.
+
+    ONNX Runtime runs Cast + Mul up to 1.7× faster than Where with a broadcast zero
+    (scripts/bench_conv_forms.py). Only where ``grad`` is ±inf and the mask is off does it differ
+    (NaN instead of 0), and an infinite gradient has already overflowed the map.
+    """
+    return e.mul(grad, e.cast_like(mask, grad))
+
+
 def _positive(ctx: RuleContext, x: str) -> str:
     """The boolean mask ``x > 0``."""
     return ctx.emit.op("Greater", x, ctx.emit.scalar(0.0, x))
@@ -30,7 +40,9 @@ def _sum_to_scalar(ctx: RuleContext, grad: str, like: str) -> str:
 @register("Relu")
 def relu(ctx: RuleContext):
     """dX = dY·(X > 0)"""
-    return [ctx.emit.zero_where(_positive(ctx, ctx.inputs[0]), ctx.dy)]
+    # Y > 0 exactly where X > 0; reading Y leaves X to the forward, so ONNX Runtime still fuses
+    # the Conv before it with the activation
+    return [masked(ctx.emit, _positive(ctx, ctx.outputs[0]), ctx.dy)]
 
 
 @register("LeakyRelu")
@@ -66,8 +78,8 @@ def clip(ctx: RuleContext):
     """dX = dY·(min < X < max); dmin = Σ dY·(X < min), dmax = Σ dY·(X > max)"""
     e, x = ctx.emit, ctx.inputs[0]
     low, high = _clip_bounds(ctx)
-    inside = _between(ctx, x, low, high)
-    grads = [(ctx.dy if inside is None else e.zero_where(inside, ctx.dy)) if ctx.needs[0] else None]
+    inside = _between(ctx, ctx.outputs[0], low, high)  # as for Relu: min < Y < max exactly where min < X < max
+    grads = [(ctx.dy if inside is None else masked(e, inside, ctx.dy)) if ctx.needs[0] else None]
     for i, outside in ((1, "Less"), (2, "Greater")):  # bounds given as inputs (opset >= 11)
         if i < len(ctx.inputs):
             bound = ctx.inputs[i]
@@ -98,7 +110,7 @@ def hard_sigmoid(ctx: RuleContext):
     """dX = dY·α·(0 < Y < 1)"""
     e, y = ctx.emit, ctx.outputs[0]
     inside = _between(ctx, y, e.scalar(0.0, y), e.scalar(1.0, y))
-    return [e.zero_where(inside, e.mul_scalar(ctx.dy, ctx.attr("alpha", 0.2)))]
+    return [masked(e, inside, e.mul_scalar(ctx.dy, ctx.attr("alpha", 0.2)))]
 
 
 @register("HardSwish")
@@ -107,7 +119,7 @@ def hard_swish(ctx: RuleContext):
     e, x = ctx.emit, ctx.inputs[0]
     gate = e.op("HardSigmoid", x, alpha=1.0 / 6.0, beta=0.5)
     inside = _between(ctx, x, e.scalar(-3.0, x), e.scalar(3.0, x))
-    return [e.mul(ctx.dy, e.add(gate, e.zero_where(inside, e.mul_scalar(x, 1.0 / 6.0))))]
+    return [e.mul(ctx.dy, e.add(gate, masked(e, inside, e.mul_scalar(x, 1.0 / 6.0))))]
 
 
 @register("Tanh")

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from onnxcam.autodiff.registry import RuleContext, register
-from onnxcam.autodiff.rules.conv import auto_pad, fit, spatial_dims
+from onnxcam.autodiff.rules.activation import masked
+from onnxcam.autodiff.rules.conv import auto_pad, spatial_dims, spread_into
 
 
 @register("GlobalAveragePool")
@@ -30,7 +31,7 @@ def global_max_pool(ctx: RuleContext):
     e, x, y = ctx.emit, ctx.inputs[0], ctx.outputs[0]
     hit = e.op("Equal", x, y)
     ties = e.reduce_sum(e.cast_like(hit, ctx.dy), list(range(2, ctx.rank(x))), keepdims=True)
-    return [e.zero_where(hit, e.div(ctx.dy, ties))]
+    return [masked(e, hit, e.div(ctx.dy, ties))]
 
 
 class _Window:
@@ -94,9 +95,9 @@ def _flat(ctx: RuleContext, t: str, spatial) -> str:
 def _place(ctx: RuleContext, win: _Window, parts: str, weight: np.ndarray) -> str:
     """Add each window's gradient back onto X's positions, given per-tap channels and a 0/1 kernel."""
     e = ctx.emit
-    spread = e.op("ConvTranspose", parts, e.const(weight.astype(e.dtype(ctx.dy))), strides=win.strides,
-                  dilations=win.dilations, dtype_of=ctx.dy)
-    return e.reshape_like(fit(e, spread, win.span, win.begin, win.size), ctx.inputs[0])
+    kernel = e.const(weight.astype(e.dtype(ctx.dy)))
+    spread = spread_into(e, parts, kernel, win.strides, win.dilations, 1, win.span, win.begin, win.size)
+    return e.reshape_like(spread, ctx.inputs[0])
 
 
 @register("AveragePool")
@@ -124,9 +125,9 @@ def max_pool(ctx: RuleContext):
             like = e.shape(tap)
             y, rest = e.reshape(ctx.outputs[0], like), e.reshape(ctx.dy, like)
         hit = e.op("Equal", tap, y)
-        parts.append(e.zero_where(hit, rest))
+        parts.append(masked(e, hit, rest))
         if i + 1 < len(taps):  # a later tie gets nothing: the first maximum took the gradient
-            rest = e.where(hit, e.scalar(0.0, rest), rest)
+            rest = e.sub(rest, parts[-1])
     weight = np.zeros((len(taps), 1, *win.kernel))
     for i, offset in enumerate(taps):
         weight[(i, 0, *offset)] = 1.0

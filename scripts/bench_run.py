@@ -1,0 +1,151 @@
+"""``onnxcam run`` throughput against a plain decode + infer loop, on JPEGs in a temporary folder.
+
+Builds a ResNet-18 (tests/nets.py, random weights, 224×224), writes ``--images`` JPEGs (smooth
+random pictures, 320×240), then, ``--rounds`` times in turn:
+
+* plain: decode each JPEG (onnxcam's decoder), pre-process it (the imagenet preset) and run the
+  plain model, ``--batch`` images per ONNX Runtime call — no explanation, nothing written;
+* ``onnxcam run`` (Grad-CAM, default layer, overlays + 16-bit maps + results.jsonl), its own
+  ``--json`` timing (the image loop and the commit, not the export);
+* with ``--baseline REV``, ``onnxcam run`` as of git revision REV (its package extracted to a
+  temporary folder), the same way.
+
+Each run is a subprocess on the same CPU (ORT default threads). Prints each loop's best round
+(ms/image; on a shared machine the least disturbed one) and its throughput as a share of the plain
+loop's best, with the median of the per-round shares beside it; then
+what encoding one image's overlay and 16-bit map costs under several PNG settings.
+
+    python scripts/bench_run.py [--images 500] [--batch 8] [--rounds 3] [--baseline 27ec07e]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from baseline import package_at, python  # noqa: E402
+
+PLAIN_LOOP = """
+import sys, time, numpy as np, onnxruntime as ort
+from pathlib import Path
+from onnxcam.io.images import decode_image, preset
+model, folder, batch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+pre, paths = preset("imagenet"), sorted(folder.glob("*.jpg"))
+start = time.perf_counter()
+for first in range(0, len(paths), batch):
+    images = [decode_image(p) for p in paths[first:first + batch]]
+    session.run(None, {"input": pre.batch(images, (224, 224), "NCHW")})
+print(1000 * (time.perf_counter() - start) / len(paths))
+"""
+
+
+def make_images(folder: Path, count: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        picture = cv2.resize(small, (320, 240), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def make_model(path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    import onnx
+    import torch
+
+    from tests import nets
+
+    module, _ = nets.resnet18()
+    onnx.save(nets.export_onnx(module, torch.randn(1, 3, 224, 224), output_name="logits"), str(path))
+
+
+def onnxcam_run(model: Path, folder: Path, out: Path, batch: int, pythonpath: Path) -> float:
+    stdout = python(["-m", "onnxcam", "-q", "run", str(model), str(folder), "-o", str(out), "--provider", "cpu",
+                     "--batch-size", str(batch), "--overwrite", "--json"], pythonpath)
+    return json.loads(stdout.strip().splitlines()[-1])["ms_per_image"]
+
+
+PNG_SETTINGS = {
+    "OpenCV default": [],
+    "level 0 (stored)": [cv2.IMWRITE_PNG_COMPRESSION, 0],
+    "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1],
+    "Huffman only": [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
+    "RLE": [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE],
+}
+
+
+def png_costs(folder: Path, repeat: int = 20) -> list[tuple[str, str, float, int]]:
+    """(picture, setting, median ms, bytes) for one image's overlay and 16-bit map under each PNG setting."""
+    sys.path.insert(0, str(ROOT))
+    from onnxcam.io.images import decode_image
+    from onnxcam.io.render import heatmap16, overlay
+
+    image = decode_image(next(folder.glob("*.jpg")))
+    cam = cv2.resize(np.random.default_rng(0).random((7, 7), dtype=np.float32), (224, 224))  # a smooth map
+    pictures = {"overlay": overlay(image, cam), "16-bit map": heatmap16(cam, *image.shape[:2])}
+    rows = []
+    for picture, pixels in pictures.items():
+        for setting, params in PNG_SETTINGS.items():
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                data = cv2.imencode(".png", pixels, params)[1]
+                times.append(time.perf_counter() - start)
+            rows.append((picture, setting, 1000 * statistics.median(times), data.size))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", default=None, metavar="REV")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folder, model = work / "images", work / "resnet18.onnx"
+        folder.mkdir()
+        make_images(folder, args.images)
+        pngs = png_costs(folder)
+        make_model(model)
+        variants = {"onnxcam run": ROOT}
+        if args.baseline:
+            variants[f"onnxcam run ({args.baseline})"] = package_at(args.baseline, work)
+        times: dict[str, list[float]] = {"plain decode + infer": [], **{name: [] for name in variants}}
+        for _ in range(args.rounds):
+            times["plain decode + infer"].append(float(python(["-c", PLAIN_LOOP, str(model), str(folder),
+                                                               str(args.batch)], ROOT)))
+            for name, pythonpath in variants.items():
+                times[name].append(onnxcam_run(model, folder, work / "out", args.batch, pythonpath))
+
+    load = os.getloadavg()[0]
+    print(f"{args.images} JPEGs (320×240) → ResNet-18 224×224, batch {args.batch}, {os.cpu_count()} cores "
+          f"(load average {load:.1f} at the end), {args.rounds} rounds")
+    print("| loop | ms/image (best round) | throughput vs plain (best rounds) | (median of per-round shares) |")
+    print("|---|---|---|---|")
+    plain = times["plain decode + infer"]
+    for name, values in times.items():
+        share = statistics.median(p / v for p, v in zip(plain, values))
+        print(f"| {name} | {min(values):.1f} | {100 * min(plain) / min(values):.0f} % | {100 * share:.0f} % |")
+    print("\n| PNG of | setting | ms | bytes |\n|---|---|---|---|")
+    for picture, setting, ms, size in pngs:
+        print(f"| {picture} | {setting} | {ms:.2f} | {size} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The OpenVINO backend gives ONNX Runtime's maps (f32), for in-graph and multi-pass methods."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from onnxcam import Explainer
+from onnxcam.errors import OnnxCamError
+from tests import nets
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'onnxcam[openvino]')")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "ablationcam"])
+def test_openvino_maps_equal_onnxruntime_maps(demo_model, demo_images, method):
+    on_ov = Explainer(demo_model, method=method, provider="openvino")
+    on_ort = Explainer(demo_model, method=method, provider="cpu")
+    got, want = on_ov.explain(demo_images[:3]), on_ort.explain(demo_images[:3])
+    assert on_ov.provider == "openvino" and got.provider == "openvino"
+    np.testing.assert_allclose(got.cam, want.cam, atol=1e-5)
+    np.testing.assert_array_equal(got.target, want.target)
+    chosen = on_ov.explain(demo_images[:3], target=1)  # the target input is a real input in OpenVINO
+    np.testing.assert_allclose(chosen.cam, on_ort.explain(demo_images[:3], target=1).cam, atol=1e-5)
+    assert not np.allclose(chosen.cam, got.cam)
+
+
+def test_openvino_mid_layer_of_a_depthwise_net_equals_onnxruntime():
+    module, targets = nets.mobilenet_v2()
+    model = nets.export_onnx(module, torch.randn(1, 3, 64, 64))
+    layer = [n.output[0] for n in model.graph.node if n.name.startswith(f"/blocks/{targets[1]}/")][-1]
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    got = Explainer(model, layer=layer, provider="openvino").explain(batch).cam
+    want = Explainer(model, layer=layer, provider="cpu").explain(batch).cam
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_missing_openvino_is_one_clear_error(demo_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
+    with pytest.raises(OnnxCamError, match=r"OpenVINO is not installed; pip install 'onnxcam\[openvino\]'"):
+        Explainer(demo_model, provider="openvino")
+
+
+def test_cli_run_on_openvino_writes_the_same_results(demo_model, demo_images, tmp_path):
+    from tests.test_cli import invoke
+
+    records = {}
+    for provider in ("openvino", "cpu"):
+        out = tmp_path / provider
+        result = invoke("run", demo_model, *demo_images[:2], "-o", out, "--provider", provider)
+        assert result.exit_code == 0, result.output
+        records[provider] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["provider"] for r in records["openvino"]] == ["openvino"] * 2
+    assert [r["target"] for r in records["openvino"]] == [r["target"] for r in records["cpu"]]
+
+
+def test_one_openvino_explainer_serves_several_threads(demo_model, demo_images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    explainer = Explainer(demo_model, provider="openvino")
+    want = [explainer.explain([image]).cam for image in demo_images[:4]]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda image: explainer.explain([image]).cam, demo_images[:4] * 3))
+    for i, cam in enumerate(got):
+        np.testing.assert_array_equal(cam, want[i % 4])
