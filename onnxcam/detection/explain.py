@@ -60,7 +60,9 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
     batch, decoded = explainer._as_batch(inputs)
     input_hw = tuple(batch.shape[2:4] if explainer.layout == "NCHW" else batch.shape[1:3])
     layers = explainer.contract.layers
-    kept = [*layers, *_head_tensors(explainer, layers)]
+    if explainer._box_tensors is None:  # the same for every call
+        explainer._box_tensors = [*layers, *_head_tensors(explainer, layers)]
+    kept = explainer._box_tensors
     wanted = [*_head_outputs(head), *kept]
     features = _run_features(explainer, batch, wanted, head.selected)
     decoded_boxes = decode(head, features, input_hw)
