@@ -60,6 +60,8 @@ def decode(head: Head, outputs: dict[str, np.ndarray], input_hw: tuple[int, int]
         return _decode_levels(head, outputs, input_hw)
     if head.layout == "nms":
         return _decode_nms(head, outputs)
+    if head.layout == "nanodet":
+        return _decode_nanodet(head, outputs, input_hw)
     raw = np.asarray(outputs[head.output], np.float32)
     rows = raw if head.layout == "yolov5" else np.swapaxes(raw, 1, 2)  # (N, A, K)
     results = []
@@ -118,6 +120,27 @@ def _decode_levels(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.n
                              f"{input_hw[0]}x{input_hw[1]} input; is the input size right (--input-shape)?")
         boxes = np.concatenate([_decode_dfl(m, s, input_hw) for m, s in zip(box_maps, strides)], axis=1)
     return [(boxes[n], _probability(scores[n], head)) for n in range(len(scores))]
+
+
+def _decode_nanodet(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One (N, A, C + 4·(R+1)) output: class probabilities, then the DFL bins, of pyramid levels of
+    doubling strides (8, 16, 32, 64 in NanoDet-Plus) found from A."""
+    raw = np.asarray(outputs[head.output], np.float32)
+    height, width = input_hw
+    found = [(levels, counts) for first in (8, 4, 16) for n in (3, 4, 2, 5)
+             for levels in [[first << i for i in range(n)]]
+             for counts in [[int(np.ceil(height / s)) * int(np.ceil(width / s)) for s in levels]]
+             if sum(counts) == raw.shape[1]]
+    if not found:
+        raise ModelError(f"cannot lay {raw.shape[1]} anchors on the grids of 2-5 levels of doubling strides (from 4, "
+                         f"8 or 16) of a {height}x{width} input; is the input size right (--input-shape)?")
+    levels, counts = found[0]
+    bins = raw[..., head.classes:]
+    edges = np.cumsum([0, *counts])
+    boxes = np.concatenate([_decode_dfl(bins[:, a:b], s, input_hw) for a, b, s in zip(edges, edges[1:], levels)],
+                           axis=1)
+    scores = _probability(raw[..., :head.classes], head)
+    return [(boxes[n], scores[n]) for n in range(len(raw))]
 
 
 def _decode_nms(head: Head, outputs) -> list[tuple[np.ndarray, np.ndarray]]:

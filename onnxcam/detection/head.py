@@ -12,6 +12,8 @@ Three layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels
   (PicoDet/NanoDet/GFL: distances to the cell's centre as distributions over R+1 bins, decoded
   here as their expectation × stride) or (N, A_l, 4) (boxes x0, y0, x1, y1, decoded in the graph).
   The score outputs are joined into one tensor, ``detection_scores``, added as an output;
+* ``nanodet`` — one output (N, A, C + 4·(R+1)): per level the class probabilities and the DFL box
+  bins concatenated, flattened and joined (NanoDet-Plus), decoded as the ``levels`` DFL boxes;
 * ``nms`` — a graph that ends in ``NonMaxSuppression``: its scores (N, C, A) and boxes (N, A, 4)
   inputs are added as outputs ``detection_scores`` and ``detection_boxes``, and the boxes it
   selects (its output, (K, 3) batch/class/anchor rows) are the boxes explained.
@@ -60,6 +62,7 @@ class Head:
     box_outputs: tuple[str, ...] = ()  # levels: the box output of each level; nms: the boxes
     score_outputs: tuple[str, ...] = ()  # levels: the score output of each level; nms: the scores
     selected: str = ""  # nms: the NonMaxSuppression's output, (K, 3) rows of batch, class, anchor
+    width: int = 0  # S's width along class_axis when the box columns come after the classes (nanodet)
 
     @property
     def anchor_axis(self) -> int:
@@ -67,8 +70,8 @@ class Head:
 
     @property
     def columns(self) -> int:
-        """S's width along ``class_axis``: the box columns, the objectness, the classes."""
-        return self.first_class + self.classes
+        """S's width along ``class_axis``: the box columns, the objectness, the classes (, the box bins)."""
+        return self.width or self.first_class + self.classes
 
     def describe(self) -> str:
         obj = ", objectness" if self.objectness >= 0 else ""
@@ -107,10 +110,37 @@ def find_head(view: GraphView, output: str) -> Head | None:
         if rows < 5:
             return None
         return _yolov8_head(view, output, rows - 4)
-    if _is_wide(cols, rows) and cols >= 6:  # (N, A, 5+C)
-        raw, fed = _columns_from_conv(view, output), _sigmoid_fed(view, output)
+    if _is_wide(cols, rows) and cols >= 6:  # (N, A, 5+C), or NanoDet's (N, A, C + 4·(R+1))
+        parts = _level_channel_parts(view, output)
+        fed = _sigmoid_fed(view, output)
+        if parts is not None and len(parts) == 2 and parts[1] % 4 == 0 and parts[1] >= 8 and parts[0] != 4:
+            return Head("nanodet", output, output, parts[0], 2, 0, -1, fed, fed, "dfl", width=cols)
+        raw = _columns_from_conv(view, output)
         return Head("yolov5", output, output, cols - 5, 2, 5, 4, fed, fed, "yolox" if raw else "cxcywh")
     return None
+
+
+def _level_channel_parts(view: GraphView, output: str) -> list[int] | None:
+    """The channel sizes of the per-level maps an (N, A, K) output's columns are concatenated from:
+    Transpose(0, 2, 1) of a Concat over levels of Reshape(Concat(parts, axis 1)); None for other graphs."""
+    node = view.producers.get(output)
+    if node is None or node.op_type != "Transpose" or list(_attribute(node, "perm", [])) != [0, 2, 1]:
+        return None
+    levels = view.producers.get(node.input[0])
+    if levels is None or levels.op_type != "Concat" or _attribute(levels, "axis", 0) not in (2, -1):
+        return None
+    found = None
+    for flat in levels.input:
+        reshape = view.producers.get(flat)
+        joined = view.producers.get(reshape.input[0]) if reshape is not None and reshape.op_type in ("Reshape", "Flatten") \
+            else None
+        if joined is None or joined.op_type != "Concat" or _attribute(joined, "axis", 0) != 1:
+            return None
+        sizes = [(view.shape(i) or (None, None))[1] for i in joined.input]
+        if None in sizes or (found is not None and sizes != found):
+            return None
+        found = sizes
+    return found
 
 
 def _is_wide(small, large) -> bool:

@@ -81,7 +81,7 @@ def _column_parts(e, head: Head, best: str, like: str) -> list[str]:
     parts = [zeros] * head.first_class
     if head.objectness >= 0:
         parts[head.objectness] = e.add(zeros, e.scalar(1.0, like))
-    return [*parts, best]
+    return [*parts, best, *[zeros] * (head.columns - head.first_class - head.classes)]  # nanodet: the box bins
 
 
 def score(ctx: SeedContext, w: str) -> tuple[str, str]:

@@ -6,7 +6,9 @@ convolution (its ReLU output feeds both the box and the class branch) and a head
 * ``yolov8``: output (N, 4+C, A) = Concat(boxes cx, cy, w, h decoded in the graph, Sigmoid(class logits));
 * ``yolov5``: output (N, A, 5+C) = per level Concat(boxes, Sigmoid(objectness), Sigmoid(classes)), flattened;
 * ``levels``: per level a score output (N, A_l, C) = Sigmoid(class logits) and a raw DFL box output
-  (N, A_l, 4·(R+1)), R = 3 — PicoDet's layout.
+  (N, A_l, 4·(R+1)), R = 3 — PicoDet's layout;
+* ``nanodet``: one output (N, A, C + 4·(R+1)) = per level Concat(Sigmoid(class logits), DFL bins),
+  flattened, joined and transposed — NanoDet-Plus's layout.
 
 ``logits(x)`` returns what onnxcam differentiates per box: (N, A, C) class logits and (N, A)
 objectness logits (yolov5), with ``neck`` the per-level neck outputs, for autograd references.
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LAYOUTS = ("yolov8", "yolov5", "levels")
+LAYOUTS = ("yolov8", "yolov5", "levels", "nanodet")
 STRIDES = (4, 8)
 BINS = 4  # R + 1
 
@@ -35,7 +37,7 @@ class TinyDetector(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 12, 3, 2, 1), nn.ReLU())
         self.down = nn.Sequential(nn.Conv2d(12, 16, 3, 2, 1), nn.ReLU())
         self.neck = nn.ModuleList([nn.Conv2d(12, 12, 3, 1, 1), nn.Conv2d(16, 12, 3, 1, 1)])
-        box_channels = 4 * BINS if layout == "levels" else 4
+        box_channels = 4 * BINS if layout in ("levels", "nanodet") else 4
         self.box = nn.ModuleList([nn.Sequential(nn.Conv2d(12, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, box_channels, 1))
                                   for _ in STRIDES])
         self.cls = nn.ModuleList([nn.Sequential(nn.Conv2d(12, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, classes, 1))
@@ -74,6 +76,9 @@ class TinyDetector(nn.Module):
         if self.layout == "yolov5":
             levels = [torch.cat([self._boxes(t, i), self.obj[i](t).sigmoid().flatten(2),
                                  self.cls[i](t).sigmoid().flatten(2)], 1) for i, t in enumerate(neck)]
+            return torch.cat(levels, 2).transpose(1, 2)
+        if self.layout == "nanodet":
+            levels = [torch.cat([c(t).sigmoid(), b(t)], 1).flatten(2) for c, b, t in zip(self.cls, self.box, neck)]
             return torch.cat(levels, 2).transpose(1, 2)
         scores = [c(t).sigmoid().flatten(2).transpose(1, 2) for c, t in zip(self.cls, neck)]
         boxes = [b(t).flatten(2).transpose(1, 2) for b, t in zip(self.box, neck)]

@@ -43,7 +43,7 @@ def test_the_layout_is_recognised(detector):
     explainer = Explainer(model)
     head = Head.from_json(explainer.contract.detection)
     assert (head.layout, head.classes) == (module.layout, 3)
-    assert head.boxes == ("dfl" if module.layout == "levels" else "cxcywh")
+    assert head.boxes == ("dfl" if module.layout in ("levels", "nanodet") else "cxcywh")
     assert head.objectness == (4 if module.layout == "yolov5" else -1)
 
 
@@ -129,7 +129,13 @@ def _reference_boxes(module, images):
             rows = outputs.numpy()
             cxcywh, confidence = rows[..., :4], rows[..., 5:] * rows[..., 4:5]
         else:
-            confidence = torch.cat(outputs[:2], 1).numpy()
+            if module.layout == "nanodet":
+                classes = module.classes
+                split = [(8 * 8), (4 * 4)]
+                confidence = outputs[..., :classes].numpy()
+                outputs = (None, None, *torch.split(outputs[..., classes:], split, dim=1))
+            else:
+                confidence = torch.cat(outputs[:2], 1).numpy()
             boxes = []
             for level, raw in enumerate(outputs[2:]):
                 n, a, _ = raw.shape
