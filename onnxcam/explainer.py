@@ -407,7 +407,7 @@ class Explainer:
             cut_at = inputs or [self.layer if kind == "head" else self.input_name]
             cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view,
                             optional=[contract.TARGET, contract.TARGET_WEIGHTS])
-            session = model_session(cut.model, self._provider_request, threads=self._threads)
+            session = model_session(cut.model, self._provider_request, threads=self._threads, announce=False)
             if self._cancelled:
                 session.cancel()
             self._extra_sessions[kind] = (cut, session)

@@ -57,16 +57,18 @@ class Session:
         self.run_options.terminate = True
 
 
-def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int | None = None) -> Session:
+def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int | None = None,
+                 announce: bool = True) -> Session:
     """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU; a model
     ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`. ``"openvino"`` runs the
-    model in OpenVINO instead (:mod:`onnxcam.backends.openvino`); ``auto`` never picks it."""
+    model in OpenVINO instead (:mod:`onnxcam.backends.openvino`); ``auto`` never picks it.
+    ``announce=False`` logs the provider chosen at debug level only (sub-models of one explainer)."""
     if provider == "openvino":
         from onnxcam.backends.openvino import OpenVinoSession
 
         return OpenVinoSession(model_bytes, threads)
     try:
-        return _make_session(model_bytes, provider, threads)
+        return _make_session(model_bytes, provider, threads, announce)
     except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, NotImplemented, ...)
         from onnxcam.errors import ModelError, OnnxCamError
 
@@ -77,7 +79,7 @@ def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int 
         raise ModelError(f"ONNX Runtime cannot load the model: {reason[:400]}") from None
 
 
-def model_session(model, provider: str = "auto", threads: int | None = None) -> Session:
+def model_session(model, provider: str = "auto", threads: int | None = None, announce: bool = True) -> Session:
     """:func:`make_session` for a ModelProto, which ONNX Runtime reads from a temporary file: from
     serialized bytes its peak memory is about two more copies of the weights (ResNet-50: ~220 MB
     more; scripts/bench_overheads.py). A model too large for one protobuf (over 2 GB) is written
@@ -85,7 +87,7 @@ def model_session(model, provider: str = "auto", threads: int | None = None) -> 
     from onnxcam.io.model_files import needs_external_data, save_model
 
     if provider == "openvino":
-        return make_session(model.SerializeToString(), provider, threads)
+        return make_session(model.SerializeToString(), provider, threads, announce)
     large = needs_external_data(model)
     try:
         folder = tempfile.TemporaryDirectory(prefix="onnxcam-session-")
@@ -94,8 +96,8 @@ def model_session(model, provider: str = "auto", threads: int | None = None) -> 
     except OSError:  # no writable temporary folder: pay the memory
         if large:
             raise
-        return make_session(model.SerializeToString(), provider, threads)
-    session = make_session(str(path), provider, threads)
+        return make_session(model.SerializeToString(), provider, threads, announce)
+    session = make_session(str(path), provider, threads, announce)
     if large:
         session.keep = folder
     else:
@@ -108,7 +110,7 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def _make_session(model_bytes: bytes, provider: str, threads: int | None) -> Session:
+def _make_session(model_bytes: bytes, provider: str, threads: int | None, announce: bool = True) -> Session:
     if provider not in PROVIDER_CHOICES:
         from onnxcam.errors import OnnxCamError
 
@@ -122,18 +124,21 @@ def _make_session(model_bytes: bytes, provider: str, threads: int | None) -> Ses
         if problem is None:
             session = _quiet_session(model_bytes, options, [_CUDA, _CPU])
             if session.get_providers()[0] == _CUDA:
-                return _chosen(Session(session, "cuda", "CUDA execution provider loaded"))
+                return _chosen(Session(session, "cuda", "CUDA execution provider loaded"), announce)
             problem = "the CUDA execution provider failed to load (CUDA 12/13 or cuDNN 9 libraries missing? try: pip install 'onnxcam[cuda]')"
         fallback = Session(ort.InferenceSession(model_bytes, options, providers=[_CPU]), "cpu", problem)
         if provider == "cuda":
             log.warning("CUDA was asked for but cannot be used: %s; running on the CPU", problem)
             return fallback
-        return _chosen(fallback)
-    return _chosen(Session(ort.InferenceSession(model_bytes, options, providers=[_CPU]), "cpu", "CPU asked for"))
+        return _chosen(fallback, announce)
+    return _chosen(Session(ort.InferenceSession(model_bytes, options, providers=[_CPU]), "cpu", "CPU asked for"),
+                   announce)
 
 
-def _chosen(session: Session) -> Session:
-    log.info("ONNX Runtime provider: %s (%s)", session.provider.upper(), session.reason)
+def _chosen(session: Session, announce: bool = True) -> Session:
+    """``session``, its provider logged (at debug level for parts of a model already announced)."""
+    log.log(logging.INFO if announce else logging.DEBUG, "ONNX Runtime provider: %s (%s)", session.provider.upper(),
+            session.reason)
     return session
 
 
