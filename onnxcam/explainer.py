@@ -80,6 +80,29 @@ def _checked_input_shape(name: str, shape) -> tuple:
     return tuple(shape)
 
 
+def _input_shape_from_size(model: onnx.ModelProto, size) -> list[int] | None:
+    """A model whose image input has dynamic height and width explained at the pre-processing size:
+    its input shape fixed to it (1, C, H, W) or (1, H, W, C), so that every layer's shape is known."""
+    if not size:
+        return None
+    initializers = {t.name for t in model.graph.initializer}
+    images = [i for i in model.graph.input if i.name not in initializers]
+    dims = images[0].type.tensor_type.shape.dim if len(images) == 1 else []
+    if len(dims) != 4:
+        return None
+    static = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+    height, width = size
+    if static[1] in (1, 3, 4) and static[2] is None and static[3] is None:
+        shape = [1, static[1], height, width]
+    elif static[3] in (1, 3, 4) and static[1] is None and static[2] is None:
+        shape = [1, height, width, static[3]]
+    else:
+        return None
+    log.info("fixing the input's size at %dx%d, the pre-processing size (--input-shape %s)", height, width,
+             "x".join(map(str, shape)))
+    return shape
+
+
 def load_explain_model(path) -> onnx.ModelProto:
     """Load an explain model written by ``onnxcam export`` (errors if it is a plain model)."""
     model = load_model(path)
@@ -125,6 +148,8 @@ class Explainer:
             self.export_seconds = 0.0
         else:
             expose = [] if chosen.in_graph else [contract.ACTIVATIONS, *([contract.GRADIENTS] if chosen.needs_gradients else [])]
+            if not export_options.get("input_shape"):
+                export_options["input_shape"] = _input_shape_from_size(proto, resolve_preprocess(path, preprocess).size)
             exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
                               **export_options)
             proto, self.export_seconds = exported.model, exported.seconds

@@ -90,3 +90,30 @@ def test_cuda_request_falls_back_to_cpu_with_a_reason(demo_model, caplog):
 def test_presets_are_sane():
     assert PRESETS["imagenet"].mean == (0.485, 0.456, 0.406)
     assert PRESETS["caffe"].color == "BGR"
+
+
+def test_a_dynamic_size_model_is_explained_at_the_preprocessing_size(demo_images):
+    """A CNN exported with dynamic height and width: the pre-processing size fixes its input (the Conv
+    gradients need static spatial dims); without one the error says how to fix the size."""
+    import io
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from onnxcam.errors import ModelError
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n"}})
+    model = buffer.getvalue()
+    result = Explainer(model, preprocess={"size": [40, 48]}).explain(demo_images[:2])
+    assert result.cam.shape == (2, 40, 48) and result.cam.max() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ModelError, match="--input-shape"):
+        Explainer(model, layer="/1/Relu_output_0")

@@ -13,7 +13,7 @@ def spatial_dims(ctx: RuleContext, name: str) -> list[int]:
     """The static spatial dims (axes 2..) of ``name``; fails clearly when any is unknown."""
     shape = ctx.shape(name)
     if shape is None or len(shape) < 3 or any(d is None for d in shape[2:]):
-        ctx.fail(f"the spatial dims of '{name}' must be static (its shape is {shape})")
+        ctx.fail_shape(f"the spatial dims of '{name}' must be static (its shape is {shape})")
     return [int(d) for d in shape[2:]]
 
 
