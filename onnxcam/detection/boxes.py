@@ -50,9 +50,6 @@ class Boxes:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def take(self, keep) -> Boxes:
-        return Boxes(self.xyxy[keep], self.classes[keep], self.scores[keep], self.anchors[keep])
-
 
 def decode(head: Head, outputs: dict[str, np.ndarray], input_hw: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image: (boxes (A, 4) xyxy in input pixels, class confidences (A, C))."""

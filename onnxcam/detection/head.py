@@ -1,6 +1,6 @@
 """What kind of raw object-detector head a model ends in, read from its graph.
 
-Three layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels; C = classes):
+Five layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels; C = classes):
 
 * ``yolov8`` — one output (N, 4+C, A): boxes (cx, cy, w, h in input pixels, decoded in the
   graph) then class probabilities, no objectness (YOLOv8/v11, RT-DETR-style exports alike);
