@@ -42,7 +42,7 @@ from onnxcam.methods import AUTO, Method, get_method, resolve_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
-from onnxcam.plan import Plan, fix_input_shape, make_plans, parse_input_shape, plan_view
+from onnxcam.plan import Plan, fix_input_shape, layer_specs, make_plans, parse_input_shape, plan_view
 from onnxcam.quantized import Twin, checked_float_twin
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
 from onnxcam.targets.detection import head_for
@@ -106,7 +106,7 @@ def export(
     if method != AUTO:
         _check_method(get_method(method), for_runtime)  # an unknown or unexportable method fails before any work
     _check_options(expose, fuse, target_inputs)
-    request = _Request(_layer_specs(layer), method, tuple(expose), layout, score, output, task, fuse, target_inputs,
+    request = _Request(layer_specs(layer), method, tuple(expose), layout, score, output, task, fuse, target_inputs,
                        TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background)),
                        for_runtime)
     loaded = load_explainable(source, input_shape)
@@ -234,14 +234,6 @@ def _check_method(method: Method, for_runtime: bool) -> None:
 
 
 # --- stage 2: plan ------------------------------------------------------------------------------
-def _layer_specs(layer) -> list[str]:
-    specs = [layer] if layer is None or isinstance(layer, str) else list(layer)
-    specs = ["auto" if spec in (None, "") else spec for spec in specs]
-    if not specs:
-        raise OnnxCamError("no layer given; pass 'auto', a layer name, or a list of layer names")
-    return specs
-
-
 def _check_layers(tensors: list[str], method: Method, expose: Sequence[str]) -> None:
     if len(tensors) > 1 and method.kind == "runtime":
         raise OnnxCamError(f"method '{method.name}' explains one layer at a time; give a single layer")

@@ -22,7 +22,8 @@ from onnxcam.targets.score import ScoreTensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "make_plan", "make_plans", "plan_view", "fix_input_shape", "parse_input_shape", "SCORE_CHOICES", "LAYOUT_CHOICES"]
+__all__ = ["Plan", "make_plan", "make_plans", "layer_specs", "plan_view", "fix_input_shape", "parse_input_shape",
+           "SCORE_CHOICES", "LAYOUT_CHOICES"]
 
 LAYOUT_CHOICES = ("auto", "NCHW", "NHWC")
 _IMAGE_CHANNELS = (1, 3, 4)
@@ -83,9 +84,18 @@ def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout
     return Plan(image, image_layout, chosen, picked, tuple(considered))
 
 
+def layer_specs(layer) -> list[str]:
+    """One layer spec or several as a list, ``None``/"" meaning "auto"; an empty list is refused."""
+    specs = [layer] if layer is None or isinstance(layer, str) else list(layer)
+    specs = ["auto" if spec in (None, "") else spec for spec in specs]
+    if not specs:
+        raise OnnxCamError("no layer given; pass 'auto', a layer name, or a list of layer names")
+    return specs
+
+
 def make_plans(view: GraphView, layers, **options) -> tuple[Plan, ...]:
     """One plan per layer spec; a detector's ``auto`` is one layer per pyramid level (:func:`level_layers`)."""
-    specs = ["auto" if spec in (None, "") else spec for spec in ([layers] if isinstance(layers, str) else layers)]
+    specs = layer_specs(layers)
     plans = tuple(make_plan(view, layer=spec, **options) for spec in specs)
     if specs != ["auto"] or plans[0].task.name != "detection":
         return plans
