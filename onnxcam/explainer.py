@@ -22,7 +22,7 @@ from onnxcam.io.files import write_atomically
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
-from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps
+from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
 from onnxcam.runtime import check_single_runtime, memory_budget, model_session
 from onnxcam.targets import requests
 
@@ -384,8 +384,7 @@ class Explainer:
             return dict(zip(names, self._run_session(names, batch, targets, weights)))
         per_sample_weights = weights.shape[0] == n and n > 1
         parts = []
-        for first in range(0, n, fixed):
-            rows = np.minimum(np.arange(first, first + fixed), n - 1)
+        for _, _, rows in padded_chunks(n, fixed):
             chunk_weights = weights[rows] if per_sample_weights else weights
             chunk_targets = targets[rows] if targets.size == n else targets
             parts.append(self._run_session(names, batch[rows], chunk_targets, chunk_weights))

@@ -21,6 +21,7 @@ from onnxcam import contract
 from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, nms_selected, select
 from onnxcam.detection.head import Head
 from onnxcam.errors import InputError, ModelError, OnnxCamError
+from onnxcam.methods.multipass import padded_chunks
 
 log = logging.getLogger(__name__)
 
@@ -114,23 +115,17 @@ def _run_features(explainer, batch: np.ndarray, wanted: list[str], selected: str
     """The outputs ``wanted`` for the batch (in calls of the model's fixed batch size, if it has one);
     ``selected`` is an NMS output of (batch, class, anchor) rows rather than a batch-first tensor."""
     cut, session = explainer._sub_session("features", [explainer.input_name], wanted)
-    chunks = _chunks(len(batch), explainer.input_shape[0])
-    parts = [session.run(wanted, {explainer.input_name: batch[rows]}) for rows in chunks]
+    n = len(batch)
+    calls = list(padded_chunks(n, explainer.input_shape[0] or n))
+    parts = [session.run(wanted, {explainer.input_name: batch[rows]}) for _, _, rows in calls]
     joined = {}
     for i, name in enumerate(wanted):
         if name == selected:
-            rows = np.concatenate([p[i].reshape(-1, 3) + [c[0], 0, 0] for p, c in zip(parts, chunks)])
+            rows = np.concatenate([p[i].reshape(-1, 3) + [first, 0, 0] for p, (first, _, _) in zip(parts, calls)])
             joined[name] = rows[rows[:, 0] < len(batch)]  # rows of a padded chunk's repeated last image go
         else:
             joined[name] = np.concatenate([p[i] for p in parts])[:len(batch)]
     return joined
-
-
-def _chunks(n: int, fixed: int | None) -> list[np.ndarray]:
-    """Row indices per call: all at once, or ``fixed`` at a time (the last chunk padded with its last row)."""
-    if fixed is None:
-        return [np.arange(n)]
-    return [np.minimum(np.arange(first, first + fixed), n - 1) for first in range(0, n, fixed)]
 
 
 def _box_maps(explainer, head: Head, batch, features, layers, per_image: list[Boxes], anchors: int):
@@ -144,24 +139,23 @@ def _box_maps(explainer, head: Head, batch, features, layers, per_image: list[Bo
     step = max(1, explainer.run_options.passes_batch)
     fixed = explainer.input_shape[0]
     try:  # the head often runs at any batch size even where the model's input fixes it
-        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, step, None)
+        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, step, False)
     except InputError:
         if fixed is None:
             raise
         log.debug("the per-box pass runs %d box(es) per call: the model's batch size", fixed)
-        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, fixed, fixed)
+        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, fixed, True)
     bad = ~np.isfinite(maps).reshape(len(maps), -1).all(axis=1) | ~np.isfinite(scores)
     maps[bad] = 0.0
     return maps.astype(np.float32), scores.astype(np.float32)
 
 
-def _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, step: int, fixed: int | None):
-    """cam and cam_score for every box row, ``step`` rows per call (padded to ``fixed`` when given)."""
+def _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, size: int, pad: bool):
+    """cam and cam_score for every box row, ``size`` rows per call (the last call padded to ``size`` with ``pad``)."""
     total = len(owner)
     maps, scores = [], []
-    for first in range(0, total, step):
-        rows = np.arange(first, min(first + step, total))
-        padded = rows if fixed is None else np.minimum(np.arange(first, first + fixed), total - 1)
+    for first, last, rows in padded_chunks(total, size):
+        padded = rows if pad else np.arange(first, last)
         feeds = {name: features[name][owner[padded]] for name in layers}
         feeds[contract.TARGET_WEIGHTS] = weights[padded]
         feeds[contract.TARGET] = np.full(len(padded), -1, np.int64)
@@ -173,8 +167,8 @@ def _run_box_rows(cut, session, explainer, batch, features, layers, owner, weigh
         except Exception as exc:  # ORT's own error types
             raise InputError(f"ONNX Runtime could not run the per-box maps: {str(exc).strip().splitlines()[-1]}") \
                 from None
-        maps.append(cam[:len(rows)])
-        scores.append(score[:len(rows)])
+        maps.append(cam[:last - first])
+        scores.append(score[:last - first])
     return np.concatenate(maps), np.concatenate(scores)
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods.head import EPSILON
 
-__all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "variant_batches",
+__all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "padded_chunks",
+           "variant_batches",
            "explain_copies", "auto_passes_batch"]
 
 BASELINES = ("black", "zero")
@@ -101,6 +102,13 @@ def auto_passes_batch(bytes_per_image: int, budget_bytes: int) -> int:
 def chunks(total: int, size: int):
     for first in range(0, total, size):
         yield first, min(total, first + size)
+
+
+def padded_chunks(total: int, size: int):
+    """(first, last, rows) per call of exactly ``size`` rows: the last call's rows padded with copies of
+    row total − 1 (for models whose batch size is fixed at ``size``)."""
+    for first, last in chunks(total, size):
+        yield first, last, np.minimum(np.arange(first, first + size), total - 1)
 
 
 def variant_batches(images: int, count: int, size: int):
