@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from onnxcam.errors import InputError, OnnxCamError, OutputError
+from onnxcam.errors import OnnxCamError, OutputError
 from onnxcam.io.files import OutputSet, write_atomically
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, PRESETS, collect_images
 from onnxcam.io.images import preset as named_preset

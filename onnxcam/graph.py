@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper, shape_inference
 from onnxcam.errors import ModelError
 
 __all__ = ["GraphView", "load_model", "load_model_and_origin", "check_attributes", "outer_names", "sort_topologically",
-           "without_weights", "FLOAT_TYPES"]
+           "without_weights", "node_attribute", "FLOAT_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +328,15 @@ class GraphView:
 
     def is_const(self, name: str) -> bool:
         return self.const_value(name) is not None
+
+
+def node_attribute(node: onnx.NodeProto, name: str, default=None):
+    """The value of ``node``'s attribute ``name`` (STRING attributes as text), or ``default``."""
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
 
 
 def outer_names(node: onnx.NodeProto) -> set[str]:

@@ -44,7 +44,7 @@ from onnx.reference import ReferenceEvaluator
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.rules.quantize import INTEGER_RANGES
 from onnxcam.errors import ModelError, UnsupportedOpError
-from onnxcam.graph import FLOAT_TYPES, GraphView
+from onnxcam.graph import FLOAT_TYPES, GraphView, node_attribute
 from onnxcam.runtime import model_session
 
 __all__ = ["Twin", "Agreement", "float_twin", "checked_float_twin", "check_agreement", "TWIN_RULES", "DISAGREEMENT"]
@@ -146,8 +146,7 @@ class _Context:
         return self.node.input[i] if i < len(self.node.input) else ""
 
     def attr(self, name: str, default=None):
-        found = next((a for a in self.node.attribute if a.name == name), None)
-        return default if found is None else helper.get_attribute_value(found)
+        return node_attribute(self.node, name, default)
 
     def attrs(self, *drop: str) -> dict:
         return {a.name: helper.get_attribute_value(a) for a in self.node.attribute if a.name not in drop}
@@ -221,7 +220,6 @@ class _Context:
 
     def requantize(self, real: str, scale: int, zero_point: int) -> str:
         """The stored value of ``real`` quantised with (scale, zero_point), without the rounding."""
-        e = self.emit
         return self.quantize(real, scale, zero_point, rank=None, axis=None)
 
     def quantize(self, x: str, scale: int, zero_point: int, rank: int | None, axis: int | None) -> str:

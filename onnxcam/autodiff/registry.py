@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError
+from onnxcam.graph import node_attribute
 
 __all__ = ["RuleContext", "Rule", "register", "register_zero", "lookup", "is_zero", "carries_gradient", "RULES",
            "ZERO_OPS", "STRAIGHT_THROUGH_OPS"]
@@ -63,11 +63,7 @@ class RuleContext:
         return self.node.input[i] if i < len(self.node.input) and self.node.input[i] else None
 
     def attr(self, name: str, default=None):
-        for attribute in self.node.attribute:
-            if attribute.name == name:
-                value = helper.get_attribute_value(attribute)
-                return value.decode() if isinstance(value, bytes) else value  # STRING attributes
-        return default
+        return node_attribute(self.node, name, default)
 
     def shape(self, tensor: str) -> tuple[int | None, ...] | None:
         return self.view.shape(tensor)

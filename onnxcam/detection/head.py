@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam.graph import GraphView
+from onnxcam.graph import GraphView, node_attribute
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_class_logits", "level_pairs",
            "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS"]
@@ -124,17 +124,17 @@ def _level_channel_parts(view: GraphView, output: str) -> list[int] | None:
     """The channel sizes of the per-level maps an (N, A, K) output's columns are concatenated from:
     Transpose(0, 2, 1) of a Concat over levels of Reshape(Concat(parts, axis 1)); None for other graphs."""
     node = view.producers.get(output)
-    if node is None or node.op_type != "Transpose" or list(_attribute(node, "perm", [])) != [0, 2, 1]:
+    if node is None or node.op_type != "Transpose" or list(node_attribute(node, "perm", [])) != [0, 2, 1]:
         return None
     levels = view.producers.get(node.input[0])
-    if levels is None or levels.op_type != "Concat" or _attribute(levels, "axis", 0) not in (2, -1):
+    if levels is None or levels.op_type != "Concat" or node_attribute(levels, "axis", 0) not in (2, -1):
         return None
     found = None
     for flat in levels.input:
         reshape = view.producers.get(flat)
         joined = view.producers.get(reshape.input[0]) if reshape is not None and reshape.op_type in ("Reshape", "Flatten") \
             else None
-        if joined is None or joined.op_type != "Concat" or _attribute(joined, "axis", 0) != 1:
+        if joined is None or joined.op_type != "Concat" or node_attribute(joined, "axis", 0) != 1:
             return None
         sizes = [(view.shape(i) or (None, None))[1] for i in joined.input]
         if None in sizes or (found is not None and sizes != found):
@@ -161,7 +161,7 @@ def _yolov8_head(view: GraphView, output: str, classes: int) -> Head:
 def _class_logits(view: GraphView, output: str, classes: int) -> str | None:
     """The input of the Sigmoid that gives a yolov8 output's class rows, if it is one."""
     node = view.producers.get(output)
-    if node is None or node.op_type != "Concat" or len(node.input) < 2 or _attribute(node, "axis", 0) != 1:
+    if node is None or node.op_type != "Concat" or len(node.input) < 2 or node_attribute(node, "axis", 0) != 1:
         return None
     last = view.producers.get(node.input[-1])
     if last is None or last.op_type != "Sigmoid" or view.shape(node.input[-1]) is None \
@@ -175,9 +175,9 @@ def _level_class_maps(view: GraphView, logits: str) -> list[str] | None:
     level's box and class maps, flattens and joins the levels, then splits the classes off again
     (ultralytics' YOLOv8/v11 exports): Split(Concat_levels(Reshape(Concat(box_l, class_l))))."""
     split = view.producers.get(logits)
-    if split is None or split.op_type != "Split" or _attribute(split, "axis", 0) != 1:
+    if split is None or split.op_type != "Split" or node_attribute(split, "axis", 0) != 1:
         return None
-    sizes = _attribute(split, "split", None)
+    sizes = node_attribute(split, "split", None)
     if sizes is None and len(split.input) > 1:
         value = view.const_value(split.input[1])
         sizes = None if value is None else [int(v) for v in value.ravel()]
@@ -186,13 +186,13 @@ def _level_class_maps(view: GraphView, logits: str) -> list[str] | None:
     k = list(split.output).index(logits)
     start, width = sum(sizes[:k]), sizes[k]
     levels = view.producers.get(split.input[0])
-    if levels is None or levels.op_type != "Concat" or _attribute(levels, "axis", 0) != 2:
+    if levels is None or levels.op_type != "Concat" or node_attribute(levels, "axis", 0) != 2:
         return None
     maps = []
     for flat in levels.input:
         reshape = view.producers.get(flat)
         joined = view.producers.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
-        if joined is None or joined.op_type != "Concat" or _attribute(joined, "axis", 0) != 1:
+        if joined is None or joined.op_type != "Concat" or node_attribute(joined, "axis", 0) != 1:
             return None
         offset, found = 0, None
         for part in joined.input:
@@ -239,13 +239,6 @@ def add_class_logits(model: onnx.ModelProto, view: GraphView) -> bool:
                                                    for i, d in enumerate(dims)]))
         return True
     return False
-
-
-def _attribute(node: onnx.NodeProto, name: str, default):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
 
 
 def _levels_head(view: GraphView) -> Head | None:

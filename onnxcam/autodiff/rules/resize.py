@@ -16,11 +16,6 @@ _MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_cor
           "tf_half_pixel_for_nn")
 
 
-def _text(ctx: RuleContext, name: str, default: str) -> str:
-    value = ctx.attr(name, default)
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _source(j: np.ndarray, mode: str, scale, n_in: int, n_out: int) -> np.ndarray:
     """Input coordinate of each output index ``j``, in float32 as ONNX Runtime computes it."""
     j, scale = j.astype(_F), _F(scale)
@@ -76,7 +71,7 @@ def _check_attrs(ctx: RuleContext, mode: str, coord: str):
         ctx.fail(f"coordinate_transformation_mode '{coord}' is not supported")
     if coord == "tf_half_pixel_for_nn" and mode != "nearest":
         ctx.fail("coordinate_transformation_mode 'tf_half_pixel_for_nn' applies to mode 'nearest' only")
-    if _text(ctx, "keep_aspect_ratio_policy", "stretch") != "stretch" and ctx.input(3):
+    if ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch" and ctx.input(3):
         ctx.fail("keep_aspect_ratio_policy must be 'stretch'")
 
 
@@ -108,9 +103,9 @@ def _scales_and_sizes(ctx: RuleContext, rank: int, axes: list[int]):
 @register("Resize", since=11)
 def resize(ctx: RuleContext):
     """dX = Rᵀ·dY along each resized axis (R the interpolation matrix; roi, scales, sizes get none)"""
-    e, x = ctx.emit, ctx.inputs[0]
-    mode, coord = _text(ctx, "mode", "nearest"), _text(ctx, "coordinate_transformation_mode", "half_pixel")
-    rounding = _text(ctx, "nearest_mode", "round_prefer_floor")
+    x = ctx.inputs[0]
+    mode, coord = ctx.attr("mode", "nearest"), ctx.attr("coordinate_transformation_mode", "half_pixel")
+    rounding = ctx.attr("nearest_mode", "round_prefer_floor")
     _check_attrs(ctx, mode, coord)
     rank = ctx.rank(x)
     axes = [a % rank for a in ctx.attr("axes", None) or range(rank)]
@@ -121,7 +116,7 @@ def resize(ctx: RuleContext):
 @register("Resize", since=10)
 def upsample(ctx: RuleContext):
     """dX = Rᵀ·dY along each scaled axis (asymmetric coordinates, floor for nearest; scales get none)"""
-    mode = _text(ctx, "mode", "nearest")
+    mode = ctx.attr("mode", "nearest")
     _check_attrs(ctx, mode, "asymmetric")
     scales = ctx.attr("scales") if ctx.node.op_type == "Upsample" and ctx.opset < 9 else ctx.require_const(1, "scales")
     ctx.rank(ctx.inputs[0])
