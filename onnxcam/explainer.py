@@ -142,6 +142,7 @@ class Explainer:
         export_options = {k: options.pop(k) for k in _EXPORT_OPTIONS if k in options}
         run_options = self._checked_options(passes_batch, options)
         chosen = get_method(resolve_method(method, ""))  # "auto" resolves to an in-graph method for every task
+        self.preprocess = resolve_preprocess(path, preprocess)
         proto = load_model(model)
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
@@ -149,7 +150,7 @@ class Explainer:
         else:
             expose = [] if chosen.in_graph else [contract.ACTIVATIONS, *([contract.GRADIENTS] if chosen.needs_gradients else [])]
             if not export_options.get("input_shape"):
-                export_options["input_shape"] = _input_shape_from_size(proto, resolve_preprocess(path, preprocess).size)
+                export_options["input_shape"] = _input_shape_from_size(proto, self.preprocess.size)
             exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
                               **export_options)
             proto, self.export_seconds = exported.model, exported.seconds
@@ -180,7 +181,6 @@ class Explainer:
         if not self._method.in_graph and contract.ACTIVATIONS not in self.exposed:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
         self.max_pixels = int(max_pixels)
-        self.preprocess = resolve_preprocess(path, preprocess)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
         self._session = model_session(proto, provider, threads=threads)
         self.provider = self._session.provider
