@@ -74,6 +74,8 @@ class Contract:
     passes: str = "1"
     exposed: str = ""
     detection: str = ""  # detection: the head's layout as JSON (onnxcam.detection.head.Head)
+    layer_gradients: str = ""  # detection: the tensor holding each layer's gradient, comma-separated
+    layer_maps: str = ""  # detection: each layer's finished map before they are fused, comma-separated
     # A quantised model with integer ops is explained through its float twin (onnxcam.quantized): the
     # ops replaced ("ConvInteger:2,MatMulInteger:1"; "" = the model as it is), whether the twin's top-1
     # equals the model's on the probe input ("equal", "differs", "unchecked") and their largest difference.

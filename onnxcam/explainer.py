@@ -175,7 +175,7 @@ class Explainer:
         self._input_dtype = np.dtype(view.np_dtype(self.input_name))  # float16 for a half-precision model
         self._view = view
         self._extra_sessions: dict = {}
-        self._box_tensors: list[str] | None = None  # detection: what the per-box pass is fed (detection.explain)
+        self._box_plan = None  # detection: how per-box maps are computed, and what they are fed (detection.explain)
         self._cancelled = False
         self._provider_request, self._threads = provider, threads
         if not self._method.in_graph and contract.ACTIVATIONS not in self.exposed:

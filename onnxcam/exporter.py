@@ -168,7 +168,7 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
     # a detector's levels: each layer's gradient through its own head (holding the other levels fixed)
     per_level = plan.task.name == "detection" and len(tensors) > 1
     gradients = emit_backward(emit, target.seeds, tensors, stop_at_wrt=per_level) if needs_backward else {}
-    outputs = _method_outputs(emit, chosen, plans, target, tensors, gradients, request.fuse)
+    outputs, layer_maps = _method_outputs(emit, chosen, plans, target, tensors, gradients, request.fuse)
     outputs.update({contract.CAM_TARGET: target.index, contract.CAM_SCORE: target.score})
     if request.for_runtime:
         outputs[contract.CAM_WEIGHTS] = target.weights
@@ -176,7 +176,7 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
     outputs.update({name: exposed[name] for name in expose})
 
     _assemble(model, emit, plan, outputs, request.target_inputs)
-    _contract(plans, request, chosen, twin, computes_in, view).write(model)
+    _contract(plans, request, chosen, twin, computes_in, view, gradients, layer_maps).write(model)
     removed = prune_dead_nodes(model)
     _check(model)
     return ExplainModel(model, plan, chosen.name, 0.0, plans), len(emit.nodes) - removed
@@ -263,31 +263,31 @@ def _check_names_free(view: GraphView) -> None:
 
 # --- stage 5: method ----------------------------------------------------------------------------
 def _method_outputs(emit: Emitter, method: Method, plans, target: EmittedTarget, tensors, gradients,
-                    fuse: str) -> dict[str, str]:
+                    fuse: str) -> tuple[dict[str, str], list[str]]:
+    """The method's outputs, and each layer's finished map where the method makes one per layer."""
     if method.kind == "runtime":
-        return {}
+        return {}, []
     a_nchw = [nchw_view(emit, t, p.layer) for t, p in zip(tensors, plans)]
     g_nchw = [nchw_view(emit, gradients[t], p.layer) for t, p in zip(tensors, plans)] if gradients else []
     if method.kind == "layer":
-        return {contract.CAM: _layer_maps(emit, method, plans, target, a_nchw, g_nchw, fuse)}
+        maps = _layer_maps(emit, method, plans, target, a_nchw, g_nchw)
+        return {contract.CAM: fuse_maps(emit, maps, fuse)}, maps
     built: list[str] = []
 
     def gradcam() -> str:
         if not built:
-            built.append(_layer_maps(emit, get_method("gradcam"), plans, target, a_nchw, g_nchw, fuse))
+            built.append(fuse_maps(emit, _layer_maps(emit, get_method("gradcam"), plans, target, a_nchw, g_nchw), fuse))
         return built[0]
 
     context = GraphContext(plans[0], plans, target.seeds, a_nchw, g_nchw, gradcam, emit)
-    return {contract.CAM: method.build(emit, context)}
+    return {contract.CAM: method.build(emit, context)}, []
 
 
-def _layer_maps(emit: Emitter, method: Method, plans, target: EmittedTarget, activations, gradients,
-                fuse: str) -> str:
-    """Each layer's finished map (method, then ReLU/normalise/resize), fused into one (N, H, W) map."""
+def _layer_maps(emit: Emitter, method: Method, plans, target: EmittedTarget, activations, gradients) -> list[str]:
+    """Each layer's finished (N, H, W) map: the method, then ReLU/normalise/resize."""
     plan = plans[0]
-    maps = [finish_cam(emit, method.build(emit, a, g, LayerContext(p, target.weights)), plan.image, plan.layout,
+    return [finish_cam(emit, method.build(emit, a, g, LayerContext(p, target.weights)), plan.image, plan.layout,
                        p.layer.spatial) for a, g, p in zip(activations, gradients or [None] * len(plans), plans)]
-    return fuse_maps(emit, maps, fuse)
 
 
 # --- stage 6: assemble --------------------------------------------------------------------------
@@ -335,10 +335,13 @@ def _output_info(view: GraphView, name: str, batch, plan: Plan):
 
 
 def _contract(plans: Sequence[Plan], request: _Request, method: Method, twin: Twin, computes_in: str,
-              view: GraphView) -> Contract:
+              view: GraphView, gradients: dict[str, str], layer_maps: list[str]) -> Contract:
     plan, options, fuse = plans[0], request.options, request.fuse
     score = plan.score_tensor
-    head = head_for(view, score).to_json() if plan.task.name == "detection" else ""
+    detection = plan.task.name == "detection"
+    head = head_for(view, score).to_json() if detection else ""
+    per_layer = detection and gradients and len(layer_maps) == len(plans)  # what per-box maps on crops read
+    layer_gradients = ",".join(gradients[p.layer.tensor] for p in plans) if per_layer else ""
     return Contract(
         version=__version__, task=plan.task.name, method=method.name,
         layer=",".join(p.layer.tensor for p in plans), layer_layout=",".join(p.layer.layout_code for p in plans),
@@ -349,7 +352,7 @@ def _contract(plans: Sequence[Plan], request: _Request, method: Method, twin: Tw
         background=options.background, fuse=fuse if len(plans) > 1 else "", passes=str(method.passes),
         exposed=",".join(request.expose), float_twin=twin.describe(), twin_top1=twin.top1,
         twin_max_difference=twin.agreement.max_difference if twin.agreement else 0.0, precision=computes_in,
-        detection=head)
+        detection=head, layer_gradients=layer_gradients, layer_maps=",".join(layer_maps) if per_layer else "")
 
 
 # --- stage 7: prune -----------------------------------------------------------------------------

@@ -11,7 +11,9 @@ grey padding, a document page):
   stride) and NMS written out here. Count and matched IoU are printed;
 * **gradients** — each box's exposed gradient against central finite differences of its score
   on the head model (the graph cut at the layers);
-* **maps** — how many boxes' maps peak inside their box (grown by 10 % per side);
+* **maps** — how many boxes' maps peak inside their box (grown by 10 % per side), whether they
+  came from crops (``onnxcam.detection.local``), and their largest difference from the whole
+  explain model's map for the same box (``vs_whole_model``, up to 5 boxes);
 * **cost** — ``explain_boxes`` with K = 10 boxes against one plain inference (median of
   interleaved runs in one process).
 
@@ -252,7 +254,10 @@ def check(key: str, method: str, repeats: int) -> dict:
     matched = [max((iou_of(b, t) for t in theirs), default=0.0) for b in det.boxes.xyxy]
     weights = box_weights(head, det.boxes, result.anchors)
     errors = fd_errors(explainer, head, batch, weights[:5], path, preset.get("input_shape"))
+    whole = [explainer.explain(batch, target_weights=w[None]).cam[0] for w in weights[:5]]
     found = {"model": key, "boxes": len(det.boxes), "package_boxes": len(theirs),
+             "crops": explainer._box_plan[0] is not None,
+             "vs_whole_model": float(max(np.abs(m - w).max() for m, w in zip(det.maps, whole))) if whole else None,
              "min_iou": round(min(matched), 3) if matched else None,
              "fd_max": round(max(errors), 5) if errors else None,
              "peaked": sum(peaked_inside(det.maps, det.boxes.xyxy)),

@@ -188,15 +188,32 @@ def select(boxes: np.ndarray, confidence: np.ndarray, options: BoxOptions, given
     if options.classes is not None:
         keep = keep[np.isin(classes[keep], options.classes)]
     if keep.size and given is None:
-        xywh = np.concatenate([boxes[keep, :2], boxes[keep, 2:] - boxes[keep, :2]], axis=1)
-        kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores[keep].tolist(), classes[keep].tolist(),
-                                       float(options.min_score), float(options.iou))
-        keep = keep[np.asarray(kept, np.int64).reshape(-1)]
+        keep = _nms(boxes, scores, classes, keep, options)
     keep = keep[np.argsort(-scores[keep], kind="stable")][:options.max_boxes]
     if options.box is not None:
         keep = keep[options.box:options.box + 1]
     return Boxes(boxes[anchors[keep]].astype(np.float32), classes[keep].astype(np.int64),
                  scores[keep].astype(np.float32), anchors[keep].astype(np.int64))
+
+
+def _nms(boxes, scores, classes, keep: np.ndarray, options: BoxOptions) -> np.ndarray:
+    """Class-wise NMS of the candidates ``keep``, exact for the ``max_boxes`` most confident survivors
+    but run on the most confident candidates only: whether a box survives depends on the more
+    confident boxes of its class alone, so when the best n candidates leave ``max_boxes`` survivors,
+    those are the survivors' best of all candidates. n starts at 8 · max_boxes and doubles."""
+    order = keep[np.argsort(-scores[keep], kind="stable")]
+    count = 8 * options.max_boxes
+    while True:
+        if count < len(order):  # candidates tied with the last one taken come too
+            count = int(np.searchsorted(-scores[order], -scores[order[count - 1]], side="right"))
+        chosen = order[:count]
+        xywh = np.concatenate([boxes[chosen, :2], boxes[chosen, 2:] - boxes[chosen, :2]], axis=1)
+        kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores[chosen].tolist(), classes[chosen].tolist(),
+                                       float(options.min_score), float(options.iou))
+        survivors = chosen[np.asarray(kept, np.int64).reshape(-1)]
+        if len(survivors) >= options.max_boxes or count >= len(order):
+            return survivors
+        count *= 2
 
 
 def box_weights(head: Head, boxes: Boxes, anchors: int, dtype=np.float32) -> np.ndarray:

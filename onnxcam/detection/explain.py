@@ -20,6 +20,7 @@ import numpy as np
 from onnxcam import contract
 from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, nms_selected, select
 from onnxcam.detection.head import Head
+from onnxcam.detection.local import plan_local_boxes
 from onnxcam.errors import InputError, ModelError, OnnxCamError
 from onnxcam.methods.multipass import padded_chunks
 
@@ -61,16 +62,18 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
     batch, decoded = explainer._as_batch(inputs)
     input_hw = tuple(batch.shape[2:4] if explainer.layout == "NCHW" else batch.shape[1:3])
     layers = explainer.contract.layers
-    if explainer._box_tensors is None:  # the same for every call
-        explainer._box_tensors = [*layers, *_head_tensors(explainer, layers)]
-    kept = explainer._box_tensors
+    if explainer._box_plan is None:  # the same for every call
+        local = plan_local_boxes(explainer, head, batch)
+        kept = local.leaves_wanted() if local else _head_tensors(explainer, layers)
+        explainer._box_plan = (local, [*layers, *kept])
+    local, kept = explainer._box_plan
     wanted = [*_head_outputs(head), *kept]
     features = _run_features(explainer, batch, wanted, head.selected)
     decoded_boxes = decode(head, features, input_hw)
     anchors = len(decoded_boxes[0][0])
     chosen = nms_selected(head, features) if head.layout == "nms" else [None] * len(decoded_boxes)
     per_image = [select(boxes, confidence, options, given) for (boxes, confidence), given in zip(decoded_boxes, chosen)]
-    maps, scores = _box_maps(explainer, head, batch, features, kept, per_image, anchors)
+    maps, scores = _box_maps(explainer, head, batch, features, kept, per_image, anchors, local)
     images, first = [], 0
     for n, boxes in enumerate(per_image):
         rows = slice(first, first + len(boxes))
@@ -128,48 +131,61 @@ def _run_features(explainer, batch: np.ndarray, wanted: list[str], selected: str
     return joined
 
 
-def _box_maps(explainer, head: Head, batch, features, layers, per_image: list[Boxes], anchors: int):
+def _box_maps(explainer, head: Head, batch, features, kept, per_image: list[Boxes], anchors: int, local):
     total = sum(len(b) for b in per_image)
     height, width = explainer._image_size() if explainer.input_size is None else explainer.input_size
     if total == 0:
         return np.zeros((0, height, width), np.float32), np.zeros(0, np.float32)
-    cut, session = explainer._sub_session("boxes", layers, [contract.CAM, contract.CAM_SCORE])
     owner = np.concatenate([np.full(len(b), n) for n, b in enumerate(per_image)])
     weights = np.concatenate([box_weights(head, b, anchors, explainer._weights_dtype) for b in per_image])
     step = max(1, explainer.run_options.passes_batch)
+    if local is not None:  # gradients on crops around each box's anchor, then its level's map
+        entries = [cells for b in per_image for cells in local.box_entries(head, b)]
+        maps, scores = local.box_maps(batch, features, owner, entries, step)
+        return _finite(maps, scores)
+    # the head's backward pass per box
+    cut, session = explainer._sub_session("boxes", kept, [contract.CAM, contract.CAM_SCORE])
+    outputs = [contract.CAM, contract.CAM_SCORE]
+
+    def feeds(rows):
+        given = {name: features[name][owner[rows]] for name in kept}
+        given[contract.TARGET_WEIGHTS] = weights[rows]
+        given[contract.TARGET] = np.full(len(rows), -1, np.int64)
+        given.update(_other_inputs(cut, explainer, batch, owner[rows]))
+        return {name: value for name, value in given.items() if name in cut.inputs}
+
     fixed = explainer.input_shape[0]
     try:  # the head often runs at any batch size even where the model's input fixes it
-        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, step, False)
+        maps, scores = _run_box_rows(session, outputs, feeds, total, step, False)
     except InputError:
         if fixed is None:
             raise
         log.debug("the per-box pass runs %d box(es) per call: the model's batch size", fixed)
-        maps, scores = _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, fixed, True)
+        maps, scores = _run_box_rows(session, outputs, feeds, total, fixed, True)
+    return _finite(maps, scores)
+
+
+def _finite(maps: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes whose map or score is not finite get an all-zero map."""
     bad = ~np.isfinite(maps).reshape(len(maps), -1).all(axis=1) | ~np.isfinite(scores)
     maps[bad] = 0.0
     return maps.astype(np.float32), scores.astype(np.float32)
 
 
-def _run_box_rows(cut, session, explainer, batch, features, layers, owner, weights, size: int, pad: bool):
-    """cam and cam_score for every box row, ``size`` rows per call (the last call padded to ``size`` with ``pad``)."""
-    total = len(owner)
-    maps, scores = [], []
+def _run_box_rows(session, outputs: list[str], feeds, total: int, size: int, pad: bool) -> list[np.ndarray]:
+    """``outputs`` for every box row, ``size`` rows per call (the last call padded to ``size`` with ``pad``);
+    ``feeds(rows)`` gives a call's inputs."""
+    found = []
     for first, last, rows in padded_chunks(total, size):
-        padded = rows if pad else np.arange(first, last)
-        feeds = {name: features[name][owner[padded]] for name in layers}
-        feeds[contract.TARGET_WEIGHTS] = weights[padded]
-        feeds[contract.TARGET] = np.full(len(padded), -1, np.int64)
-        feeds.update(_other_inputs(cut, explainer, batch, owner[padded]))
         try:
-            cam, score = session.run([contract.CAM, contract.CAM_SCORE], feeds)
+            values = session.run(outputs, feeds(rows if pad else np.arange(first, last)))
         except OnnxCamError:
             raise
         except Exception as exc:  # ORT's own error types
             raise InputError(f"ONNX Runtime could not run the per-box maps: {str(exc).strip().splitlines()[-1]}") \
                 from None
-        maps.append(cam[:last - first])
-        scores.append(score[:last - first])
-    return np.concatenate(maps), np.concatenate(scores)
+        found.append([v[:last - first] for v in values])
+    return [np.concatenate(parts) for parts in zip(*found)]
 
 
 def _other_inputs(cut, explainer, batch: np.ndarray, owner: np.ndarray) -> dict[str, np.ndarray]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import OnnxCamError
 from onnxcam.methods.head import EPSILON
 
-__all__ = ["FUSE_CHOICES", "fuse_maps", "normalize_maps", "check_fuse"]
+__all__ = ["FUSE_CHOICES", "fuse_maps", "fuse_alone", "normalize_maps", "check_fuse"]
 
 FUSE_CHOICES = ("mean", "max")
 
@@ -38,3 +40,13 @@ def fuse_maps(e: Emitter, maps: Sequence[str], fuse: str) -> str:
     if fuse == "max":
         return e.op("Max", *maps)
     return normalize_maps(e, e.mul_scalar(e.sum(list(maps)), 1.0 / len(maps)))
+
+
+def fuse_alone(maps: np.ndarray, layers: int, fuse: str) -> np.ndarray:
+    """What :func:`fuse_maps` gives (NumPy) when one layer's (N, H, W) ``maps`` come with ``layers`` − 1
+    all-zero maps: a detector box, whose score reads one level only."""
+    if layers == 1 or fuse == "max":
+        return maps
+    mean = maps * np.float32(1.0 / layers)
+    shifted = mean - mean.min(axis=(1, 2), keepdims=True)
+    return shifted / (shifted.max(axis=(1, 2), keepdims=True) + np.float32(EPSILON))

@@ -10,6 +10,9 @@ convolution (its ReLU output feeds both the box and the class branch) and a head
 * ``nanodet``: one output (N, A, C + 4·(R+1)) = per level Concat(Sigmoid(class logits), DFL bins),
   flattened, joined and transposed — NanoDet-Plus's layout.
 
+``squeeze=True`` gives each class branch a squeeze-and-excitation gate (its input times the Sigmoid of
+its mean over the map): a head whose box scores read the whole map, not a window of it.
+
 ``logits(x)`` returns what onnxcam differentiates per box: (N, A, C) class logits and (N, A)
 objectness logits (yolov5), with ``neck`` the per-level neck outputs, for autograd references.
 """
@@ -30,18 +33,18 @@ BINS = 4  # R + 1
 
 
 class TinyDetector(nn.Module):
-    def __init__(self, layout: str, classes: int = 3, seed: int = 0):
+    def __init__(self, layout: str, classes: int = 3, seed: int = 0, squeeze: bool = False):
         super().__init__()
         torch.manual_seed(seed)
-        self.layout, self.classes = layout, classes
+        self.layout, self.classes, self.squeeze = layout, classes, squeeze
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 12, 3, 2, 1), nn.ReLU())
         self.down = nn.Sequential(nn.Conv2d(12, 16, 3, 2, 1), nn.ReLU())
         self.neck = nn.ModuleList([nn.Conv2d(12, 12, 3, 1, 1), nn.Conv2d(16, 12, 3, 1, 1)])
         box_channels = 4 * BINS if layout in ("levels", "nanodet") else 4
         self.box = nn.ModuleList([nn.Sequential(nn.Conv2d(12, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, box_channels, 1))
                                   for _ in STRIDES])
-        self.cls = nn.ModuleList([nn.Sequential(nn.Conv2d(12, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, classes, 1))
-                                  for _ in STRIDES])
+        self.cls = nn.ModuleList([nn.Sequential(*([_Squeeze()] if squeeze else []), nn.Conv2d(12, 8, 3, 1, 1),
+                                                nn.ReLU(), nn.Conv2d(8, classes, 1)) for _ in STRIDES])
         self.obj = nn.ModuleList([nn.Conv2d(12, 1, 1) for _ in STRIDES])
         self.eval()
 
@@ -83,6 +86,11 @@ class TinyDetector(nn.Module):
         scores = [c(t).sigmoid().flatten(2).transpose(1, 2) for c, t in zip(self.cls, neck)]
         boxes = [b(t).flatten(2).transpose(1, 2) for b, t in zip(self.box, neck)]
         return (*scores, *boxes)
+
+
+class _Squeeze(nn.Module):
+    def forward(self, t):
+        return t * t.mean(dim=(2, 3), keepdim=True).sigmoid()
 
 
 def export(module: TinyDetector) -> onnx.ModelProto:

@@ -25,3 +25,4 @@ def test_zoo_detector(key):
     assert found["min_iou"] > 0.9, found
     assert found["fd_max"] is not None and found["fd_max"] <= FD_TOLERANCE, found
     assert found["peaked"] >= 0.8 * found["boxes"] and found["constant_maps"] == 0, found
+    assert found["crops"] and found["vs_whole_model"] <= 1e-5, found  # heads of convolutions: maps from crops

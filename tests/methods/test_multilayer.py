@@ -89,3 +89,28 @@ def test_explainer_and_cli_take_several_layers(source, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.count("layer:") == 2 and "fuse:   max" in result.output
     assert Contract.read(onnx.load(str(out))).layer == ",".join(layers)
+
+
+@pytest.mark.parametrize("fuse", ["mean", "max"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_fusing_one_map_with_zero_maps_in_numpy_equals_the_graph(fuse, layers):
+    """fuse_alone (a detector box's map: its level's alone) is fuse_maps with the other maps all zero."""
+    from onnx import TensorProto, helper
+
+    from onnxcam.autodiff.emitter import Emitter
+    from onnxcam.graph import GraphView
+    from onnxcam.methods.fusion import fuse_alone, fuse_maps
+
+    names = [f"m{i}" for i in range(layers)]
+    graph = helper.make_graph([], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, 7]) for n in names],
+                              [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    emit = Emitter(GraphView(model))
+    fused = fuse_maps(emit, names, fuse)
+    emit.write_into(model)
+    model.graph.output.append(helper.make_tensor_value_info(fused, TensorProto.FLOAT, None))
+    maps = np.random.default_rng(0).uniform(0, 1, (2, 5, 7)).astype(np.float32)
+    maps /= maps.max(axis=(1, 2), keepdims=True)  # each layer's finished map has maximum 1
+    feeds = {n: maps if i == 0 else np.zeros_like(maps) for i, n in enumerate(names)}
+    expected = ort.InferenceSession(model.SerializeToString()).run([fused], feeds)[0]
+    np.testing.assert_allclose(fuse_alone(maps, layers, fuse), expected, atol=1e-7)
