@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from onnxcam import contract
 from onnxcam.contract import Contract, is_explain_model
@@ -33,20 +34,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Explanation:
-    """The result of one ``explain`` call, one entry per sample."""
+    """The result of one ``explain`` call, one entry per sample. With ``explain(..., device_outputs=True)``
+    ``cam`` and ``outputs`` hold ``onnxruntime.OrtValue``s where the session computed them (GPU memory
+    on CUDA): ``.numpy()`` copies one to the host, ``torch.from_dlpack(value)`` shares it."""
 
-    cam: np.ndarray  # (N, H, W) float32 in [0, 1], at the model's input size
+    cam: np.ndarray | ort.OrtValue  # (N, H, W) float32 in [0, 1], at the model's input size
     target: np.ndarray  # (N,) int64: the task's index explained (class, unit, time step); -1 where none
     scores: np.ndarray  # (N,) float32: the score that was differentiated
-    outputs: dict[str, np.ndarray]  # the model's own outputs (e.g. logits)
+    outputs: dict[str, np.ndarray | ort.OrtValue]  # the model's own outputs (e.g. logits)
     layer: str
     method: str
     provider: str
     images: list[np.ndarray] | None = field(default=None, repr=False)  # decoded BGR originals, if given
     task: str = "classification"
     target_description: str = ""  # what was explained, in words
-    finite: np.ndarray | None = None  # (N,) bool: the score and the map are finite (else the map is all 0)
-    all_zero: np.ndarray | None = None  # (N,) bool: the map is all zero (no positive evidence at the layer)
+    finite: np.ndarray | None = None  # (N,) bool: the score and the map are finite (else the map is all 0); device maps: the score
+    all_zero: np.ndarray | None = None  # (N,) bool: the map is all zero (no positive evidence at the layer); None for device maps
 
 
 def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,11 +133,15 @@ class Explainer:
     memory budget, judged from the explain model's tensor sizes); their other options are
     :class:`RunOptions` fields given as keyword arguments: ``scorecam_topk``; ``samples``, ``noise``,
     ``seed`` (Smooth Grad-CAM++); ``steps``, ``baseline`` (Integrated Grad-CAM).
+    ``io_binding``: "auto" runs CUDA sessions through ONNX Runtime's IO binding (pinned uploads, one
+    stream per session), True the CPU's too, False none; ``cuda_options`` are CUDA execution provider
+    options laid over onnxcam's (e.g. ``{"device_id": 1}``, ``{"use_tf32": 0}`` for FP32 convolutions).
     """
 
     def __init__(self, model, layer: str | list[str] = "auto", method: str = AUTO, provider: str = "auto",
                  preprocess=None, threads: int | None = None, passes_batch: int | str = "auto",
-                 max_pixels: int = DEFAULT_MAX_PIXELS, **options):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, io_binding: bool | str = "auto", cuda_options: dict | None = None,
+                 **options):
         warning = check_single_runtime()
         if warning:
             log.warning(warning)
@@ -178,11 +185,12 @@ class Explainer:
         self._box_plan = None  # detection: how per-box maps are computed, and what they are fed (detection.explain)
         self._cancelled = False
         self._provider_request, self._threads = provider, threads
+        self._binding = {"io_binding": io_binding, "cuda_options": cuda_options}
         if not self._method.in_graph and contract.ACTIVATIONS not in self.exposed:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
         self.max_pixels = int(max_pixels)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
-        self._session = model_session(proto, provider, threads=threads)
+        self._session = model_session(proto, provider, threads=threads, **self._binding)
         self.provider = self._session.provider
         self.provider_reason = self._session.reason
         self.run_options = replace(run_options, passes_batch=self._passes_batch(passes_batch))
@@ -352,7 +360,7 @@ class Explainer:
 
     # --- running -----------------------------------------------------------------------------
     def explain(self, inputs, target=None, *, region=None, mask=None, reference=None,
-                target_weights=None) -> Explanation:
+                target_weights=None, device_outputs: bool = False) -> Explanation:
         """Explain a preprocessed float batch, or images (paths, encoded bytes, BGR uint8 arrays).
 
         ``target``: None (the task's default per sample), one index for all, or one per sample
@@ -361,27 +369,51 @@ class Explainer:
         (an array of the model input's size) narrow dense and segmentation targets; ``reference``
         (an image or a vector) is an embedding model's reference; ``target_weights`` is the score
         weighting itself (broadcastable to the batch-first score tensor; NaN = the default there).
+
+        ``device_outputs=True`` leaves ``cam`` and the model's outputs where the session computed them,
+        as ``onnxruntime.OrtValue``s (GPU memory on CUDA, host memory on the CPU; ``target`` and
+        ``scores`` still come as arrays). It is for in-graph methods, in one ONNX Runtime call (a model
+        whose batch is fixed takes exactly that many images). The maps are not read on the host, so
+        ``finite`` flags the scores only, ``all_zero`` is None, and a non-finite map is not zeroed.
         """
+        if device_outputs:
+            self._check_device_outputs()
         batch, decoded = self._as_batch(inputs)
         n = batch.shape[0]
         targets = self._targets(target, n)
         weights = self.target_weights(n, region=region, mask=mask, reference=reference, weights=target_weights)
         names = [*self._cam_outputs, *self.model_outputs, *self.exposed]
-        result = self._run_fixed_batches(names, batch, targets, weights)
+        kept = [contract.CAM, *self.model_outputs, *self.exposed] if device_outputs else []
+        result = self._run_fixed_batches(names, batch, targets, weights, kept)
         outputs = {name: result[name] for name in [*self.model_outputs, *self.exposed]}
-        cam = result[contract.CAM] if self._method.in_graph else self._run_passes(batch, result)
-        cam, finite, all_zero = _checked_maps(cam, result[contract.CAM_SCORE])
+        if device_outputs:
+            cam, finite, all_zero = result[contract.CAM], np.isfinite(result[contract.CAM_SCORE].astype(np.float64)), None
+        else:
+            cam = result[contract.CAM] if self._method.in_graph else self._run_passes(batch, result)
+            cam, finite, all_zero = _checked_maps(cam, result[contract.CAM_SCORE])
         described = self._describe(target, region, mask, reference, target_weights)
         return Explanation(cam, result[contract.CAM_TARGET], result[contract.CAM_SCORE], outputs,
                            self.layer, self.method, self.provider, decoded, self.task, described, finite, all_zero)
 
-    def _run_fixed_batches(self, names, batch, targets, weights) -> dict[str, np.ndarray]:
+    def _check_device_outputs(self) -> None:
+        if self.provider == "openvino":
+            raise OnnxCamError("device_outputs=True needs ONNX Runtime's IO binding; the OpenVINO backend returns "
+                               "arrays (use provider 'cuda' or 'cpu')")
+        if not self._method.in_graph:
+            raise OnnxCamError(f"device_outputs=True is for in-graph methods; {self.method} computes its maps in "
+                               "NumPy on the host")
+
+    def _run_fixed_batches(self, names, batch, targets, weights, device_outputs=()) -> dict[str, np.ndarray]:
         """One ORT call; for a model whose batch size is fixed at B, calls of B images (the last padded
-        with copies of its last image), the results cut back to the images given."""
+        with copies of its last image), the results cut back to the images given. ``device_outputs``
+        (names left on the device) need one call."""
         fixed = self.input_shape[0]
         n = batch.shape[0]
         if fixed is None or fixed == n:
-            return dict(zip(names, self._run_session(names, batch, targets, weights)))
+            return dict(zip(names, self._run_session(names, batch, targets, weights, device_outputs)))
+        if device_outputs:
+            raise InputError(f"device_outputs=True needs one ONNX Runtime call, and this model's batch is fixed at "
+                             f"{fixed}: give {fixed} images at a time, not {n}")
         per_sample_weights = weights.shape[0] == n and n > 1
         parts = []
         for _, _, rows in padded_chunks(n, fixed):
@@ -394,8 +426,10 @@ class Explainer:
             joined[name] = np.concatenate([p[i] for p in parts], axis=axis).take(np.arange(n), axis=axis)
         return joined
 
-    def _run_session(self, names, batch, targets, weights):
+    def _run_session(self, names, batch, targets, weights, device_outputs=()):
         try:
+            if device_outputs:
+                return self._session.run(names, self._feeds(batch, targets, weights), device_outputs)
             return self._session.run(names, self._feeds(batch, targets, weights))
         except OnnxCamError:
             raise
@@ -431,7 +465,8 @@ class Explainer:
             cut_at = inputs or [self.layer if kind == "head" else self.input_name]
             cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view,
                             optional=[contract.TARGET, contract.TARGET_WEIGHTS])
-            session = model_session(cut.model, self._provider_request, threads=self._threads, announce=False)
+            session = model_session(cut.model, self._provider_request, threads=self._threads, announce=False,
+                                    **self._binding)
             if self._cancelled:
                 session.cancel()
             self._extra_sessions[kind] = (cut, session)

@@ -3,6 +3,11 @@
 ``auto`` takes CUDA when it really works (a driver is present and the CUDA execution provider
 loads), else the CPU; asking for ``cuda`` where it cannot work falls back to the CPU with a
 warning. Either way one log line says which provider runs and why.
+
+CUDA sessions run through IO binding (:mod:`onnxcam.iobinding`: pinned uploads, outputs left on
+the GPU when asked) on a stream of their own, passed as the CUDA execution provider's
+``user_compute_stream``, with copies on that same stream (``do_copy_in_default_stream``), so a
+session's uploads, kernels and downloads are ordered on one stream and no two sessions share one.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 
 import onnxruntime as ort
+
+from onnxcam.iobinding import BoundRunner, CudaStream
 
 __all__ = ["Session", "make_session", "model_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget",
            "cuda_problem"]
@@ -40,9 +47,18 @@ class Session:
     reason: str
     run_options: ort.RunOptions = field(default_factory=ort.RunOptions)
     keep: object = None  # what the session reads while it lives (the folder of a large model's data)
+    io_binding: bool = False  # every run through IO binding (CUDA's default); runs with device outputs always are
+    device_id: int = 0
+    _runner: BoundRunner | None = field(default=None, repr=False)
+    stream: CudaStream | None = None  # last: it outlives the session that computes on it
 
-    def run(self, output_names, feeds):
+    def run(self, output_names, feeds, device_outputs=()):
+        """The outputs as NumPy arrays; those named in ``device_outputs`` as ``onnxruntime.OrtValue``s left
+        where the session computed them (GPU memory on CUDA, host memory on the CPU)."""
         try:
+            if self.io_binding or device_outputs:
+                return self.runner.run(output_names or [o.name for o in self.session.get_outputs()], feeds,
+                                       self.run_options, device_outputs)
             return self.session.run(output_names, feeds, self.run_options)
         except Exception as exc:  # ORT raises its own types
             if self.run_options.terminate:
@@ -51,6 +67,12 @@ class Session:
                 raise CancelledError("the run was cancelled") from None
             raise exc
 
+    @property
+    def runner(self) -> BoundRunner:
+        if self._runner is None:
+            self._runner = BoundRunner(self.session, self.provider, self.device_id)
+        return self._runner
+
     def cancel(self) -> None:
         """Make the runs in flight stop (ORT checks the flag between nodes) and later ones fail at once."""
         self.run_options.log_severity_level = 4  # ORT would log each stopped run as an error
@@ -58,17 +80,22 @@ class Session:
 
 
 def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int | None = None,
-                 announce: bool = True) -> Session:
+                 announce: bool = True, *, io_binding: bool | str = "auto", cuda_options: dict | None = None) -> Session:
     """Build a session on ``provider`` ("auto", "cpu" or "cuda"), falling back to the CPU; a model
     ONNX Runtime cannot load is a :class:`~onnxcam.errors.ModelError`. ``"openvino"`` runs the
     model in OpenVINO instead (:mod:`onnxcam.backends.openvino`); ``auto`` never picks it.
-    ``announce=False`` logs the provider chosen at debug level only (sub-models of one explainer)."""
+    ``announce=False`` logs the provider chosen at debug level only (sub-models of one explainer).
+    ``io_binding``: "auto" (on CUDA), True (on the CPU too) or False; ``cuda_options`` are CUDA
+    execution provider options laid over onnxcam's (e.g. ``{"device_id": 1, "use_tf32": 0}``)."""
     if provider == "openvino":
         from onnxcam.backends.openvino import OpenVinoSession
 
         return OpenVinoSession(model_bytes, threads)
+    _check_binding_choice(io_binding)
     try:
-        return _make_session(model_bytes, provider, threads, announce)
+        session = _make_session(model_bytes, provider, threads, announce, _checked_cuda_options(cuda_options))
+        session.io_binding = session.provider == "cuda" if io_binding == "auto" else io_binding
+        return session
     except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, NotImplemented, ...)
         from onnxcam.errors import ModelError, OnnxCamError
 
@@ -79,15 +106,16 @@ def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int 
         raise ModelError(f"ONNX Runtime cannot load the model: {reason[:400]}") from None
 
 
-def model_session(model, provider: str = "auto", threads: int | None = None, announce: bool = True) -> Session:
+def model_session(model, provider: str = "auto", threads: int | None = None, announce: bool = True,
+                  **binding) -> Session:
     """:func:`make_session` for a ModelProto, which ONNX Runtime reads from a temporary file: from
     serialized bytes its peak memory is about two more copies of the weights (ResNet-50: ~220 MB
     more; scripts/bench_overheads.py). A model too large for one protobuf (over 2 GB) is written
-    with external data, kept while the session is."""
+    with external data, kept while the session is. ``binding``: ``io_binding``, ``cuda_options``."""
     from onnxcam.io.model_files import needs_external_data, save_model
 
     if provider == "openvino":
-        return make_session(model.SerializeToString(), provider, threads, announce)
+        return make_session(model.SerializeToString(), provider, threads, announce, **binding)
     large = needs_external_data(model)
     try:
         folder = tempfile.TemporaryDirectory(prefix="onnxcam-session-")
@@ -96,8 +124,8 @@ def model_session(model, provider: str = "auto", threads: int | None = None, ann
     except OSError:  # no writable temporary folder: pay the memory
         if large:
             raise
-        return make_session(model.SerializeToString(), provider, threads, announce)
-    session = make_session(str(path), provider, threads, announce)
+        return make_session(model.SerializeToString(), provider, threads, announce, **binding)
+    session = make_session(str(path), provider, threads, announce, **binding)
     if large:
         session.keep = folder
     else:
@@ -110,7 +138,35 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def _make_session(model_bytes: bytes, provider: str, threads: int | None, announce: bool = True) -> Session:
+def _check_binding_choice(io_binding) -> None:
+    if io_binding not in ("auto", True, False):
+        from onnxcam.errors import OnnxCamError
+
+        raise OnnxCamError(f"io_binding must be 'auto', True or False, got {io_binding!r}")
+
+
+def _checked_cuda_options(options: dict | None) -> dict[str, str]:
+    """``options`` as the strings ONNX Runtime takes (booleans as 1/0); refused unless a dict of scalars."""
+    from onnxcam.errors import OnnxCamError
+
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float, bool))
+                                                for k, v in options.items()):
+        raise OnnxCamError(f"cuda_options must map option names to numbers or strings, got {options!r}")
+    return {key: str(int(value)) if isinstance(value, bool) else str(value) for key, value in options.items()}
+
+
+def _cuda_provider(options: dict[str, str]) -> tuple[tuple[str, dict[str, str]], CudaStream | None]:
+    """The CUDA execution provider entry: one stream of the session's own (unless the caller gave one),
+    copies on it, and the caller's options over these."""
+    stream = None if "user_compute_stream" in options else CudaStream.create()
+    chosen = {"do_copy_in_default_stream": "1", **({"user_compute_stream": str(stream.handle)} if stream else {})}
+    return (_CUDA, {**chosen, **options}), stream
+
+
+def _make_session(model_bytes: bytes, provider: str, threads: int | None, announce: bool = True,
+                  cuda_options: dict[str, str] | None = None) -> Session:
     if provider not in PROVIDER_CHOICES:
         from onnxcam.errors import OnnxCamError
 
@@ -122,9 +178,13 @@ def _make_session(model_bytes: bytes, provider: str, threads: int | None, announ
     if provider in ("auto", "cuda"):
         problem = cuda_problem()
         if problem is None:
-            session = _quiet_session(model_bytes, options, [_CUDA, _CPU])
+            _preload_cuda_libraries()
+            entry, stream = _cuda_provider(cuda_options or {})
+            session = _quiet_session(model_bytes, options, [entry, _CPU])
             if session.get_providers()[0] == _CUDA:
-                return _chosen(Session(session, "cuda", "CUDA execution provider loaded"), announce)
+                device_id = int(entry[1].get("device_id", 0))
+                reason = "CUDA execution provider loaded" + ("" if stream else "; ONNX Runtime's own stream")
+                return _chosen(Session(session, "cuda", reason, device_id=device_id, stream=stream), announce)
             problem = "the CUDA execution provider failed to load (CUDA 12/13 or cuDNN 9 libraries missing? try: pip install 'onnxcam[cuda]')"
         fallback = Session(ort.InferenceSession(model_bytes, options, providers=[_CPU]), "cpu", problem)
         if provider == "cuda":
@@ -180,13 +240,18 @@ def _has_nvidia_driver() -> bool:
     return False
 
 
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* wheels that 'onnxcam[cuda]' installs, if there are any (before
+    onnxcam's own libcudart calls, so that they and ONNX Runtime use the same library)."""
+    if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
+        try:
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001  (best effort; the session reports the real state)
+            pass
+
+
 def _quiet_session(model_bytes: bytes, options, providers) -> ort.InferenceSession:
     """Create a session with ORT's own error spam about missing CUDA libraries silenced."""
-    if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
-        try:  # loads CUDA/cuDNN from the nvidia-* wheels that 'onnxcam[cuda]' installs
-            ort.preload_dlls()
-        except Exception:  # noqa: BLE001  (best effort; the session below reports the real state)
-            pass
     ort.set_default_logger_severity(4)
     try:
         return ort.InferenceSession(model_bytes, options, providers=providers)

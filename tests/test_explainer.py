@@ -117,3 +117,51 @@ def test_a_dynamic_size_model_is_explained_at_the_preprocessing_size(demo_images
     assert result.cam.shape == (2, 40, 48) and result.cam.max() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ModelError, match="--input-shape"):
         Explainer(model, layer="/1/Relu_output_0")
+
+
+def _batch(n=3):
+    return np.random.default_rng(1).standard_normal((n, 3, 64, 64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method, options", [("gradcam", {}), ("scorecam", {"scorecam_topk": 4})])
+def test_io_binding_on_the_cpu_gives_the_same_maps(demo_model, method, options):
+    plain = Explainer(demo_model, method=method, provider="cpu", **options)
+    bound = Explainer(demo_model, method=method, provider="cpu", io_binding=True, **options)
+    assert bound._session.io_binding and not plain._session.io_binding
+    expected, got = plain.explain(_batch(), target=[0, 1, 2]), bound.explain(_batch(), target=[0, 1, 2])
+    np.testing.assert_allclose(got.cam, expected.cam, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got.target, [0, 1, 2])
+    np.testing.assert_allclose(got.outputs["logits"], expected.outputs["logits"], rtol=0, atol=1e-6)
+
+
+def test_device_outputs_are_ortvalues_equal_to_the_maps(explainer):
+    import onnxruntime as ort
+
+    expected = explainer.explain(_batch(), target=[2, 1, 0])
+    kept = explainer.explain(_batch(), target=[2, 1, 0], device_outputs=True)
+    assert isinstance(kept.cam, ort.OrtValue) and isinstance(kept.outputs["logits"], ort.OrtValue)
+    assert kept.cam.device_name() == "cpu"  # no CUDA here: the values stay where the CPU session computed them
+    np.testing.assert_array_equal(kept.cam.numpy(), expected.cam)
+    np.testing.assert_array_equal(np.from_dlpack(kept.outputs["logits"]), expected.outputs["logits"])
+    np.testing.assert_array_equal(kept.target, expected.target)
+    np.testing.assert_array_equal(kept.scores, expected.scores)
+    np.testing.assert_array_equal(kept.finite, expected.finite)
+    assert kept.all_zero is None
+
+
+def test_device_outputs_refused_where_the_maps_are_made_on_the_host(demo_model, tmp_path):
+    import onnx
+
+    from onnxcam import OnnxCamError
+    from tests.reliability.models import classifier
+
+    scorecam = Explainer(demo_model, method="scorecam", provider="cpu")
+    with pytest.raises(OnnxCamError, match="device_outputs=True is for in-graph methods; scorecam"):
+        scorecam.explain(_batch(1), device_outputs=True)
+    path = tmp_path / "fixed.onnx"
+    onnx.save(classifier(batch=2), str(path))
+    fixed = Explainer(path, provider="cpu")
+    image = np.zeros(fixed.input_shape[1:], np.float32)
+    with pytest.raises(InputError, match="batch is fixed at 2: give 2 images at a time, not 3"):
+        fixed.explain(np.stack([image] * 3), device_outputs=True)
+    assert isinstance(fixed.explain(np.stack([image] * 2), device_outputs=True).cam.numpy(), np.ndarray)

@@ -65,3 +65,9 @@ def test_one_openvino_explainer_serves_several_threads(demo_model, demo_images):
         got = list(pool.map(lambda image: explainer.explain([image]).cam, demo_images[:4] * 3))
     for i, cam in enumerate(got):
         np.testing.assert_array_equal(cam, want[i % 4])
+
+
+def test_device_outputs_are_refused_in_one_line(demo_model):
+    explainer = Explainer(demo_model, provider="openvino")
+    with pytest.raises(OnnxCamError, match="device_outputs=True needs ONNX Runtime's IO binding"):
+        explainer.explain(np.zeros((1, 3, 64, 64), np.float32), device_outputs=True)
