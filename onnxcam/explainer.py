@@ -524,8 +524,9 @@ class Explainer:
         """Detectors: every detected box of every image and its own map, in one object
         (:class:`onnxcam.detection.explain.Detections`). Boxes come from the model's outputs (score
         threshold ``min_score``, class-wise NMS at ``iou``, the ``max_boxes`` most confident; ``box``
-        keeps one of them, ``classes`` some classes); the maps cost one forward pass per batch and one
-        pass of the head (the graph after the target layers) per box."""
+        keeps one of them, ``classes`` some classes); the maps cost one forward pass per batch, and per
+        box the head's backward pass on a crop of the layers around its anchor (where the head is made
+        of convolutions; else on the whole map)."""
         from onnxcam.detection.boxes import BoxOptions
         from onnxcam.detection.explain import explain_boxes
 

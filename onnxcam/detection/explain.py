@@ -1,13 +1,15 @@
-"""Per-box maps: one forward pass per batch, then the head (the graph after the target layers) once per box.
+"""Per-box maps: one forward pass per batch, then per box the backward pass from its score to the layers.
 
 The explain model holds the forward pass, the backward pass from the score to the layers, and
-the CAM method. Two parts of it are run here:
+the CAM method. Parts of it are run here:
 
-* *features* — the image → the detector's outputs and the target layers' activations;
-* *boxes* — the layers' activations → ``cam`` and ``cam_score``, given ``target_weights``: it
-  recomputes the head on the box's copy of the activations and runs the backward pass seeded
-  with the box's one-hot weighting. K boxes are K rows of one batch, so they cost K head passes,
-  not K forward passes of the whole model.
+* *features* — the image → the detector's outputs and the target layers' activations (and what
+  the per-box pass reads besides);
+* *boxes* — where the head is local (:mod:`onnxcam.detection.local`, the usual case: convolutions
+  from the layers to the prediction maps), each box's gradient on a crop of its level's layer
+  around its anchor and its level's map from it; otherwise the head's backward pass on the box's
+  copy of the head's forward tensors, seeded with the box's one-hot ``target_weights``. Either
+  way K boxes are rows of one batch and cost no forward pass of the whole model.
 """
 
 from __future__ import annotations

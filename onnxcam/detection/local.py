@@ -152,10 +152,13 @@ def _corner(y: int, x: int, ch: int, cw: int, height: int, width: int) -> tuple[
 def plan_local_boxes(explainer, head: Head, batch: np.ndarray) -> LocalBoxes | None:
     """The crop plan for this explainer's head, or ``None`` (logged why) where the head is not local."""
     try:
-        return _plan(explainer, head, batch)
+        plan = _plan(explainer, head, batch)
     except _NotLocal as why:
-        log.debug("per-box maps by the head pass: %s", why)
+        log.info("per-box maps: the head's whole backward pass per box (no crops: %s)", why)
         return None
+    log.debug("per-box maps on crops of %s", ", ".join(f"{level.layer} ({level.crop[0]}×{level.crop[1]})"
+                                                       for level in plan.levels.values()))
+    return plan
 
 
 class _NotLocal(Exception):
