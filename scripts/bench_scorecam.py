@@ -117,7 +117,8 @@ def peer_python(venv: Path, torch_spec: str) -> tuple[Path | None, str]:
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
-            return None, f"'{' '.join(step[:4])} ...' failed: {lines[-1] if lines else done.returncode}"
+            errors = [line for line in lines if line.startswith("ERROR")] or lines[-1:] or [str(done.returncode)]
+            return None, f"'{' '.join(step[:4])} ...' failed: {errors[0]}"
     return python, "built"
 
 

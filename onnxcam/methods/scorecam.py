@@ -6,8 +6,9 @@ norm = (x − min)/(max − min) (0 where the map is constant); w_k = softmax(f(
 authors' code computes it: no baseline score is subtracted (the paper's "increase of confidence"
 f(X ⊙ M_k) − f(X_b), with X_b the fully masked input, would shift every weight by one constant per
 image). pytorch-grad-cam (1.5) weights by a softmax over the channels of the target's logit
-f(X ⊙ M_k)_c instead, with masks upsampled at aligned corners (scripts/bench_scorecam.py compares). When the model is explained on its probability output
-(``score="probability"``) that output is used as it is instead of a softmax over it.
+f(X ⊙ M_k)_c instead, with masks upsampled at aligned corners (scripts/bench_scorecam.py compares).
+When the model is explained on its probability output (``score="probability"``) that output is
+used as it is instead of a softmax over it.
 ``scorecam_topk`` K keeps only the K channels whose maps vary most (highest variance over the
 map, the Faster Score-CAM shortcut) per image; the others get weight 0. Masked images run
 ``passes_batch`` at a time. For tasks other than classification the weight is the target's score
