@@ -20,6 +20,7 @@ from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, load_model
 from onnxcam.io.files import write_atomically
+from onnxcam.io.held_weights import hold_weights
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
@@ -136,6 +137,8 @@ class Explainer:
     ``io_binding``: "auto" runs CUDA sessions through ONNX Runtime's IO binding (pinned uploads, one
     stream per session), True the CPU's too, False none; ``cuda_options`` are CUDA execution provider
     options laid over onnxcam's (e.g. ``{"device_id": 1}``, ``{"use_tf32": 0}`` for FP32 convolutions).
+    ``explainer.model`` is the explain model's graph; its weights wait in a temporary data file
+    that the sessions read (:meth:`full_model` and :meth:`save` give the complete model).
     """
 
     def __init__(self, model, layer: str | list[str] = "auto", method: str = AUTO, provider: str = "auto",
@@ -190,7 +193,8 @@ class Explainer:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
         self.max_pixels = int(max_pixels)
         self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
-        self._session = model_session(proto, provider, threads=threads, **self._binding)
+        self._held_weights = None if provider == "openvino" else hold_weights(proto)  # OpenVINO reads the model's bytes
+        self._session = self._new_session(proto, announce=True)
         self.provider = self._session.provider
         self.provider_reason = self._session.reason
         self.run_options = replace(run_options, passes_batch=self._passes_batch(passes_batch))
@@ -465,12 +469,26 @@ class Explainer:
             cut_at = inputs or [self.layer if kind == "head" else self.input_name]
             cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view,
                             optional=[contract.TARGET, contract.TARGET_WEIGHTS])
-            session = model_session(cut.model, self._provider_request, threads=self._threads, announce=False,
-                                    **self._binding)
+            session = self._new_session(cut.model)
             if self._cancelled:
                 session.cancel()
             self._extra_sessions[kind] = (cut, session)
         return self._extra_sessions[kind]
+
+    def _new_session(self, model: onnx.ModelProto, announce: bool = False):
+        """A session for the explain model or a cut of it (whose weights are in the held data file)."""
+        if self._held_weights is None:
+            return model_session(model, self._provider_request, threads=self._threads, announce=announce,
+                                 **self._binding)
+        return self._held_weights.session(model, self._provider_request, self._threads, announce, **self._binding)
+
+    def full_model(self) -> onnx.ModelProto:
+        """The explain model with its weights (``model`` refers to them in a temporary data file)."""
+        return self.with_weights(self.model)
+
+    def with_weights(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """``model`` (the explain model or a cut of it) with its weights in memory, to rewrite it."""
+        return model if self._held_weights is None else self._held_weights.restored(model)
 
     def _batch_first(self, scores: np.ndarray) -> np.ndarray:
         axis = self.contract.score_batch_axis
@@ -553,4 +571,4 @@ class Explainer:
         return str(index)
 
     def save(self, path) -> None:
-        write_atomically(path, self.model.SerializeToString())
+        write_atomically(path, self.full_model().SerializeToString())

@@ -34,7 +34,6 @@ from onnxcam.errors import InputError, ModelError, OnnxCamError
 from onnxcam.graph import GraphView, node_attribute
 from onnxcam.headmodel import cut_model
 from onnxcam.methods.fusion import fuse_alone
-from onnxcam.runtime import make_session, model_session
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +238,7 @@ def _locate_entries(explainer, view: GraphView, head: Head, leaves: list[str], b
         if node.op_type == "Sigmoid":
             node.op_type = "Identity"
     try:
-        session = make_session(probe.SerializeToString(), "cpu", announce=False)
+        session = explainer._new_session(probe)
         runs = []
         for base in _CODE_BASES:
             feeds = {name: (base + start + np.arange(count, dtype=np.float64)).reshape(1, *shape[1:]).astype(np.float32)
@@ -300,8 +299,8 @@ def _level(explainer, view: GraphView, layer: str, leaves: list[str], gradient: 
         raise _NotLocal(f"layer '{layer}' is not a map of known size")
     radius = _radius(view, cut.model.graph.node, layer, layer_shape[2:])
     crop = (min(2 * radius[0] + 1, layer_shape[2]), min(2 * radius[1] + 1, layer_shape[3]))
-    local, seeds, crop_gradient = _gradient_model(cut.model, layer, leaves, layer_shape[1], crop)
-    session = model_session(local, explainer._provider_request, threads=explainer._threads, announce=False)
+    local, seeds, crop_gradient = _gradient_model(explainer.with_weights(cut.model), layer, leaves, layer_shape[1], crop)
+    session = explainer._new_session(local)
     if explainer._cancelled:
         session.cancel()
     explainer._extra_sessions[f"box-crops:{layer}"] = (local, session)
