@@ -236,6 +236,11 @@ class PassesBatch(click.ParamType):
 @preprocess_options
 @click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity in overlays.")
+@click.option("--no-overlay", is_flag=True,
+              help="Write no NAME.overlay.png (detection: nor NAME.boxK.overlay.png); records then name none.")
+@click.option("--no-heatmap", is_flag=True,
+              help="Write no 16-bit NAME.cam.png (detection: NAME.boxK.cam.png); with --no-overlay only "
+                   "results.jsonl (and a dense model's NAME.output.png) is written.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--skip-bad", is_flag=True,
               help="Record an image that cannot be explained (undecodable, non-finite score) in results.jsonl and go "
@@ -270,8 +275,8 @@ class PassesBatch(click.ParamType):
 @_model_options
 def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, min_score, iou, max_boxes,
         box_index, class_ids, batch_size, provider, topk,
-        labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, skip_bad, max_pixels, as_json, fuse,
-        passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine, address, workers, report,
+        labels, preset, size, color, scale, mean, std, colormap, alpha, no_overlay, no_heatmap, overwrite, skip_bad,
+        max_pixels, as_json, fuse, passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine, address, workers, report,
         labels_file, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
@@ -300,17 +305,19 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
                                 "--reference": reference}, min_score, iou, max_boxes, box_index, class_ids)
     else:
         request = _target_request(explainer, target, timestep, region, mask_path, reference)
-    writer = TaskOutputs(explainer, colormap, alpha, topk, max_boxes)
+    writer = TaskOutputs(explainer, colormap, alpha, topk, max_boxes, overlays=not no_overlay, heatmaps=not no_heatmap)
     planned = [name for stem in names.values() for name in writer.files(stem)]
     if engine == "ray":
         from onnxcam.integrations.ray import RayJob, run_on_ray
 
         started = time.perf_counter()
-        job = RayJob(model, str(out), options, request, colormap, alpha, topk, skip_bad)
+        job = RayJob(model, str(out), options, request, colormap, alpha, topk, skip_bad, writer.overlays, writer.heatmaps)
         records = run_on_ray(images, names, job, planned, address, workers, batch_size, overwrite)
         return _finish(records, started, explainer, out, as_json)
     outputs = OutputSet(out, [*planned, "results.jsonl", *([REPORT_NAME] if report else [])], overwrite)
     log.info("pre-processing %s", pre.describe(explainer.input_channels))
+    if report and no_overlay:
+        log.warning("--no-overlay: the report shows the images and the predictions, without the maps")
 
     started = time.perf_counter()
     title = f"onnxcam run: {Path(model).name}" if report else None

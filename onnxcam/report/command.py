@@ -42,6 +42,15 @@ def report(out_dir, labels_file, title, overwrite):
     write_report(target, records, out, truth=read_truth_option(labels_file), metrics=metrics,
                  title=title or f"onnxcam report: {out.resolve().name}")
     click.echo(f"wrote {target} ({len(records)} record(s){', with the evaluation' if metrics else ''})")
+    if not names_overlays(records):
+        click.echo("note: the records name no overlays (written with 'run --no-overlay'), so the page shows the images "
+                   "and predictions without maps; run again without --no-overlay to see them", err=True)
+
+
+def names_overlays(records: list[dict]) -> bool:
+    """Whether the explained records name overlay pictures (True when none was explained)."""
+    explained = [r for r in records if r.get("status", "ok") == "ok"]
+    return not explained or any(r.get("overlay") or r.get("image_overlay") for r in explained)
 
 
 def read_metrics(out: Path) -> dict | None:
