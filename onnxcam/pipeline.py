@@ -4,7 +4,8 @@ The model runs in the calling thread, one batch at a time; a small thread pool d
 batches' images and renders (colours, resizes, PNG-encodes, writes) the previous batches' while
 it does — OpenCV and ONNX Runtime release the GIL, so the stages really overlap. At most
 ``ahead`` batches are decoded in advance and ``ahead`` batches wait to be rendered, so memory
-stays flat however many images there are. Records come back in the images' order, and the first
+stays flat however many images there are (hand the records to ``emit`` to keep them flat too: see
+:class:`onnxcam.io.results.ResultsFile`). Records come in the images' order, and the first
 error (in whichever stage) stops the run as the serial loop would: nothing more is submitted, and
 what is queued is cancelled.
 """
@@ -52,18 +53,22 @@ class _Decoded:
 
 def explain_images(explainer, writer, images: Sequence[Path], names: dict, staging: Path, request: dict,
                    batch_size: int, skip_bad: bool, progress: Callable[[int], None] = lambda n: None,
-                   workers: int | None = None, ahead: int = 2) -> list[dict]:
-    """One record per image, in order: decode → explain (in this thread) → render, overlapped."""
+                   workers: int | None = None, ahead: int = 2,
+                   emit: Callable[[dict], None] | None = None) -> list[dict]:
+    """One record per image, in order: decode → explain (in this thread) → render, overlapped. The
+    records are returned, or, with ``emit``, given to it as they are done (and none returned)."""
     batches = [list(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     pool = ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="onnxcam-io")
     decoding: deque[list[Future]] = deque()
     rendering: deque[tuple[int, list[Future]]] = deque()
     records: list[dict] = []
+    emit = emit or records.append
 
     def collect(finished):
         count, futures = finished
         for future in futures:  # each gives its image's records (a detector's: one per box)
-            records.extend(future.result())
+            for record in future.result():
+                emit(record)
         progress(count)
 
     try:

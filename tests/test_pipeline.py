@@ -80,3 +80,13 @@ def test_skip_bad_records_the_failure_in_place():
     paths, records = _run(model, 10, batch_size=4, skip_bad=True, workers=2)
     assert [r["image"] for r in records] == [str(p) for p in paths]
     assert [r["status"] for r in records].count("failed") == 1 and records[5]["status"] == "failed"
+
+
+def test_records_are_emitted_as_batches_finish_not_at_the_end():
+    model = FakeModel()
+    explained_at_emit = []
+    paths, returned = _run(model, 40, batch_size=4, skip_bad=False, workers=2, ahead=2,
+                           emit=lambda record: explained_at_emit.append(model.explained))
+    assert returned == [] and len(explained_at_emit) == 40
+    # image i's batch is i // 4; it is emitted once at most `ahead` later batches have been explained
+    assert all(explained <= i // 4 + 1 + 2 for i, explained in enumerate(explained_at_emit))

@@ -92,7 +92,7 @@ def compare(model, inputs, methods, labels_file, batch_size, provider, passes_ba
     pre = preprocessing(model, labels, preset, size, color, scale, mean, std)
     explainers = build_explainers(model, chosen, pre, provider, passes_batch, layer, task, score, layout, input_shape,
                                   output_name, threshold, blank, background)
-    writers = {method: TaskOutputs(e, colormap, alpha, topk) for method, e in explainers.items()}
+    writers = {method: TaskOutputs(e, colormap, alpha, topk, staged=True) for method, e in explainers.items()}
     stems = {method: {path: f"{stem}.{method}" for path, stem in names.items()} for method in chosen}
     planned = [f for method in chosen for stem in stems[method].values() for f in writers[method].files(stem)]
     outputs = OutputSet(out, [*planned, "results.jsonl", REPORT_NAME], overwrite)
