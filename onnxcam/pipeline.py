@@ -1,7 +1,7 @@
 """``onnxcam run``'s image pipeline: decoding, explaining and rendering overlapped, output order kept.
 
-The model runs in the calling thread, one batch at a time; a small thread pool decodes the next
-batches' images and renders (colours, resizes, PNG-encodes, writes) the previous batches' while
+The model runs in the calling thread, one batch at a time; a small thread pool decodes and
+pre-processes (resizes, normalises) the next batches' images and renders (colours, resizes, PNG-encodes, writes) the previous batches' while
 it does — OpenCV and ONNX Runtime release the GIL, so the stages really overlap. At most
 ``ahead`` batches are decoded in advance and ``ahead`` batches wait to be rendered, so memory
 stays flat however many images there are (hand the records to ``emit`` to keep them flat too: see
@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+
+import numpy as np
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,16 +41,22 @@ def _timed(work: Callable, *args, **kwargs):
 
 
 class _Decoded:
-    """One image decoded (or the reason it could not be, when failures are recorded)."""
+    """One image decoded and pre-processed into its row of the model's input (or the reason it could not
+    be, when failures are recorded)."""
 
     def __init__(self, explainer, path: Path, skip_bad: bool):
-        self.path, self.image, self.error = path, None, None
+        self.path, self.image, self.row, self.error = path, None, None, None
         try:
-            self.image, self.seconds = _timed(explainer.decode, path)
+            (self.image, self.row), self.seconds = _timed(self._read, explainer, path)
         except InputError as exc:
             if not skip_bad:
                 raise
             self.error, self.seconds = str(exc), 0.0
+
+    @staticmethod
+    def _read(explainer, path: Path):
+        image = explainer.decode(path)
+        return image, explainer.prepare([image])[0]
 
 
 def explain_images(explainer, writer, images: Sequence[Path], names: dict, staging: Path, request: dict,
@@ -95,7 +103,10 @@ def _explain_batch(explainer, writer, decoded: list[_Decoded], names, staging, r
     good = [d for d in decoded if d.image is not None]
     boxes = explainer.task == "detection"
     explain = explainer.explain_boxes if boxes else explainer.explain
-    result, seconds = _timed(explain, [d.image for d in good], **request) if good else (None, 0.0)
+    rows = np.concatenate([d.row for d in good]) if good else None
+    for d in good:
+        d.row = None  # the batch holds it now; the image waits for its rendering
+    result, seconds = _timed(explain, rows, **request) if good else (None, 0.0)
     explain_ms = 1000.0 * seconds / len(decoded)
     futures = []
     for d in decoded:

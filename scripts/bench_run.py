@@ -10,12 +10,19 @@ random pictures, 320×240), then, ``--rounds`` times in turn:
 * with ``--baseline REV``, ``onnxcam run`` as of git revision REV (its package extracted to a
   temporary folder), the same way.
 
+* ``onnxcam run --no-overlay --no-heatmap`` (results.jsonl only), the same way.
+
 Each run is a subprocess on the same CPU (ORT default threads). Prints each loop's best round
 (ms/image; on a shared machine the least disturbed one) and its throughput as a share of the plain
 loop's best, with the median of the per-round shares beside it; then
 what encoding one image's overlay and 16-bit map costs under several PNG settings.
 
+``--memory N`` instead checks that memory stays flat: ``onnxcam run`` on the demo model
+(models/shapes.onnx, 64×64) over N/10, then N tiny JPEGs (32×32), with and without the
+pictures, and prints each run's peak RSS (the child's ru_maxrss).
+
     python scripts/bench_run.py [--images 500] [--batch 8] [--rounds 3] [--baseline 27ec07e]
+    python scripts/bench_run.py --memory 100000 [--baseline REV]
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,17 +80,74 @@ def make_model(path: Path) -> None:
     onnx.save(nets.export_onnx(module, torch.randn(1, 3, 224, 224), output_name="logits"), str(path))
 
 
-def onnxcam_run(model: Path, folder: Path, out: Path, batch: int, pythonpath: Path) -> float:
+def onnxcam_run(model: Path, folder: Path, out: Path, batch: int, pythonpath: Path, flags=()) -> float:
     stdout = python(["-m", "onnxcam", "-q", "run", str(model), str(folder), "-o", str(out), "--provider", "cpu",
-                     "--batch-size", str(batch), "--overwrite", "--json"], pythonpath)
+                     "--batch-size", str(batch), "--overwrite", "--json", *flags], pythonpath)
     return json.loads(stdout.strip().splitlines()[-1])["ms_per_image"]
 
 
+NO_PICTURES = ("--no-overlay", "--no-heatmap")
+
+
+def make_tiny_images(folder: Path, count: int, parts: int = 10) -> list[Path]:
+    """``count`` 32×32 JPEGs in ``parts`` sub-folders (so that part 0 holds count/parts of them)."""
+    rng = np.random.default_rng(0)
+    folders = [folder / f"part{k}" for k in range(parts)]
+    for sub in folders:
+        sub.mkdir(parents=True)
+    for i in range(count):
+        picture = cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), (32, 32), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folders[i % parts] / f"{i:06d}.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return folders
+
+
+def peak_rss_mb(args: list[str], pythonpath: Path) -> float:
+    """Peak resident memory (MB) of ``python ARGS``, read from its own rusage when it exits."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    child = subprocess.Popen([sys.executable, *args], env=env, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed")
+    return usage.ru_maxrss / 1024  # kB on Linux
+
+
+def memory_check(count: int, baseline: str | None) -> int:
+    model = ROOT / "models" / "shapes.onnx"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folders = make_tiny_images(work / "images", count)
+        variants = {"onnxcam run": ROOT, **({f"onnxcam run ({baseline})": package_at(baseline, work)} if baseline else {})}
+        print(f"peak RSS of onnxcam run, demo model, 32×32 JPEGs, batch 8, {os.cpu_count()} cores")
+        print(f"| run | outputs | {count // 10} images (MB) | {count} images (MB) | growth per 1000 images (MB) |")
+        print("|---|---|---|---|---|")
+        for name, pythonpath in variants.items():
+            for outputs, flags in (("PNGs + results.jsonl", ()), ("results.jsonl only", NO_PICTURES)):
+                if flags and name != "onnxcam run":
+                    continue  # older revisions have no such flags
+                peaks = []
+                for inputs in ([folders[0]], folders):
+                    start = time.perf_counter()
+                    peaks.append(peak_rss_mb(["-m", "onnxcam", "-q", "run", str(model), *map(str, inputs), "-o",
+                                              str(work / "out"), "--provider", "cpu", "--overwrite", *flags],
+                                             pythonpath))
+                    shutil.rmtree(work / "out")
+                    log_time = time.perf_counter() - start
+                    print(f"  ({name}, {outputs}: {len(inputs)} part(s) in {log_time:.0f} s)", file=sys.stderr)
+                growth = (peaks[1] - peaks[0]) / (0.9 * count / 1000)
+                print(f"| {name} | {outputs} | {peaks[0]:.0f} | {peaks[1]:.0f} | {growth:.2f} |")
+    print(f"(load average {os.getloadavg()[0]:.1f} at the end)")
+    return 0
+
+
+_SUB = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
 PNG_SETTINGS = {
     "OpenCV default": [],
     "level 0 (stored)": [cv2.IMWRITE_PNG_COMPRESSION, 0],
+    "stored, no filter": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE, cv2.IMWRITE_PNG_COMPRESSION, 0],
     "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1],
+    "Sub filter, level 1": [*_SUB, cv2.IMWRITE_PNG_COMPRESSION, 1],
     "Huffman only": [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
+    "Sub filter, Huffman only": [*_SUB, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
     "RLE": [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE],
 }
 
@@ -99,10 +165,10 @@ def png_costs(folder: Path, repeat: int = 20) -> list[tuple[str, str, float, int
     for picture, pixels in pictures.items():
         for setting, params in PNG_SETTINGS.items():
             times = []
-            for _ in range(repeat):
-                start = time.perf_counter()
+            for _ in range(repeat):  # CPU time (OpenCV may use threads): steadier than the clock on a busy machine
+                start = time.process_time()
                 data = cv2.imencode(".png", pixels, params)[1]
-                times.append(time.perf_counter() - start)
+                times.append(time.process_time() - start)
             rows.append((picture, setting, 1000 * statistics.median(times), data.size))
     return rows
 
@@ -113,7 +179,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default=None, metavar="REV")
+    parser.add_argument("--memory", type=int, default=None, metavar="N",
+                        help="check peak memory on N/10 and N tiny images instead of timing")
     args = parser.parse_args()
+    if args.memory:
+        return memory_check(args.memory, args.baseline)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -122,15 +192,15 @@ def main() -> int:
         make_images(folder, args.images)
         pngs = png_costs(folder)
         make_model(model)
-        variants = {"onnxcam run": ROOT}
+        variants = {"onnxcam run": (ROOT, ()), "onnxcam run --no-overlay --no-heatmap": (ROOT, NO_PICTURES)}
         if args.baseline:
-            variants[f"onnxcam run ({args.baseline})"] = package_at(args.baseline, work)
+            variants[f"onnxcam run ({args.baseline})"] = (package_at(args.baseline, work), ())
         times: dict[str, list[float]] = {"plain decode + infer": [], **{name: [] for name in variants}}
         for _ in range(args.rounds):
             times["plain decode + infer"].append(float(python(["-c", PLAIN_LOOP, str(model), str(folder),
                                                                str(args.batch)], ROOT)))
-            for name, pythonpath in variants.items():
-                times[name].append(onnxcam_run(model, folder, work / "out", args.batch, pythonpath))
+            for name, (pythonpath, flags) in variants.items():
+                times[name].append(onnxcam_run(model, folder, work / "out", args.batch, pythonpath, flags))
 
     load = os.getloadavg()[0]
     print(f"{args.images} JPEGs (320×240) → ResNet-18 224×224, batch {args.batch}, {os.cpu_count()} cores "
@@ -141,7 +211,7 @@ def main() -> int:
     for name, values in times.items():
         share = statistics.median(p / v for p, v in zip(plain, values))
         print(f"| {name} | {min(values):.1f} | {100 * min(plain) / min(values):.0f} % | {100 * share:.0f} % |")
-    print("\n| PNG of | setting | ms | bytes |\n|---|---|---|---|")
+    print("\n| PNG of | setting | CPU ms | bytes |\n|---|---|---|---|")
     for picture, setting, ms, size in pngs:
         print(f"| {picture} | {setting} | {ms:.2f} | {size} |")
     return 0

@@ -31,12 +31,15 @@ class FakeModel:
             self.most_alive = max(self.most_alive, self.alive)
         return np.full((2, 2, 3), int(path.stem), np.uint8)
 
-    def explain(self, images, target=None):
+    def prepare(self, images):
+        return np.stack(images).astype(np.float32), images
+
+    def explain(self, batch, target=None):
         time.sleep(self.explain_s)
         self.explained += 1
-        n = len(images)
+        n = len(batch)
         return SimpleNamespace(finite=np.ones(n, bool), scores=np.zeros(n), all_zero=np.zeros(n, bool),
-                               values=[int(im[0, 0, 0]) for im in images])
+                               values=[int(row[0, 0, 0]) for row in batch])
 
     def write(self, staging, stem, path, image, result, i):
         time.sleep(self.render_s)
