@@ -191,3 +191,15 @@ def test_python_dash_m(demo_model):
 
     done = subprocess.run([sys.executable, "-m", "onnxcam", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "onnxcam" in done.stdout
+
+
+def test_png_fast_stores_the_same_pixels_uncompressed(demo_model, demo_images, tmp_path):
+    compact, fast = tmp_path / "compact", tmp_path / "fast"
+    assert invoke("run", demo_model, demo_images[0], "-o", compact).exit_code == 0
+    result = invoke("run", demo_model, demo_images[0], "-o", fast, "--png", "fast")
+    assert result.exit_code == 0, result.output
+    for name in (f"{demo_images[0].stem}.overlay.png", f"{demo_images[0].stem}.cam.png"):
+        a, b = (cv2.imread(str(folder / name), cv2.IMREAD_UNCHANGED) for folder in (compact, fast))
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+        assert (fast / name).stat().st_size > (compact / name).stat().st_size
+    assert_one_line_error(invoke("run", demo_model, demo_images[0], "-o", tmp_path / "x", "--png", "tiny"), "tiny")

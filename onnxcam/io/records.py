@@ -23,16 +23,18 @@ __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
 
 class TaskOutputs:
     """Writes one image's files into a folder and returns its record. ``staged``: the folder is an
-    :class:`~onnxcam.io.files.OutputSet`'s staging folder, so files need not be written atomically."""
+    :class:`~onnxcam.io.files.OutputSet`'s staging folder, so files need not be written atomically.
+    ``png``: "compact" or "fast" (stored uncompressed: faster to encode, larger)."""
 
     def __init__(self, explainer, colormap: str = "jet", alpha: float = 0.5, topk: int = 5, max_boxes: int = 10,
-                 overlays: bool = True, heatmaps: bool = True, staged: bool = False):
+                 overlays: bool = True, heatmaps: bool = True, staged: bool = False, png: str = "compact"):
         self.explainer = explainer
         self.contract = explainer.contract
         self.task = explainer.task
         self.colormap, self.alpha, self.topk, self.max_boxes = colormap, alpha, topk, max_boxes
         self.overlays, self.heatmaps = overlays, heatmaps
         self._save = write_staged if staged else write_atomically
+        self._fast_png = png == "fast"
         self._characters = sequence_labels(explainer.labels, explainer.score_shape[-1], explainer.contract) \
             if self.task == "sequence" else None
 
@@ -57,10 +59,10 @@ class TaskOutputs:
         picture = overlay(image, cam, self.alpha, self.colormap)
         if boxes is not None:
             picture = draw_boxes(picture, boxes, captions)
-        self._save(path, encode_png(picture))
+        self._save(path, encode_png(picture, self._fast_png))
 
     def _write_heatmap(self, path: Path, cam: np.ndarray, height: int, width: int) -> None:
-        self._save(path, encode_png(heatmap16(cam, height, width)))
+        self._save(path, encode_png(heatmap16(cam, height, width), self._fast_png))
 
     def write_boxes(self, staging: Path, stem: str, image_path: str, image: np.ndarray, detection,
                     input_hw: tuple[int, int], result) -> list[dict]:
@@ -152,7 +154,7 @@ class TaskOutputs:
         if not self.contract.output_activation and (activation.min() < 0 or activation.max() > 1):
             activation = 1 / (1 + np.exp(-activation))  # raw logits: show them as the Sigmoid would
         name = self._output_name(stem)[0]
-        self._save(staging / name, encode_png(_gray8(activation, *size)))
+        self._save(staging / name, encode_png(_gray8(activation, *size), self._fast_png))
         return {"output_map": name, "output_max": _number(activation.max()),
                 "output_mean": _number(activation.mean())}
 
