@@ -4,13 +4,15 @@ Builds a ResNet-18 (tests/nets.py, random weights, 224×224), writes ``--images`
 random pictures, 320×240), then, ``--rounds`` times in turn:
 
 * plain: decode each JPEG (onnxcam's decoder), pre-process it (the imagenet preset) and run the
-  plain model, ``--batch`` images per ONNX Runtime call — no explanation, nothing written;
+  plain model, ``--batch`` images per ONNX Runtime call — no explanation, nothing written; once
+  with ONNX Runtime's defaults (the reference), once with its threads' spin-waiting off, as
+  ``onnxcam run`` has it;
 * ``onnxcam run`` (Grad-CAM, default layer, overlays + 16-bit maps + results.jsonl), its own
   ``--json`` timing (the image loop and the commit, not the export);
 * with ``--baseline REV``, ``onnxcam run`` as of git revision REV (its package extracted to a
   temporary folder), the same way.
 
-* ``onnxcam run --no-overlay --no-heatmap`` (results.jsonl only), the same way.
+* ``onnxcam run --png fast`` and ``onnxcam run --no-overlay --no-heatmap`` (results.jsonl only).
 
 Each run is a subprocess on the same CPU (ORT default threads). Prints each loop's best round
 (ms/image; on a shared machine the least disturbed one) and its throughput as a share of the plain
@@ -50,8 +52,10 @@ PLAIN_LOOP = """
 import sys, time, numpy as np, onnxruntime as ort
 from pathlib import Path
 from onnxcam.io.images import decode_image, preset
-model, folder, batch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+model, folder, batch, spin = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+options = ort.SessionOptions()
+options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 pre, paths = preset("imagenet"), sorted(folder.glob("*.jpg"))
 start = time.perf_counter()
 for first in range(0, len(paths), batch):
@@ -101,14 +105,33 @@ def make_tiny_images(folder: Path, count: int, parts: int = 10) -> list[Path]:
     return folders
 
 
-def peak_rss_mb(args: list[str], pythonpath: Path) -> float:
-    """Peak resident memory (MB) of ``python ARGS``, read from its own rusage when it exits."""
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def rss_mb(args: list[str], pythonpath: Path) -> tuple[float, list[float]]:
+    """Peak resident memory (MB) of ``python ARGS``, read from its own rusage when it exits, and its
+    resident memory sampled every 0.1 s while it ran."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     child = subprocess.Popen([sys.executable, *args], env=env, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
+    samples = []
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        sample = _rss_mb(child.pid)
+        if sample is not None:
+            samples.append(sample)
+        time.sleep(0.1)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(args)} failed")
-    return usage.ru_maxrss / 1024  # kB on Linux
+    return usage.ru_maxrss / 1024, samples  # kB on Linux
 
 
 def memory_check(count: int, baseline: str | None) -> int:
@@ -117,9 +140,11 @@ def memory_check(count: int, baseline: str | None) -> int:
         work = Path(tmp)
         folders = make_tiny_images(work / "images", count)
         variants = {"onnxcam run": ROOT, **({f"onnxcam run ({baseline})": package_at(baseline, work)} if baseline else {})}
-        print(f"peak RSS of onnxcam run, demo model, 32×32 JPEGs, batch 8, {os.cpu_count()} cores")
-        print(f"| run | outputs | {count // 10} images (MB) | {count} images (MB) | growth per 1000 images (MB) |")
-        print("|---|---|---|---|---|")
+        print(f"peak RSS of onnxcam run, demo model, 32×32 JPEGs, batch 8, {os.cpu_count()} cores; the last "
+              f"columns: the {count}-image run's RSS at ¼ and ¾ of its time")
+        print(f"| run | outputs | {count // 10} images (MB) | {count} images (MB) | growth per 1000 images (MB) "
+              "| at ¼ (MB) | at ¾ (MB) |")
+        print("|---|---|---|---|---|---|---|")
         for name, pythonpath in variants.items():
             for outputs, flags in (("PNGs + results.jsonl", ()), ("results.jsonl only", NO_PICTURES)):
                 if flags and name != "onnxcam run":
@@ -127,14 +152,16 @@ def memory_check(count: int, baseline: str | None) -> int:
                 peaks = []
                 for inputs in ([folders[0]], folders):
                     start = time.perf_counter()
-                    peaks.append(peak_rss_mb(["-m", "onnxcam", "-q", "run", str(model), *map(str, inputs), "-o",
-                                              str(work / "out"), "--provider", "cpu", "--overwrite", *flags],
-                                             pythonpath))
+                    peak, samples = rss_mb(["-m", "onnxcam", "-q", "run", str(model), *map(str, inputs), "-o",
+                                            str(work / "out"), "--provider", "cpu", "--overwrite", *flags], pythonpath)
+                    peaks.append(peak)
                     shutil.rmtree(work / "out")
                     log_time = time.perf_counter() - start
                     print(f"  ({name}, {outputs}: {len(inputs)} part(s) in {log_time:.0f} s)", file=sys.stderr)
                 growth = (peaks[1] - peaks[0]) / (0.9 * count / 1000)
-                print(f"| {name} | {outputs} | {peaks[0]:.0f} | {peaks[1]:.0f} | {growth:.2f} |")
+                quarter, three_quarters = samples[len(samples) // 4], samples[3 * len(samples) // 4]
+                print(f"| {name} | {outputs} | {peaks[0]:.0f} | {peaks[1]:.0f} | {growth:.2f} | {quarter:.0f} "
+                      f"| {three_quarters:.0f} |")
     print(f"(load average {os.getloadavg()[0]:.1f} at the end)")
     return 0
 
@@ -192,19 +219,23 @@ def main() -> int:
         make_images(folder, args.images)
         pngs = png_costs(folder)
         make_model(model)
-        variants = {"onnxcam run": (ROOT, ()), "onnxcam run --no-overlay --no-heatmap": (ROOT, NO_PICTURES)}
+        variants = {"onnxcam run": (ROOT, ()), "onnxcam run --png fast": (ROOT, ("--png", "fast")),
+                    "onnxcam run --no-overlay --no-heatmap": (ROOT, NO_PICTURES)}
         if args.baseline:
             variants[f"onnxcam run ({args.baseline})"] = (package_at(args.baseline, work), ())
-        times: dict[str, list[float]] = {"plain decode + infer": [], **{name: [] for name in variants}}
+        plain_loops = {"plain decode + infer": "1", "plain decode + infer, no spin-waiting": "0"}
+        times: dict[str, list[float]] = {name: [] for name in [*plain_loops, *variants]}
+        loads = []
         for _ in range(args.rounds):
-            times["plain decode + infer"].append(float(python(["-c", PLAIN_LOOP, str(model), str(folder),
-                                                               str(args.batch)], ROOT)))
+            for name, spin in plain_loops.items():
+                times[name].append(float(python(["-c", PLAIN_LOOP, str(model), str(folder), str(args.batch), spin],
+                                                 ROOT)))
             for name, (pythonpath, flags) in variants.items():
                 times[name].append(onnxcam_run(model, folder, work / "out", args.batch, pythonpath, flags))
+            loads.append(os.getloadavg()[0])
 
-    load = os.getloadavg()[0]
     print(f"{args.images} JPEGs (320×240) → ResNet-18 224×224, batch {args.batch}, {os.cpu_count()} cores "
-          f"(load average {load:.1f} at the end), {args.rounds} rounds")
+          f"(load average {min(loads):.1f}–{max(loads):.1f} after the rounds), {args.rounds} rounds")
     print("| loop | ms/image (best round) | throughput vs plain (best rounds) | (median of per-round shares) |")
     print("|---|---|---|---|")
     plain = times["plain decode + infer"]
