@@ -290,9 +290,9 @@ def _without_spin_waits(command):
 @_without_spin_waits
 def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, min_score, iou, max_boxes,
         box_index, class_ids, batch_size, provider, topk,
-        labels, preset, size, color, scale, mean, std, colormap, alpha, no_overlay, no_heatmap, png, overwrite, skip_bad,
-        max_pixels, as_json, fuse, passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine, address, workers, report,
-        labels_file, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
+        labels, preset, size, color, scale, mean, std, colormap, alpha, no_overlay, no_heatmap, png, overwrite,
+        skip_bad, max_pixels, as_json, fuse, passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine,
+        address, workers, report, labels_file, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.

@@ -1,8 +1,9 @@
 """``onnxcam run``'s image pipeline: decoding, explaining and rendering overlapped, output order kept.
 
 The model runs in the calling thread, one batch at a time; a small thread pool decodes and
-pre-processes (resizes, normalises) the next batches' images and renders (colours, resizes, PNG-encodes, writes) the previous batches' while
-it does — OpenCV and ONNX Runtime release the GIL, so the stages really overlap. At most
+pre-processes (resizes, normalises) the next batches' images and renders (colours, resizes,
+PNG-encodes, writes) the previous batches' while it does — OpenCV and ONNX Runtime release the
+GIL, so the stages really overlap. At most
 ``ahead`` batches are decoded in advance and ``ahead`` batches wait to be rendered, so memory
 stays flat however many images there are (hand the records to ``emit`` to keep them flat too: see
 :class:`onnxcam.io.results.ResultsFile`). Records come in the images' order, and the first

@@ -24,7 +24,12 @@ what encoding one image's overlay and 16-bit map costs under several PNG setting
 pictures, and prints each run's peak RSS (the child's ru_maxrss).
 
     python scripts/bench_run.py [--images 500] [--batch 8] [--rounds 3] [--baseline 27ec07e]
+``--stages`` instead prints where one image's time goes, as CPU time (all threads; steadier than
+the clock on a busy machine): decoding, pre-processing, the plain and the explain model's ONNX
+Runtime calls (per image of a batch), and rendering one image's files (compact and fast PNGs).
+
     python scripts/bench_run.py --memory 100000 [--baseline REV]
+    python scripts/bench_run.py --stages
 """
 
 from __future__ import annotations
@@ -139,7 +144,9 @@ def memory_check(count: int, baseline: str | None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         folders = make_tiny_images(work / "images", count)
-        variants = {"onnxcam run": ROOT, **({f"onnxcam run ({baseline})": package_at(baseline, work)} if baseline else {})}
+        variants = {"onnxcam run": ROOT}
+        if baseline:
+            variants[f"onnxcam run ({baseline})"] = package_at(baseline, work)
         print(f"peak RSS of onnxcam run, demo model, 32×32 JPEGs, batch 8, {os.cpu_count()} cores; the last "
               f"columns: the {count}-image run's RSS at ¼ and ¾ of its time")
         print(f"| run | outputs | {count // 10} images (MB) | {count} images (MB) | growth per 1000 images (MB) "
@@ -200,6 +207,67 @@ def png_costs(folder: Path, repeat: int = 20) -> list[tuple[str, str, float, int
     return rows
 
 
+def cpu_ms(work, repeat: int, per: int = 1) -> float:
+    """The median CPU time (ms, every thread of the process) of ``work()``, divided by ``per``."""
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        work()
+        times.append(time.process_time() - start)
+    return 1000 * statistics.median(times) / per
+
+
+def stage_costs(folder: Path, model: Path, batch: int, repeat: int = 20) -> list[tuple[str, float]]:
+    """(stage, CPU ms per image) for the stages of ``onnxcam run`` and of the plain loop."""
+    sys.path.insert(0, str(ROOT))
+    import onnxruntime as ort
+
+    from onnxcam.explainer import Explainer
+    from onnxcam.io.images import decode_image
+    from onnxcam.io.records import TaskOutputs
+    from onnxcam.runtime import spin_waits
+
+    paths = sorted(folder.glob("*.jpg"))[:batch]
+    with spin_waits(False):  # both as onnxcam run has them (spinning threads' CPU time depends on the load)
+        explainer = Explainer(str(model), provider="cpu")
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    plain = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    images = [decode_image(p) for p in paths]
+    rows, _ = explainer.prepare(images)
+    result = explainer.explain(rows)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent))
+    writers = {png: TaskOutputs(explainer, staged=True, png=png) for png in ("compact", "fast")}
+
+    def render(png):
+        return lambda: [writers[png].write(staging, f"x{i}", str(p), images[i], result, i)
+                        for i, p in enumerate(paths)]
+
+    return [("decode (OpenCV)", cpu_ms(lambda: [decode_image(p) for p in paths], repeat, batch)),
+            ("pre-process (resize, normalise)", cpu_ms(lambda: explainer.prepare(images), repeat, batch)),
+            ("plain model, ONNX Runtime call", cpu_ms(lambda: plain.run(None, {"input": rows}), repeat, batch)),
+            ("explain model: Explainer.explain (its ORT call, map checks)",
+             cpu_ms(lambda: explainer.explain(rows), repeat, batch)),
+            ("render + write, compact PNGs", cpu_ms(render("compact"), repeat, batch)),
+            ("render + write, --png fast", cpu_ms(render("fast"), repeat, batch))]
+
+
+def print_stages(batch: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folder, model = work / "images", work / "resnet18.onnx"
+        folder.mkdir()
+        make_images(folder, batch)
+        make_model(model)
+        costs = stage_costs(folder, model, batch)
+    print(f"CPU time per image (all threads), 320×240 JPEG → ResNet-18 224×224, batch {batch}, {os.cpu_count()} "
+          f"cores, no spin-waiting (load average {os.getloadavg()[0]:.1f} at the end), median of 20")
+    print("| stage | CPU ms per image |\n|---|---|")
+    for stage, ms in costs:
+        print(f"| {stage} | {ms:.2f} |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
@@ -208,9 +276,12 @@ def main() -> int:
     parser.add_argument("--baseline", default=None, metavar="REV")
     parser.add_argument("--memory", type=int, default=None, metavar="N",
                         help="check peak memory on N/10 and N tiny images instead of timing")
+    parser.add_argument("--stages", action="store_true", help="print each stage's CPU time per image instead")
     args = parser.parse_args()
     if args.memory:
         return memory_check(args.memory, args.baseline)
+    if args.stages:
+        return print_stages(args.batch)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -236,12 +307,15 @@ def main() -> int:
 
     print(f"{args.images} JPEGs (320×240) → ResNet-18 224×224, batch {args.batch}, {os.cpu_count()} cores "
           f"(load average {min(loads):.1f}–{max(loads):.1f} after the rounds), {args.rounds} rounds")
-    print("| loop | ms/image (best round) | throughput vs plain (best rounds) | (median of per-round shares) |")
-    print("|---|---|---|---|")
-    plain = times["plain decode + infer"]
+    print("| loop | ms/image (best round) | throughput vs plain (best rounds) | median of per-round shares "
+          "| the same, vs plain without spin-waiting | ms/image per round |")
+    print("|---|---|---|---|---|---|")
+    plain, quiet = times["plain decode + infer"], times["plain decode + infer, no spin-waiting"]
     for name, values in times.items():
-        share = statistics.median(p / v for p, v in zip(plain, values))
-        print(f"| {name} | {min(values):.1f} | {100 * min(plain) / min(values):.0f} % | {100 * share:.0f} % |")
+        share, quiet_share = (statistics.median(p / v for p, v in zip(base, values)) for base in (plain, quiet))
+        rounds = " ".join(f"{v:.1f}" for v in values)
+        print(f"| {name} | {min(values):.1f} | {100 * min(plain) / min(values):.0f} % | {100 * share:.0f} % "
+              f"| {100 * quiet_share:.0f} % | {rounds} |")
     print("\n| PNG of | setting | CPU ms | bytes |\n|---|---|---|---|")
     for picture, setting, ms, size in pngs:
         print(f"| {picture} | {setting} | {ms:.2f} | {size} |")
