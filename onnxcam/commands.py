@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,9 +28,10 @@ from onnxcam.contract import TARGET_INPUT_MODES, format_shape
 from onnxcam.targets import TASK_CHOICES, TaskOptions
 from onnxcam.io.annotations import read_truth
 from onnxcam.io.records import TaskOutputs
+from onnxcam.io.results import ResultsFile, RunSummary
 from onnxcam.report.page import REPORT_NAME
-from onnxcam.io.render import COLORMAPS
-from onnxcam.runtime import PROVIDER_CHOICES
+from onnxcam.io.render import COLORMAPS, PNG_CHOICES
+from onnxcam.runtime import PROVIDER_CHOICES, spin_waits
 
 __all__ = ["run", "export", "layers", "ops"]
 
@@ -202,6 +204,16 @@ class PassesBatch(click.ParamType):
 
 
 # --- run -------------------------------------------------------------------------------------
+def _without_spin_waits(command):
+    """ONNX Runtime's threads do not spin while ``command`` runs: run's decoding and rendering threads
+    need those cycles (see onnxcam.runtime.spin_waits)."""
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        with spin_waits(False):
+            return command(*args, **kwargs)
+    return wrapped
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
@@ -236,6 +248,13 @@ class PassesBatch(click.ParamType):
 @preprocess_options
 @click.option("--colormap", type=click.Choice(list(COLORMAPS)), default="jet", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity in overlays.")
+@click.option("--no-overlay", is_flag=True,
+              help="Write no NAME.overlay.png (detection: nor NAME.boxK.overlay.png); records then name none.")
+@click.option("--no-heatmap", is_flag=True,
+              help="Write no 16-bit NAME.cam.png (detection: NAME.boxK.cam.png); with --no-overlay only "
+                   "results.jsonl (and a dense model's NAME.output.png) is written.")
+@click.option("--png", type=click.Choice(PNG_CHOICES), default="compact", show_default=True,
+              help="fast: store the PNGs uncompressed, ~7-9x faster to encode and 2.4-4.7x larger.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--skip-bad", is_flag=True,
               help="Record an image that cannot be explained (undecodable, non-finite score) in results.jsonl and go "
@@ -268,11 +287,12 @@ class PassesBatch(click.ParamType):
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None, metavar="TRUTH.csv",
               help="True labels (image,label lines) for the report's disagreements view.")
 @_model_options
+@_without_spin_waits
 def run(model, inputs, out_dir, method, target, timestep, region, mask_path, reference, min_score, iou, max_boxes,
         box_index, class_ids, batch_size, provider, topk,
-        labels, preset, size, color, scale, mean, std, colormap, alpha, overwrite, skip_bad, max_pixels, as_json, fuse,
-        passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine, address, workers, report,
-        labels_file, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
+        labels, preset, size, color, scale, mean, std, colormap, alpha, no_overlay, no_heatmap, png, overwrite,
+        skip_bad, max_pixels, as_json, fuse, passes_batch, scorecam_topk, samples, noise, seed, steps, baseline, engine,
+        address, workers, report, labels_file, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
     """Explain the images INPUTS (files or folders) with MODEL; write overlays, heatmaps, results.jsonl.
 
     MODEL is a plain ONNX model (exported in memory) or an explain model from 'onnxcam export'.
@@ -300,48 +320,58 @@ def run(model, inputs, out_dir, method, target, timestep, region, mask_path, ref
                                 "--reference": reference}, min_score, iou, max_boxes, box_index, class_ids)
     else:
         request = _target_request(explainer, target, timestep, region, mask_path, reference)
-    writer = TaskOutputs(explainer, colormap, alpha, topk, max_boxes)
+    writer = TaskOutputs(explainer, colormap, alpha, topk, max_boxes, overlays=not no_overlay, heatmaps=not no_heatmap,
+                         staged=engine == "local", png=png)  # Ray's workers write into OUTDIR, each file atomically
     planned = [name for stem in names.values() for name in writer.files(stem)]
     if engine == "ray":
         from onnxcam.integrations.ray import RayJob, run_on_ray
 
         started = time.perf_counter()
-        job = RayJob(model, str(out), options, request, colormap, alpha, topk, skip_bad)
+        job = RayJob(model, str(out), options, request, colormap, alpha, topk, skip_bad, not no_overlay, not no_heatmap,
+                     png)
         records = run_on_ray(images, names, job, planned, address, workers, batch_size, overwrite)
-        return _finish(records, started, explainer, out, as_json)
+        return _finish(RunSummary.of(records), started, explainer, out, as_json)
     outputs = OutputSet(out, [*planned, "results.jsonl", *([REPORT_NAME] if report else [])], overwrite)
     log.info("pre-processing %s", pre.describe(explainer.input_channels))
+    if report and no_overlay:
+        log.warning("--no-overlay: the report shows the images and the predictions, without the maps")
 
     started = time.perf_counter()
-    title = f"onnxcam run: {Path(model).name}" if report else None
-    records = write_outputs(
-        outputs, lambda: _explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad),
-        explainer.cancel, lambda records: stage_results(outputs, records, title, truth))
-    _finish(records, started, explainer, out, as_json)
+
+    def work() -> RunSummary:
+        with ResultsFile(outputs.path("results.jsonl")) as results:  # streamed: memory stays flat
+            _explain_all(explainer, writer, images, names, outputs.staging, request, batch_size, skip_bad,
+                         emit=results.add)
+        return results.summary
+
+    def stage(summary) -> None:
+        if report:
+            from onnxcam.report import read_records, write_report
+
+            write_report(outputs.path(REPORT_NAME), read_records(outputs.staging), outputs.out, truth=truth,
+                         title=f"onnxcam run: {Path(model).name}")
+
+    _finish(write_outputs(outputs, work, explainer.cancel, stage), started, explainer, out, as_json)
 
 
-def _finish(records, started, explainer, out, as_json) -> None:
+def _finish(summary: RunSummary, started, explainer, out, as_json) -> None:
     """Report the run; exit 1 when an image failed."""
-    failed = [r for r in records if r["status"] != "ok"]
-    _report(records, failed, time.perf_counter() - started, explainer, out, as_json)
-    if failed:
+    _report(summary, time.perf_counter() - started, explainer, out, as_json)
+    if summary.failures:
         raise click.exceptions.Exit(1)
 
 
-def _report(records, failed, seconds, explainer, out, as_json) -> None:
-    images = len(dict.fromkeys(r["image"] for r in records))  # a detector writes one record per box
-    done = images - len(failed)
+def _report(summary: RunSummary, seconds, explainer, out, as_json) -> None:
+    images, done, failed = summary.images, summary.explained, summary.failures
     if as_json:
         click.echo(json.dumps({
             "images": images, "explained": done, "failed": len(failed), "out": str(out),
             "results": str(out / "results.jsonl"), "seconds": round(seconds, 3),
             "ms_per_image": round(1000 * seconds / images, 2), "provider": explainer.provider,
             "task": explainer.task, "layer": explainer.layer, "method": explainer.method,
-            "all_zero": sum(bool(r.get("all_zero")) for r in records),
-            "failures": [{"image": r["image"], "error": r["error"]} for r in failed]}))
+            "all_zero": summary.all_zero, "failures": failed}))
         return
-    boxes = f" | {sum(1 for r in records if r.get('box_index') is not None)} box(es)" \
-        if explainer.task == "detection" else ""
+    boxes = f" | {summary.boxes} box(es)" if explainer.task == "detection" else ""
     click.echo(f"explained {done} of {images} image(s){boxes} in {seconds:.2f} s "
                f"({1000 * seconds / images:.0f} ms/image) on {explainer.provider.upper()} | {explainer.task} | "
                f"layer {explainer.layer} | {explainer.method} -> {out}/")
@@ -383,13 +413,15 @@ def check_model_file(model) -> None:
         raise OnnxCamError(f"model file '{model}' not found; pass the path of an .onnx file")
 
 
-def _explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad) -> list[dict]:
+def _explain_all(explainer, writer, images, names, staging, request, batch_size, skip_bad, emit=None) -> list[dict]:
+    """The images' records, with a progress bar (given to ``emit`` as they come, when it is given)."""
     from onnxcam.pipeline import explain_images
 
     quiet = log.getEffectiveLevel() > logging.INFO
     with click.progressbar(length=len(images), label="explaining", file=sys.stderr,
                            hidden=quiet or len(images) <= 4) as bar:
-        return explain_images(explainer, writer, images, names, staging, request, batch_size, skip_bad, bar.update)
+        return explain_images(explainer, writer, images, names, staging, request, batch_size, skip_bad, bar.update,
+                              emit=emit)
 
 
 def _target_request(explainer, target, timestep, region, mask_path, reference) -> dict:

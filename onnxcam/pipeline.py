@@ -1,10 +1,12 @@
 """``onnxcam run``'s image pipeline: decoding, explaining and rendering overlapped, output order kept.
 
-The model runs in the calling thread, one batch at a time; a small thread pool decodes the next
-batches' images and renders (colours, resizes, PNG-encodes, writes) the previous batches' while
-it does — OpenCV and ONNX Runtime release the GIL, so the stages really overlap. At most
+The model runs in the calling thread, one batch at a time; a small thread pool decodes and
+pre-processes (resizes, normalises) the next batches' images and renders (colours, resizes,
+PNG-encodes, writes) the previous batches' while it does — OpenCV and ONNX Runtime release the
+GIL, so the stages really overlap. At most
 ``ahead`` batches are decoded in advance and ``ahead`` batches wait to be rendered, so memory
-stays flat however many images there are. Records come back in the images' order, and the first
+stays flat however many images there are (hand the records to ``emit`` to keep them flat too: see
+:class:`onnxcam.io.results.ResultsFile`). Records come in the images' order, and the first
 error (in whichever stage) stops the run as the serial loop would: nothing more is submitted, and
 what is queued is cancelled.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+
+import numpy as np
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,32 +42,42 @@ def _timed(work: Callable, *args, **kwargs):
 
 
 class _Decoded:
-    """One image decoded (or the reason it could not be, when failures are recorded)."""
+    """One image decoded and pre-processed into its row of the model's input (or the reason it could not
+    be, when failures are recorded)."""
 
     def __init__(self, explainer, path: Path, skip_bad: bool):
-        self.path, self.image, self.error = path, None, None
+        self.path, self.image, self.row, self.error = path, None, None, None
         try:
-            self.image, self.seconds = _timed(explainer.decode, path)
+            (self.image, self.row), self.seconds = _timed(self._read, explainer, path)
         except InputError as exc:
             if not skip_bad:
                 raise
             self.error, self.seconds = str(exc), 0.0
 
+    @staticmethod
+    def _read(explainer, path: Path):
+        image = explainer.decode(path)
+        return image, explainer.prepare([image])[0]
+
 
 def explain_images(explainer, writer, images: Sequence[Path], names: dict, staging: Path, request: dict,
                    batch_size: int, skip_bad: bool, progress: Callable[[int], None] = lambda n: None,
-                   workers: int | None = None, ahead: int = 2) -> list[dict]:
-    """One record per image, in order: decode → explain (in this thread) → render, overlapped."""
+                   workers: int | None = None, ahead: int = 2,
+                   emit: Callable[[dict], None] | None = None) -> list[dict]:
+    """One record per image, in order: decode → explain (in this thread) → render, overlapped. The
+    records are returned, or, with ``emit``, given to it as they are done (and none returned)."""
     batches = [list(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     pool = ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="onnxcam-io")
     decoding: deque[list[Future]] = deque()
     rendering: deque[tuple[int, list[Future]]] = deque()
     records: list[dict] = []
+    emit = emit or records.append
 
     def collect(finished):
         count, futures = finished
         for future in futures:  # each gives its image's records (a detector's: one per box)
-            records.extend(future.result())
+            for record in future.result():
+                emit(record)
         progress(count)
 
     try:
@@ -90,7 +104,10 @@ def _explain_batch(explainer, writer, decoded: list[_Decoded], names, staging, r
     good = [d for d in decoded if d.image is not None]
     boxes = explainer.task == "detection"
     explain = explainer.explain_boxes if boxes else explainer.explain
-    result, seconds = _timed(explain, [d.image for d in good], **request) if good else (None, 0.0)
+    rows = np.concatenate([d.row for d in good]) if good else None
+    for d in good:
+        d.row = None  # the batch holds it now; the image waits for its rendering
+    result, seconds = _timed(explain, rows, **request) if good else (None, 0.0)
     explain_ms = 1000.0 * seconds / len(decoded)
     futures = []
     for d in decoded:

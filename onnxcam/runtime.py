@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +29,7 @@ import onnxruntime as ort
 from onnxcam.iobinding import BoundRunner, CudaStream
 
 __all__ = ["Session", "make_session", "model_session", "PROVIDER_CHOICES", "check_single_runtime", "memory_budget",
-           "cuda_problem"]
+           "cuda_problem", "spin_waits"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,22 @@ class Session:
         """Make the runs in flight stop (ORT checks the flag between nodes) and later ones fail at once."""
         self.run_options.log_severity_level = 4  # ORT would log each stopped run as an error
         self.run_options.terminate = True
+
+
+_spin_waits = True
+
+
+@contextmanager
+def spin_waits(allowed: bool):
+    """Whether the CPU sessions made inside let ONNX Runtime's intra-op threads spin while they wait for
+    work (its default). ``onnxcam run`` turns it off: its decoding and rendering threads need the
+    cycles the spinning takes (python scripts/bench_run.py)."""
+    global _spin_waits
+    before, _spin_waits = _spin_waits, allowed
+    try:
+        yield
+    finally:
+        _spin_waits = before
 
 
 def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int | None = None,
@@ -175,6 +192,8 @@ def _make_session(model_bytes: bytes, provider: str, threads: int | None, announ
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not _spin_waits:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if provider in ("auto", "cuda"):
         problem = cuda_problem()
         if problem is None:

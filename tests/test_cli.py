@@ -46,6 +46,48 @@ def test_run_writes_overlays_heatmaps_and_results(demo_model, demo_images, tmp_p
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
+def _named_files(records: list[dict]) -> set[str]:
+    keys = ("overlay", "heatmap", "image_overlay", "output_map")
+    return {record[key] for record in records for key in keys if key in record}
+
+
+@pytest.mark.parametrize("flags, kinds", [
+    (["--no-overlay"], {"cam"}),
+    (["--no-heatmap"], {"overlay"}),
+    (["--no-overlay", "--no-heatmap"], set()),
+])
+def test_no_overlay_and_no_heatmap_leave_those_pictures_out(demo_model, demo_images, tmp_path, flags, kinds):
+    out = tmp_path / "out"
+    result = invoke("run", demo_model, *demo_images, "-o", out, *flags)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == len(demo_images) and all(r["status"] == "ok" and r["topk"] for r in records)
+    pictures = {p.name for p in out.glob("*.png")}
+    assert pictures == {f"{p.stem}.{kind}.png" for p in demo_images for kind in kinds}
+    assert _named_files(records) == pictures  # the records name exactly the files written
+
+
+@pytest.mark.parametrize("flags, kinds", [
+    (["--no-overlay"], {"cam"}),
+    (["--no-heatmap"], {"overlay"}),
+    (["--no-overlay", "--no-heatmap"], set()),
+])
+def test_detection_honours_no_overlay_and_no_heatmap(tmp_path, flags, kinds):
+    from tests.conftest import ROOT
+
+    out = tmp_path / "out"
+    result = invoke("run", ROOT / "models" / "shapes_det.onnx", ROOT / "models" / "examples_det", "-o", out, *flags)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    boxes = [r for r in records if r["box_index"] is not None]
+    assert boxes and all(r["status"] == "ok" and r["box"] for r in records)
+    expected = {f"{Path(r['image']).stem}.box{r['box_index']}.{kind}.png" for r in boxes for kind in kinds}
+    if "overlay" in kinds:
+        expected |= {f"{Path(r['image']).stem}.overlay.png" for r in records}
+    assert {p.name for p in out.glob("*.png")} == expected
+    assert _named_files(records) == expected
+
+
 def test_run_refuses_to_overwrite(demo_model, demo_images, tmp_path):
     out = tmp_path / "out"
     assert invoke("run", demo_model, demo_images[0], "-o", out).exit_code == 0
@@ -149,3 +191,15 @@ def test_python_dash_m(demo_model):
 
     done = subprocess.run([sys.executable, "-m", "onnxcam", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "onnxcam" in done.stdout
+
+
+def test_png_fast_stores_the_same_pixels_uncompressed(demo_model, demo_images, tmp_path):
+    compact, fast = tmp_path / "compact", tmp_path / "fast"
+    assert invoke("run", demo_model, demo_images[0], "-o", compact).exit_code == 0
+    result = invoke("run", demo_model, demo_images[0], "-o", fast, "--png", "fast")
+    assert result.exit_code == 0, result.output
+    for name in (f"{demo_images[0].stem}.overlay.png", f"{demo_images[0].stem}.cam.png"):
+        a, b = (cv2.imread(str(folder / name), cv2.IMREAD_UNCHANGED) for folder in (compact, fast))
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+        assert (fast / name).stat().st_size > (compact / name).stat().st_size
+    assert_one_line_error(invoke("run", demo_model, demo_images[0], "-o", tmp_path / "x", "--png", "tiny"), "tiny")

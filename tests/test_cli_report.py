@@ -29,6 +29,17 @@ def test_run_report_writes_the_page_with_the_run(demo_model, demo_images, tmp_pa
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
+def test_a_report_without_overlays_says_it_shows_no_maps(demo_model, demo_images, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", demo_model, *demo_images[:2], "-o", out, "--no-overlay", "--report")
+    assert result.exit_code == 0 and "without the maps" in result.output, result.output
+    page = (out / "index.html").read_text()
+    assert "overlay.png" not in page and demo_images[0].name in page
+    result = invoke("report", out, "--overwrite")
+    assert result.exit_code == 0 and "name no overlays" in result.output, result.output
+    assert "name no overlays" not in invoke("report", detection_folder(tmp_path), "--overwrite").output
+
+
 def test_report_command_on_an_existing_folder(tmp_path):
     out = detection_folder(tmp_path)
     result = invoke("report", out)

@@ -31,12 +31,15 @@ class FakeModel:
             self.most_alive = max(self.most_alive, self.alive)
         return np.full((2, 2, 3), int(path.stem), np.uint8)
 
-    def explain(self, images, target=None):
+    def prepare(self, images):
+        return np.stack(images).astype(np.float32), images
+
+    def explain(self, batch, target=None):
         time.sleep(self.explain_s)
         self.explained += 1
-        n = len(images)
+        n = len(batch)
         return SimpleNamespace(finite=np.ones(n, bool), scores=np.zeros(n), all_zero=np.zeros(n, bool),
-                               values=[int(im[0, 0, 0]) for im in images])
+                               values=[int(row[0, 0, 0]) for row in batch])
 
     def write(self, staging, stem, path, image, result, i):
         time.sleep(self.render_s)
@@ -80,3 +83,13 @@ def test_skip_bad_records_the_failure_in_place():
     paths, records = _run(model, 10, batch_size=4, skip_bad=True, workers=2)
     assert [r["image"] for r in records] == [str(p) for p in paths]
     assert [r["status"] for r in records].count("failed") == 1 and records[5]["status"] == "failed"
+
+
+def test_records_are_emitted_as_batches_finish_not_at_the_end():
+    model = FakeModel()
+    explained_at_emit = []
+    paths, returned = _run(model, 40, batch_size=4, skip_bad=False, workers=2, ahead=2,
+                           emit=lambda record: explained_at_emit.append(model.explained))
+    assert returned == [] and len(explained_at_emit) == 40
+    # image i's batch is i // 4; it is emitted once at most `ahead` later batches have been explained
+    assert all(explained <= i // 4 + 1 + 2 for i, explained in enumerate(explained_at_emit))

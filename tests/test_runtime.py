@@ -1,5 +1,5 @@
 """Provider choice is tested in test_explainer.py (the CUDA fallback); here, the memory budget, the
-IO-binding switch and the CUDA provider's options."""
+IO-binding switch, the CUDA provider's options and spin waits."""
 
 import numpy as np
 import pytest
@@ -53,3 +53,20 @@ def test_without_a_stream_the_cuda_provider_keeps_its_default(monkeypatch):
     monkeypatch.setattr("onnxcam.runtime.CudaStream.create", lambda: None)
     (_, options), stream = _cuda_provider({})
     assert stream is None and options == {"do_copy_in_default_stream": "1"}
+
+
+def _spinning_setting(session) -> str | None:
+    try:
+        return session.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default, spinning
+        return None
+
+
+def test_sessions_made_inside_spin_waits_false_do_not_spin(demo_model):
+    from onnxcam.runtime import make_session, spin_waits
+
+    model = demo_model.read_bytes()
+    with spin_waits(False):
+        quiet = make_session(model, "cpu", announce=False)
+    assert _spinning_setting(quiet) == "0"
+    assert _spinning_setting(make_session(model, "cpu", announce=False)) is None  # restored after the block

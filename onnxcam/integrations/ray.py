@@ -53,6 +53,9 @@ class RayJob:
     alpha: float = 0.5
     topk: int = 5
     skip_bad: bool = False
+    overlays: bool = True  # False: --no-overlay
+    heatmaps: bool = True  # False: --no-heatmap
+    png: str = "compact"  # --png
 
 
 class _ExplainBatches:
@@ -66,7 +69,9 @@ class _ExplainBatches:
         self.job, self.failure = job, ""
         try:
             self.explainer = Explainer(job.model, **{**job.explainer_options, "threads": 1})  # one core per actor
-            self.writer = TaskOutputs(self.explainer, job.colormap, job.alpha, job.topk, job.request.get("max_boxes", 10))
+            self.writer = TaskOutputs(self.explainer, job.colormap, job.alpha, job.topk,
+                                      job.request.get("max_boxes", 10), overlays=job.overlays, heatmaps=job.heatmaps,
+                                      png=job.png)
         except OnnxCamError as exc:  # e.g. the model is not where this worker looks
             self.failure = _describe(exc)
 

@@ -1,10 +1,10 @@
 """What ``onnxcam run`` writes per image, by task: the files and the ``results.jsonl`` record.
 
 Every image gets ``NAME.overlay.png`` (the map over the image) and ``NAME.cam.png`` (the map as a
-16-bit PNG); dense models also ``NAME.output.png``, the model's own map, so that a user sees what
-the model predicted beside why. The record says what was explained (task, target, score) and
-what the model predicted, in the task's terms: classes and probabilities, the decoded sequence,
-the class's pixel count.
+16-bit PNG), unless ``overlays``/``heatmaps`` turn them off; dense models also ``NAME.output.png``,
+the model's own map, so that a user sees what the model predicted beside why. The record says what
+was explained (task, target, score) and what the model predicted, in the task's terms: classes and
+probabilities, the decoded sequence, the class's pixel count. A record names only files written.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxcam.io.files import write_atomically
+from onnxcam.io.files import write_atomically, write_staged
 from onnxcam.methods.multipass import softmax
 from onnxcam.io.render import draw_boxes, encode_png, heatmap16, overlay
 
@@ -22,25 +22,47 @@ __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
 
 
 class TaskOutputs:
-    """Writes one image's files into a staging folder and returns its record."""
+    """Writes one image's files into a folder and returns its record. ``staged``: the folder is an
+    :class:`~onnxcam.io.files.OutputSet`'s staging folder, so files need not be written atomically.
+    ``png``: "compact" or "fast" (stored uncompressed: faster to encode, larger)."""
 
-    def __init__(self, explainer, colormap: str = "jet", alpha: float = 0.5, topk: int = 5, max_boxes: int = 10):
+    def __init__(self, explainer, colormap: str = "jet", alpha: float = 0.5, topk: int = 5, max_boxes: int = 10,
+                 overlays: bool = True, heatmaps: bool = True, staged: bool = False, png: str = "compact"):
         self.explainer = explainer
         self.contract = explainer.contract
         self.task = explainer.task
         self.colormap, self.alpha, self.topk, self.max_boxes = colormap, alpha, topk, max_boxes
+        self.overlays, self.heatmaps = overlays, heatmaps
+        self._save = write_staged if staged else write_atomically
+        self._fast_png = png == "fast"
         self._characters = sequence_labels(explainer.labels, explainer.score_shape[-1], explainer.contract) \
             if self.task == "sequence" else None
 
     def files(self, stem: str) -> list[str]:
         """Every file an image may get (a detector's image gets the box files of the boxes it has)."""
+        kinds = [kind for kind, wanted in (("cam", self.heatmaps), ("overlay", self.overlays)) if wanted]
         if self.task == "detection":
-            return [f"{stem}.overlay.png", *[f"{stem}.box{i}.{kind}.png" for i in range(self.max_boxes)
-                                             for kind in ("cam", "overlay")]]
-        names = [f"{stem}.overlay.png", f"{stem}.cam.png"]
-        if self.task == "dense":
-            names.append(f"{stem}.output.png")
-        return names
+            return [*self._overlay_name(stem), *[f"{stem}.box{i}.{kind}.png" for i in range(self.max_boxes)
+                                                 for kind in kinds]]
+        return [*self._overlay_name(stem), *self._heatmap_name(stem), *self._output_name(stem)]
+
+    def _overlay_name(self, stem: str) -> list[str]:
+        return [f"{stem}.overlay.png"] if self.overlays else []
+
+    def _heatmap_name(self, stem: str) -> list[str]:
+        return [f"{stem}.cam.png"] if self.heatmaps else []
+
+    def _output_name(self, stem: str) -> list[str]:
+        return [f"{stem}.output.png"] if self.task == "dense" else []
+
+    def _write_overlay(self, path: Path, image: np.ndarray, cam: np.ndarray, boxes=None, captions=None) -> None:
+        picture = overlay(image, cam, self.alpha, self.colormap)
+        if boxes is not None:
+            picture = draw_boxes(picture, boxes, captions)
+        self._save(path, encode_png(picture, self._fast_png))
+
+    def _write_heatmap(self, path: Path, cam: np.ndarray, height: int, width: int) -> None:
+        self._save(path, encode_png(heatmap16(cam, height, width), self._fast_png))
 
     def write_boxes(self, staging: Path, stem: str, image_path: str, image: np.ndarray, detection,
                     input_hw: tuple[int, int], result) -> list[dict]:
@@ -52,37 +74,43 @@ class TaskOutputs:
         xyxy = np.clip(boxes.xyxy * scale, 0, [width, height, width, height])
         label = self.explainer.label
         captions = [f"#{i} {label(int(c))} {s:.2f}" for i, (c, s) in enumerate(zip(boxes.classes, boxes.scores))]
-        everything = detection.maps.max(axis=0) if len(boxes) else np.zeros(input_hw, np.float32)
-        image_overlay = f"{stem}.overlay.png"
-        write_atomically(staging / image_overlay, encode_png(draw_boxes(
-            overlay(image, everything, self.alpha, self.colormap), xyxy, captions)))
-        common = {"image": image_path, "task": self.task, "image_overlay": image_overlay, "boxes": len(boxes),
+        image_overlay = {"image_overlay": name for name in self._overlay_name(stem)}
+        if image_overlay:
+            everything = detection.maps.max(axis=0) if len(boxes) else np.zeros(input_hw, np.float32)
+            self._write_overlay(staging / image_overlay["image_overlay"], image, everything, xyxy, captions)
+        common = {"image": image_path, "task": self.task, **image_overlay, "boxes": len(boxes),
                   "layer": result.layer, "method": result.method, "provider": result.provider}
         if not len(boxes):
-            return [{**common, "box_index": None, "overlay": image_overlay}]
+            return [{**common, "box_index": None, **{"overlay": name for name in image_overlay.values()}}]
         records = []
         for i in range(len(boxes)):
-            cam_name, overlay_name = f"{stem}.box{i}.cam.png", f"{stem}.box{i}.overlay.png"
-            write_atomically(staging / cam_name, encode_png(heatmap16(detection.maps[i], height, width)))
-            write_atomically(staging / overlay_name, encode_png(draw_boxes(
-                overlay(image, detection.maps[i], self.alpha, self.colormap), xyxy[i:i + 1], captions[i:i + 1])))
+            files = {}
+            if self.heatmaps:
+                files["heatmap"] = f"{stem}.box{i}.cam.png"
+                self._write_heatmap(staging / files["heatmap"], detection.maps[i], height, width)
+            if self.overlays:
+                files["overlay"] = f"{stem}.box{i}.overlay.png"
+                self._write_overlay(staging / files["overlay"], image, detection.maps[i], xyxy[i:i + 1],
+                                    captions[i:i + 1])
             records.append({**common, "box_index": i, "box": [round(float(v), 2) for v in xyxy[i]],
                             "class": int(boxes.classes[i]), "label": label(int(boxes.classes[i])),
                             "score": _number(boxes.scores[i]), "anchor": int(boxes.anchors[i]),
-                            "target_score": _number(detection.scores[i]), "heatmap": cam_name,
-                            "overlay": overlay_name})
+                            "target_score": _number(detection.scores[i]), **files})
         return records
 
     def write(self, staging: Path, stem: str, image_path: str, image: np.ndarray, result, i: int) -> dict:
         height, width = image.shape[:2]
-        overlay_name, heatmap_name = self.files(stem)[:2]
-        write_atomically(staging / overlay_name, encode_png(overlay(image, result.cam[i], self.alpha, self.colormap)))
-        write_atomically(staging / heatmap_name, encode_png(heatmap16(result.cam[i], height, width)))
+        files = {}
+        for name in self._overlay_name(stem):
+            files["overlay"] = name
+            self._write_overlay(staging / name, image, result.cam[i])
+        for name in self._heatmap_name(stem):
+            files["heatmap"] = name
+            self._write_heatmap(staging / name, result.cam[i], height, width)
         output = self._sample_output(result, i)
         record = {
             "image": image_path,
-            "overlay": overlay_name,
-            "heatmap": heatmap_name,
+            **files,
             "task": self.task,
             "target": int(result.target[i]),
             "target_description": result.target_description,
@@ -125,8 +153,8 @@ class TaskOutputs:
         activation = maps[0].astype(np.float32)
         if not self.contract.output_activation and (activation.min() < 0 or activation.max() > 1):
             activation = 1 / (1 + np.exp(-activation))  # raw logits: show them as the Sigmoid would
-        name = self.files(stem)[2]
-        write_atomically(staging / name, encode_png(_gray8(activation, *size)))
+        name = self._output_name(stem)[0]
+        self._save(staging / name, encode_png(_gray8(activation, *size), self._fast_png))
         return {"output_map": name, "output_max": _number(activation.max()),
                 "output_mean": _number(activation.mean())}
 

@@ -42,6 +42,15 @@ def report(out_dir, labels_file, title, overwrite):
     write_report(target, records, out, truth=read_truth_option(labels_file), metrics=metrics,
                  title=title or f"onnxcam report: {out.resolve().name}")
     click.echo(f"wrote {target} ({len(records)} record(s){', with the evaluation' if metrics else ''})")
+    if not names_overlays(records):
+        click.echo("note: the records name no overlays (written with 'run --no-overlay'), so the page shows the images "
+                   "and predictions without maps; run again without --no-overlay to see them", err=True)
+
+
+def names_overlays(records: list[dict]) -> bool:
+    """Whether the explained records name overlay pictures (True when none was explained)."""
+    explained = [r for r in records if r.get("status", "ok") == "ok"]
+    return not explained or any(r.get("overlay") or r.get("image_overlay") for r in explained)
 
 
 def read_metrics(out: Path) -> dict | None:
@@ -83,7 +92,7 @@ def compare(model, inputs, methods, labels_file, batch_size, provider, passes_ba
     pre = preprocessing(model, labels, preset, size, color, scale, mean, std)
     explainers = build_explainers(model, chosen, pre, provider, passes_batch, layer, task, score, layout, input_shape,
                                   output_name, threshold, blank, background)
-    writers = {method: TaskOutputs(e, colormap, alpha, topk) for method, e in explainers.items()}
+    writers = {method: TaskOutputs(e, colormap, alpha, topk, staged=True) for method, e in explainers.items()}
     stems = {method: {path: f"{stem}.{method}" for path, stem in names.items()} for method in chosen}
     planned = [f for method in chosen for stem in stems[method].values() for f in writers[method].files(stem)]
     outputs = OutputSet(out, [*planned, "results.jsonl", REPORT_NAME], overwrite)

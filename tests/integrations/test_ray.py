@@ -79,6 +79,15 @@ def test_ray_writes_what_onnxcam_run_writes(demo_model, image_folder, local_out,
     assert len(list((tmp_path / "results").glob("part-*.jsonl"))) == IMAGES // 8  # one per batch of 8
 
 
+def test_ray_honours_no_overlay(demo_model, demo_images, ray_address, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    _run(demo_model, *demo_images, "-o", local, "--no-overlay")
+    _run(demo_model, *demo_images, "-o", remote, "--no-overlay", "--engine", "ray", "--address", ray_address)
+    assert _records(remote) == _records(local) and not any("overlay" in r for r in _records(remote))
+    pictures = sorted(p.name for p in local.glob("*.png"))
+    assert sorted(p.name for p in remote.glob("*.png")) == pictures == sorted(f"{p.stem}.cam.png" for p in demo_images)
+
+
 def test_a_bad_image_stops_the_job_with_onnxcams_one_line_error(demo_model, demo_images, ray_address, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
