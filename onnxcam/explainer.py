@@ -459,28 +459,29 @@ class Explainer:
     def _nchw(self, tensor: np.ndarray | None) -> np.ndarray | None:
         return nchw_array(tensor, self.contract.layer_layout)
 
-    def _sub_session(self, kind: str, inputs=None, outputs=None):
+    def _sub_session(self, kind: str, inputs=None, outputs=None, threads: int | None = None):
         """A part of the explain model, built once: the head model (layer → score), the plain forward
         model (image → score), or ``kind`` cut from ``inputs`` to ``outputs`` (``target`` and
-        ``target_weights`` stay inputs)."""
+        ``target_weights`` stay inputs); ``threads`` as for :meth:`_new_session`."""
         if kind not in self._extra_sessions:
             from onnxcam.headmodel import cut_model
 
             cut_at = inputs or [self.layer if kind == "head" else self.input_name]
             cut = cut_model(self.model, cut_at, outputs or self.contract.score_tensor, self._view,
                             optional=[contract.TARGET, contract.TARGET_WEIGHTS])
-            session = self._new_session(cut.model)
+            session = self._new_session(cut.model, threads=threads)
             if self._cancelled:
                 session.cancel()
             self._extra_sessions[kind] = (cut, session)
         return self._extra_sessions[kind]
 
-    def _new_session(self, model: onnx.ModelProto, announce: bool = False):
-        """A session for the explain model or a cut of it (whose weights are in the held data file)."""
+    def _new_session(self, model: onnx.ModelProto, announce: bool = False, threads: int | None = None):
+        """A session for the explain model or a cut of it (whose weights are in the held data file);
+        ``threads`` for a small model, fewer than the explainer's."""
+        threads = self._threads if threads is None else threads if self._threads is None else min(threads, self._threads)
         if self._held_weights is None:
-            return model_session(model, self._provider_request, threads=self._threads, announce=announce,
-                                 **self._binding)
-        return self._held_weights.session(model, self._provider_request, self._threads, announce, **self._binding)
+            return model_session(model, self._provider_request, threads=threads, announce=announce, **self._binding)
+        return self._held_weights.session(model, self._provider_request, threads, announce, **self._binding)
 
     def full_model(self) -> onnx.ModelProto:
         """The explain model with its weights (``model`` refers to them in a temporary data file)."""

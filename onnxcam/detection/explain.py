@@ -129,7 +129,7 @@ def _run_features(explainer, batch: np.ndarray, wanted: list[str], selected: str
             rows = np.concatenate([p[i].reshape(-1, 3) + [first, 0, 0] for p, (first, _, _) in zip(parts, calls)])
             joined[name] = rows[rows[:, 0] < len(batch)]  # rows of a padded chunk's repeated last image go
         else:
-            joined[name] = np.concatenate([p[i] for p in parts])[:len(batch)]
+            joined[name] = parts[0][i][:n] if len(parts) == 1 else np.concatenate([p[i] for p in parts])[:n]
     return joined
 
 
@@ -139,12 +139,12 @@ def _box_maps(explainer, head: Head, batch, features, kept, per_image: list[Boxe
     if total == 0:
         return np.zeros((0, height, width), np.float32), np.zeros(0, np.float32)
     owner = np.concatenate([np.full(len(b), n) for n, b in enumerate(per_image)])
-    weights = np.concatenate([box_weights(head, b, anchors, explainer._weights_dtype) for b in per_image])
     step = max(1, explainer.run_options.passes_batch)
     if local is not None:  # gradients on crops around each box's anchor, then its level's map
         entries = [cells for b in per_image for cells in local.box_entries(head, b)]
         maps, scores = local.box_maps(batch, features, owner, entries, step)
         return _finite(maps, scores)
+    weights = np.concatenate([box_weights(head, b, anchors, explainer._weights_dtype) for b in per_image])
     # the head's backward pass per box
     cut, session = explainer._sub_session("boxes", kept, [contract.CAM, contract.CAM_SCORE])
     outputs = [contract.CAM, contract.CAM_SCORE]
@@ -169,7 +169,7 @@ def _box_maps(explainer, head: Head, batch, features, kept, per_image: list[Boxe
 
 def _finite(maps: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boxes whose map or score is not finite get an all-zero map."""
-    bad = ~np.isfinite(maps).reshape(len(maps), -1).all(axis=1) | ~np.isfinite(scores)
+    bad = ~np.isfinite(maps.sum(axis=(1, 2), dtype=np.float64)) | ~np.isfinite(scores)  # NaN and ±inf carry through
     maps[bad] = 0.0
     return maps.astype(np.float32), scores.astype(np.float32)
 

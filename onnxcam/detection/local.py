@@ -45,6 +45,9 @@ _CELLWISE = {"Identity", "Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid",
              "Sqrt", "Reciprocal", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean",
              "BatchNormalization", "Dropout", "Cast", "Concat", "Split", "ThresholdedRelu"}
 _WINDOWED = {"Conv", "MaxPool", "AveragePool"}
+# The per-box sessions are small, and run right after the features pass: with a thread pool of their
+# own, its threads and the features pass's (spinning while they wait for work) fight for the cores.
+_SMALL_SESSION_THREADS = 1
 _CODE_BASES = (float(2 ** 22), float(2 ** 23))  # leaf cells are numbered from these: exact in float32 up to 2²⁴
 
 
@@ -300,11 +303,11 @@ def _level(explainer, view: GraphView, layer: str, leaves: list[str], gradient: 
     radius = _radius(view, cut.model.graph.node, layer, layer_shape[2:])
     crop = (min(2 * radius[0] + 1, layer_shape[2]), min(2 * radius[1] + 1, layer_shape[3]))
     local, seeds, crop_gradient = _gradient_model(explainer.with_weights(cut.model), layer, leaves, layer_shape[1], crop)
-    session = explainer._new_session(local)
+    session = explainer._new_session(local, threads=_SMALL_SESSION_THREADS)
     if explainer._cancelled:
         session.cancel()
     explainer._extra_sessions[f"box-crops:{layer}"] = (local, session)
-    cam = explainer._sub_session(f"box-map:{layer}", [layer, gradient], [cam_map])
+    cam = explainer._sub_session(f"box-map:{layer}", [layer, gradient], [cam_map], threads=_SMALL_SESSION_THREADS)
     image = explainer.input_name
     if set(cam[0].inputs) - {layer, gradient, image}:
         raise _NotLocal(f"the map of '{layer}' reads more than the layer, its gradient and the image")

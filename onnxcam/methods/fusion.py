@@ -47,6 +47,9 @@ def fuse_alone(maps: np.ndarray, layers: int, fuse: str) -> np.ndarray:
     all-zero maps: a detector box, whose score reads one level only."""
     if layers == 1 or fuse == "max":
         return maps
-    mean = maps * np.float32(1.0 / layers)
-    shifted = mean - mean.min(axis=(1, 2), keepdims=True)
-    return shifted / (shifted.max(axis=(1, 2), keepdims=True) + np.float32(EPSILON))
+    low = maps.min(axis=(1, 2), keepdims=True)  # normalise(maps / L), as two passes over the maps
+    scale = np.float32(1.0 / layers) / ((maps.max(axis=(1, 2), keepdims=True) - low) * np.float32(1.0 / layers)
+                                        + np.float32(EPSILON))
+    fused = maps - low
+    fused *= scale
+    return fused

@@ -113,4 +113,4 @@ def test_fusing_one_map_with_zero_maps_in_numpy_equals_the_graph(fuse, layers):
     maps /= maps.max(axis=(1, 2), keepdims=True)  # each layer's finished map has maximum 1
     feeds = {n: maps if i == 0 else np.zeros_like(maps) for i, n in enumerate(names)}
     expected = ort.InferenceSession(model.SerializeToString()).run([fused], feeds)[0]
-    np.testing.assert_allclose(fuse_alone(maps, layers, fuse), expected, atol=1e-7)
+    np.testing.assert_allclose(fuse_alone(maps, layers, fuse), expected, atol=3e-7)
