@@ -56,17 +56,17 @@ class _Level:
     layer: str  # the explained layer this level's leaves are computed from
     leaves: list[str]  # the leaf maps (N, C_l, h, w) of this level
     crop: tuple[int, int]  # the crop's (height, width): 2R+1 per axis, at most the map
-    session: object  # crop of the layer + one seed per leaf → the layer crop's gradient
-    seeds: list[str]  # the session's seed input per leaf
-    gradient: str  # its output, the crop's gradient
-    layer_gradient: str  # the explain model's gradient of the layer, which the map session reads
-    cam: tuple  # (cut, session): the layer and its full-size gradient → this layer's finished map
-    image_shape_only: bool  # the CAM reads the image only for its size (one image serves every box)
+    crop_input: str  # the crops session's input for this level's crops of the layer,
+    seeds: list[str]  # its seed input per leaf,
+    crop_gradient: str  # and its output, the crops' gradient
+    layer_gradient: str  # the explain model's gradient of the layer, which the maps session reads
+    layer_map: str  # the explain model's finished map of the layer, which the maps session gives
 
 
 @dataclass
 class LocalBoxes:
-    """Where S's entries live in the leaves, and per level the crop-gradient and map sessions."""
+    """Where S's entries live in the leaves, the levels, and the two sessions all levels share: the
+    crops' gradients, then the maps from the full-size gradients."""
 
     leaf_names: list[str]
     entry_leaf: np.ndarray  # (A, columns) int: leaf index of S[a, column] (anchors last), -1 when not a leaf cell
@@ -75,6 +75,9 @@ class LocalBoxes:
     leaf_level: dict[int, int]  # leaf index → layer index
     layers: int  # how many layers the explain model fuses
     fuse: str
+    crops: object  # session: per level crops + seeds → the crops' gradients
+    maps: tuple  # (cut, session): per level the layer and its full-size gradient → its finished map
+    image: str  # the maps session reads the image, for its size only
 
     def leaves_wanted(self) -> list[str]:
         """The leaves the scores read: what the features pass must return besides the layers."""
@@ -90,50 +93,62 @@ class LocalBoxes:
 
     def box_maps(self, batch: np.ndarray, features: dict[str, np.ndarray], owner: np.ndarray,
                  entries: list[list[tuple[int, int, int, int]]], chunk: int) -> tuple[np.ndarray, np.ndarray]:
-        """(K, H, W) maps and (K,) scores (the leaves' logits) of the K boxes; ``owner[k]`` is box k's image."""
+        """(K, H, W) maps and (K,) scores (the leaves' logits) of the K boxes; ``owner[k]`` is box k's image;
+        at most ``chunk`` boxes per ONNX Runtime call."""
         scores = np.array([sum(float(features[self.leaf_names[leaf]][owner[k], c, y, x]) for leaf, c, y, x in cells)
                            for k, cells in enumerate(entries)], np.float64)
         maps = None
-        by_level: dict[int, list[int]] = {}
-        for k, cells in enumerate(entries):
-            by_level.setdefault(self.leaf_level[cells[0][0]], []).append(k)
-        for index, boxes in by_level.items():
-            for first in range(0, len(boxes), chunk):
-                rows = np.array(boxes[first:first + chunk])
-                found = self._level_maps(self.levels[index], batch, features, owner[rows], [entries[k] for k in rows])
+        for first in range(0, len(entries), chunk):
+            rows = {index: [] for index in self.levels}
+            for k in range(first, min(first + chunk, len(entries))):
+                rows[self.leaf_level[entries[k][0][0]]].append(k)
+            for index, found in self._maps(batch, features, owner, entries, rows).items():
                 if maps is None:
                     maps = np.zeros((len(owner), *found.shape[1:]), np.float32)
-                maps[rows] = fuse_alone(found, self.layers, self.fuse)
+                maps[rows[index]] = fuse_alone(found, self.layers, self.fuse)
         return maps, scores
 
-    def _level_maps(self, level: _Level, batch, features, owner, entries) -> np.ndarray:
-        activations = features[level.layer][owner]
-        gradient = np.zeros_like(activations)
-        crops, corners = self._crop_gradients(level, activations, features, entries)
-        ch, cw = level.crop
-        for k, (y0, x0) in enumerate(corners):
-            gradient[k, :, y0:y0 + ch, x0:x0 + cw] = crops[k]
-        cut, session = level.cam
-        image = batch[owner[:1]] if level.image_shape_only else batch[owner]
-        feeds = {level.layer: activations, level.layer_gradient: gradient}
-        feeds.update({name: image for name in cut.inputs if name not in feeds})  # the image, for its size
-        return _run(session, [cut.output], feeds)[0]
+    def _maps(self, batch, features, owner, entries, rows: dict[int, list[int]]) -> dict[int, np.ndarray]:
+        """Per level the finished maps of its boxes ``rows[level]``: one call for every level's crops'
+        gradients, one for every level's maps. A level without boxes gets a stand-in row (an image's
+        activations, no seed) whose map is dropped: ONNX Runtime's layout rewrites do not all take 0 rows."""
+        crop_feeds, placed = {}, {}
+        stand_in = next(boxes[:1] for boxes in rows.values() if boxes)
+        for index, boxes in rows.items():
+            level = self.levels[index]
+            activations = features[level.layer][owner[boxes or stand_in]]
+            cells = [entries[k] for k in boxes] or [[(-1, 0, 0, 0)]]  # a crop in the corner, no seed
+            corners = self._crop_feeds(level, activations, features, cells, crop_feeds)
+            placed[index] = (activations, corners)
+        levels = [self.levels[index] for index in rows]
+        crop_grads = dict(zip(rows, _run(self.crops, [level.crop_gradient for level in levels], crop_feeds)))
+        cut, session = self.maps
+        map_feeds = {self.image: batch[owner[:1]]} if self.image in cut.inputs else {}
+        for index, (activations, corners) in placed.items():
+            level = self.levels[index]
+            gradient = np.zeros_like(activations)
+            ch, cw = level.crop
+            for k, (y0, x0) in enumerate(corners):
+                gradient[k, :, y0:y0 + ch, x0:x0 + cw] = crop_grads[index][k]
+            map_feeds[level.layer], map_feeds[level.layer_gradient] = activations, gradient
+        found = _run(session, [level.layer_map for level in levels], map_feeds)
+        return {index: maps for (index, boxes), maps in zip(rows.items(), found) if boxes}
 
-    def _crop_gradients(self, level: _Level, activations, features, entries):
-        """The layer's gradient on each box's crop (its score seeded at the crop's cells), and the crops' corners."""
+    def _crop_feeds(self, level: _Level, activations, features, entries, feeds) -> list[tuple[int, int]]:
+        """Add the level's crops of the layer (around each box's cell) and its seeds (one at each scored
+        cell) to ``feeds``; the crops' corners."""
         height, width = activations.shape[2:]
         ch, cw = level.crop
         corners = [_corner(cells[0][2], cells[0][3], ch, cw, height, width) for cells in entries]
-        crops = np.stack([a[:, y0:y0 + ch, x0:x0 + cw] for a, (y0, x0) in zip(activations, corners)])
-        feeds = {level.layer: crops}
+        feeds[level.crop_input] = np.stack([a[:, y0:y0 + ch, x0:x0 + cw] for a, (y0, x0) in zip(activations, corners)])
         for leaf_name, seed in zip(level.leaves, level.seeds):
             values = np.zeros((len(entries), features[leaf_name].shape[1], ch, cw), features[leaf_name].dtype)
             for k, (cells, (y0, x0)) in enumerate(zip(entries, corners)):
                 for leaf, c, y, x in cells:
-                    if self.leaf_names[leaf] == leaf_name:
+                    if leaf >= 0 and self.leaf_names[leaf] == leaf_name:
                         values[k, c, y - y0, x - x0] += 1
             feeds[seed] = values
-        return _run(level.session, [level.gradient], feeds)[0], corners
+        return corners
 
 
 def _run(session, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -186,12 +201,17 @@ def _plan(explainer, head: Head, batch: np.ndarray) -> LocalBoxes:
     if any(via_sigmoid[leaves[i]] != head.sigmoid for i in used):
         raise _NotLocal("the score is not the leaves' logit")
     leaf_level = {i: _source_layer(view, leaves[i], layers) for i in used}
-    levels = {}
+    _check_same_cell(entry_leaf, entry_cell, wanted, leaf_level)
+    levels, crop_models = {}, []
     for index in sorted(set(leaf_level.values())):
         names = [leaves[i] for i in used if leaf_level[i] == index]
-        levels[index] = _level(explainer, view, layers[index], names, gradients[index], maps[index])
-    _check_same_cell(entry_leaf, entry_cell, wanted, leaf_level)
-    return LocalBoxes(leaves, entry_leaf, entry_cell, levels, leaf_level, len(layers), explainer.contract.fuse or "mean")
+        levels[index], model = _level(explainer, view, index, layers[index], names, gradients[index], maps[index])
+        crop_models.append(model)
+    crops = explainer._new_session(_disjoint_union(crop_models), threads=_SMALL_SESSION_THREADS)
+    explainer._extra_sessions["box-crops"] = (None, crops)
+    found = LocalBoxes(leaves, entry_leaf, entry_cell, levels, leaf_level, len(layers), explainer.contract.fuse or "mean",
+                       crops, _maps_session(explainer, list(levels.values())), explainer.input_name)
+    return found
 
 
 def _scored_columns(head: Head) -> list[int]:
@@ -290,7 +310,9 @@ def _check_same_cell(entry_leaf, entry_cell, wanted, leaf_level) -> None:
         raise _NotLocal("an anchor's class and objectness entries lie at different cells")
 
 
-def _level(explainer, view: GraphView, layer: str, leaves: list[str], gradient: str, cam_map: str) -> _Level:
+def _level(explainer, view: GraphView, index: int, layer: str, leaves: list[str], gradient: str,
+           layer_map: str) -> tuple[_Level, onnx.ModelProto]:
+    """The level of ``layer`` and its crop-gradient model (names prefixed ``level<index>/``)."""
     try:
         cut = cut_model(explainer.model, [layer], leaves, view)
     except ModelError as exc:
@@ -302,17 +324,49 @@ def _level(explainer, view: GraphView, layer: str, leaves: list[str], gradient: 
         raise _NotLocal(f"layer '{layer}' is not a map of known size")
     radius = _radius(view, cut.model.graph.node, layer, layer_shape[2:])
     crop = (min(2 * radius[0] + 1, layer_shape[2]), min(2 * radius[1] + 1, layer_shape[3]))
-    local, seeds, crop_gradient = _gradient_model(explainer.with_weights(cut.model), layer, leaves, layer_shape[1], crop)
-    session = explainer._new_session(local, threads=_SMALL_SESSION_THREADS)
-    if explainer._cancelled:
-        session.cancel()
-    explainer._extra_sessions[f"box-crops:{layer}"] = (local, session)
-    cam = explainer._sub_session(f"box-map:{layer}", [layer, gradient], [cam_map], threads=_SMALL_SESSION_THREADS)
+    model, seeds, crop_gradient = _gradient_model(explainer.with_weights(cut.model), layer, leaves, layer_shape[1], crop)
+    prefix = f"level{index}/"
+    model = onnx.compose.add_prefix(model, prefix)
+    _own_batch_dims(model.graph, prefix)
+    level = _Level(layer, leaves, crop, prefix + layer, [prefix + seed for seed in seeds], prefix + crop_gradient,
+                   gradient, layer_map)
+    return level, model
+
+
+def _disjoint_union(models: list[onnx.ModelProto]) -> onnx.ModelProto:
+    """One model computing each of ``models`` (whose names do not overlap) side by side."""
+    graphs = [m.graph for m in models]
+    graph = helper.make_graph([n for g in graphs for n in g.node], "box_crops", [i for g in graphs for i in g.input],
+                              [o for g in graphs for o in g.output], [t for g in graphs for t in g.initializer])
+    return helper.make_model(graph, opset_imports=list(models[0].opset_import), ir_version=models[0].ir_version)
+
+
+def _maps_session(explainer, levels: list[_Level]) -> tuple:
+    """The explain model cut from every level's layer and gradient to its finished map; each level's
+    inputs get batch dims of their own (levels have different numbers of boxes)."""
+    inputs = [name for level in levels for name in (level.layer, level.layer_gradient)]
+    try:
+        cut = cut_model(explainer.model, inputs, [level.layer_map for level in levels], explainer._view)
+    except ModelError as exc:
+        raise _NotLocal(str(exc)) from None
     image = explainer.input_name
-    if set(cam[0].inputs) - {layer, gradient, image}:
-        raise _NotLocal(f"the map of '{layer}' reads more than the layer, its gradient and the image")
-    shape_only = all(n.op_type == "Shape" for n in cam[0].model.graph.node if image in n.input)
-    return _Level(layer, leaves, crop, session, seeds, crop_gradient, gradient, cam, shape_only)
+    if set(cut.inputs) - set(inputs) - {image}:
+        raise _NotLocal("the levels' maps read more than the layers, their gradients and the image")
+    if any(node.op_type != "Shape" for node in cut.model.graph.node if image in node.input):
+        raise _NotLocal("the levels' maps read the image's pixels, not only its size")
+    _own_batch_dims(cut.model.graph, "", skip=image)
+    session = explainer._new_session(cut.model, threads=_SMALL_SESSION_THREADS)
+    explainer._extra_sessions["box-maps"] = (cut, session)
+    return cut, session
+
+
+def _own_batch_dims(graph, prefix: str, skip: str = "") -> None:
+    """Name each input's and output's batch dim after the tensor, so that ONNX Runtime plans no
+    buffer of one level for another's (their box counts differ)."""
+    del graph.value_info[:]
+    for value in [*graph.input, *graph.output]:
+        if value.name != skip and value.type.tensor_type.shape.dim:
+            value.type.tensor_type.shape.dim[0].dim_param = f"{prefix}rows_{value.name}"
 
 
 def _radius(view: GraphView, nodes, layer: str, size) -> tuple[int, int]:

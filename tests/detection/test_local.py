@@ -113,3 +113,12 @@ def test_a_strided_window_is_not_local():
     view = GraphView(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     with pytest.raises(Exception, match="stride"):
         _window_reach(view, node)
+
+
+@pytest.mark.parametrize("layout", ["yolov8", "levels"])
+def test_a_level_without_boxes_does_not_change_the_others(layout):
+    """One box per image: the other level runs a stand-in row, whose map is dropped."""
+    explainer = Explainer(detector_nets.export(TinyDetector(layout)), method="hirescam")
+    assert _assert_maps_equal_whole_model(explainer, _images(3, seed=5), max_boxes=1) == 3
+    local = explainer._box_plan[0]
+    assert local is not None and len(local.levels) == 2
