@@ -119,6 +119,10 @@ def test_a_strided_window_is_not_local():
 def test_a_level_without_boxes_does_not_change_the_others(layout):
     """One box per image: the other level runs a stand-in row, whose map is dropped."""
     explainer = Explainer(detector_nets.export(TinyDetector(layout)), method="hirescam")
-    assert _assert_maps_equal_whole_model(explainer, _images(3, seed=5), max_boxes=1) == 3
+    images = _images(3, seed=5)
+    assert _assert_maps_equal_whole_model(explainer, images, max_boxes=1) == 3
     local = explainer._box_plan[0]
-    assert local is not None and len(local.levels) == 2
+    head = Head.from_json(explainer.contract.detection)
+    boxes = explainer.explain_boxes(images, min_score=0.0, max_boxes=1).images
+    levels = {local.leaf_level[local.box_entries(head, det.boxes)[0][0][0]] for det in boxes}
+    assert len(local.levels) == 2 and len(levels) == 1  # all three boxes on one level: the other stands in
