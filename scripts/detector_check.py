@@ -18,9 +18,10 @@ grey padding, a document page):
   pre-processed batch (median of per-round ratios, interleaved in one process, a 50 ms pause
   before each call).
 
-``--demo`` plays the pointing game with the demo detector (``models/shapes_det.onnx``) on fresh
+``--demo N`` plays the pointing game with the demo detector (``models/shapes_det.onnx``) on fresh
 scenes of ``shapes_data.validation_scenes``: a detected box matched to a true object (IoU ≥ 0.5)
-is a hit when its map's maximum lies inside the object's box.
+is a hit when its map's maximum lies inside the object's box; with ``--repeats``, the K = 10 cost
+on one demo scene too.
 
 Usage: ``python scripts/detector_check.py [--method hirescam] [--repeats 10] [--demo N] [MODEL ...]``
 """
@@ -284,13 +285,15 @@ def _sized(path, preset):
     return fix_input_shape(model, parse_input_shape(preset["input_shape"])) if preset.get("input_shape") else model
 
 
+DEMO_DETECTOR = Path(__file__).resolve().parents[1] / "models" / "shapes_det.onnx"
+
+
 def demo_pointing_game(scenes: int, method: str = "auto") -> tuple[int, int]:
     """(hits, matched boxes) of the demo detector's per-box maps on ``scenes`` fresh scenes, scored by the
     classifier demo's pointing game (``shapes_data.pointing_game``) against the matched object's box."""
     import shapes_data
 
-    explainer = Explainer(Path(__file__).resolve().parents[1] / "models" / "shapes_det.onnx", method=method,
-                          provider="cpu")
+    explainer = Explainer(DEMO_DETECTOR, method=method, provider="cpu")
     maps, boxes = [], []
     for image, truth, _ in shapes_data.validation_scenes(scenes):
         found = explainer.explain_boxes([cv2.cvtColor(image, cv2.COLOR_RGB2BGR)]).images[0]
@@ -304,6 +307,17 @@ def demo_pointing_game(scenes: int, method: str = "auto") -> tuple[int, int]:
     return round(shapes_data.pointing_game(np.stack(maps), np.stack(boxes)) * len(maps)), len(maps)
 
 
+def demo_cost(method: str, repeats: int) -> dict:
+    """The K = 10 cost ratio (``cost_ratio``) on one demo scene."""
+    import shapes_data
+
+    explainer = Explainer(DEMO_DETECTOR, method=method, provider="cpu")
+    image = cv2.cvtColor(next(iter(shapes_data.validation_scenes(1)))[0], cv2.COLOR_RGB2BGR)
+    batch, _ = explainer.prepare([image])
+    ratio, plain_ms = cost_ratio(explainer, make_session(str(DEMO_DETECTOR), "cpu"), batch, repeats)
+    return {"k10_over_plain": round(ratio, 2), "plain_ms": round(plain_ms, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="hirescam")
@@ -314,6 +328,8 @@ def main() -> None:
     if args.demo:
         hits, total = demo_pointing_game(args.demo, args.method)
         print(f"demo detector, {args.method}: pointing game {hits}/{total} = {hits / total:.3f}")
+        if args.repeats:
+            print(f"demo detector: 10 boxes / 1 plain inference {demo_cost(args.method, args.repeats)}")
         return
     for key in args.models:
         print(check(key, args.method, args.repeats), flush=True)
