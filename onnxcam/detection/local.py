@@ -170,7 +170,7 @@ def plan_local_boxes(explainer, head: Head, batch: np.ndarray) -> LocalBoxes | N
     """The crop plan for this explainer's head, or ``None`` (logged why) where the head is not local."""
     try:
         plan = _plan(explainer, head, batch)
-    except _NotLocal as why:
+    except (_NotLocal, OnnxCamError) as why:  # OnnxCamError: a crop model that would not build or load
         log.info("per-box maps: the head's whole backward pass per box (no crops: %s)", why)
         return None
     log.debug("per-box maps on crops of %s", ", ".join(f"{level.layer} ({level.crop[0]}×{level.crop[1]})"
