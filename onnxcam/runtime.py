@@ -107,7 +107,7 @@ def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int 
     if provider == "openvino":
         from onnxcam.backends.openvino import OpenVinoSession
 
-        return OpenVinoSession(model_bytes, threads)
+        return OpenVinoSession(model_bytes, threads, announce)
     _check_binding_choice(io_binding)
     try:
         session = _make_session(model_bytes, provider, threads, announce, _checked_cuda_options(cuda_options))

@@ -48,7 +48,7 @@ class OpenVinoSession:
 
     provider = "openvino"
 
-    def __init__(self, model_bytes: bytes, threads: int | None = None):
+    def __init__(self, model_bytes: bytes, threads: int | None = None, announce: bool = True):
         problem = openvino_problem()
         if problem:
             raise OnnxCamError(problem)
@@ -69,7 +69,7 @@ class OpenVinoSession:
         self._inputs = {name for port in compiled.inputs for name in port.get_names()}
         self._cancelled = False
         self.reason = f"OpenVINO {ov.get_version().split('-')[0]}, f32"
-        log.info("OpenVINO backend: CPU (%s)", self.reason)
+        (log.info if announce else log.debug)("OpenVINO backend: CPU (%s)", self.reason)
 
     def run(self, output_names, feeds):
         if self._cancelled:

@@ -209,9 +209,8 @@ def _plan(explainer, head: Head, batch: np.ndarray) -> LocalBoxes:
         crop_models.append(model)
     crops = explainer._new_session(_disjoint_union(crop_models), threads=_SMALL_SESSION_THREADS)
     explainer._extra_sessions["box-crops"] = (None, crops)
-    found = LocalBoxes(leaves, entry_leaf, entry_cell, levels, leaf_level, len(layers), explainer.contract.fuse or "mean",
-                       crops, _maps_session(explainer, list(levels.values())), explainer.input_name)
-    return found
+    return LocalBoxes(leaves, entry_leaf, entry_cell, levels, leaf_level, len(layers), explainer.contract.fuse or "mean",
+                      crops, _maps_session(explainer, list(levels.values())), explainer.input_name)
 
 
 def _scored_columns(head: Head) -> list[int]:

@@ -126,3 +126,16 @@ def test_a_level_without_boxes_does_not_change_the_others(layout):
     boxes = explainer.explain_boxes(images, min_score=0.0, max_boxes=1).images
     levels = {local.leaf_level[local.box_entries(head, det.boxes)[0][0][0]] for det in boxes}
     assert len(local.levels) == 2 and len(levels) == 1  # all three boxes on one level: the other stands in
+
+
+def test_crops_run_in_openvino_too():
+    pytest.importorskip("openvino")
+    model = detector_nets.export(TinyDetector("yolov5"))
+    images = _images()
+    expected = Explainer(model, method="hirescam", provider="cpu").explain_boxes(images, min_score=0.0, max_boxes=8)
+    explainer = Explainer(model, method="hirescam", provider="openvino")
+    found = explainer.explain_boxes(images, min_score=0.0, max_boxes=8)
+    assert explainer._box_plan[0] is not None
+    for a, b in zip(expected.images, found.images):
+        np.testing.assert_array_equal(a.boxes.anchors, b.boxes.anchors)
+        np.testing.assert_allclose(a.maps, b.maps, atol=1e-5)
