@@ -102,8 +102,10 @@ class _OrtBackend:
         try:
             self.session(path, strict=True)
             return "all"
-        except Exception as exc:  # noqa: BLE001
-            return "partial: " + str(exc).strip().splitlines()[0][:160]
+        except Exception as exc:  # noqa: BLE001  (ORT refuses it when nodes would run on its CPU EP)
+            text = str(exc).strip()
+            return "partial (some nodes on ORT's CPU EP)" if "fallback to CPU EP" in text else \
+                "unknown: " + (text.splitlines()[0][:160] if text else type(exc).__name__)
 
 
 def _backends(ort, asked):
