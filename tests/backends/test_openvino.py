@@ -37,6 +37,21 @@ def test_openvino_mid_layer_of_a_depthwise_net_equals_onnxruntime():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_a_strided_backward_conv_sharing_its_weight_with_the_forward_conv_is_right():
+    """OpenVINO 2026.4 got ResNet-50's layer2 maps wrong (0.29 off) while the backward ConvTranspose of
+    a strided Conv read the forward Conv's own weight initializer; the backend gives it a copy."""
+    from onnxcam.backends.openvino import _unshare_backward_weights
+
+    module, _ = nets.resnet50()
+    model = nets.export_onnx(module, torch.randn(1, 3, 224, 224))
+    layer = [n.output[0] for n in model.graph.node if n.name.startswith("/layer2/")][-1]
+    explainer = Explainer(model, layer=layer, provider="cpu")
+    assert _unshare_backward_weights(explainer.full_model().graph) > 0  # the sharing is there to undo
+    batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    got = Explainer(explainer.full_model(), provider="openvino").explain(batch).cam
+    np.testing.assert_allclose(got, explainer.explain(batch).cam, atol=1e-4)
+
+
 def test_missing_openvino_is_one_clear_error(demo_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
     with pytest.raises(OnnxCamError, match=r"OpenVINO is not installed; pip install 'onnxcam\[openvino\]'"):
