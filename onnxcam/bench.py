@@ -2,8 +2,8 @@
 
 For each backend (ONNX Runtime on the CPU, on CUDA when it works, OpenVINO when installed) it
 times plain inference of the model against :meth:`onnxcam.Explainer.explain` on the same random
-batch, the two calls interleaved in one loop so that a busy machine slows both alike; the ratio
-is the median of the per-round ratios. It also times the per-image stages of ``onnxcam run``
+batch, the two calls interleaved in one loop so that a busy machine slows both alike, with a
+short pause before each call; the ratio is the median of the per-round ratios. It also times the per-image stages of ``onnxcam run``
 around the model call (JPEG decoding, pre-processing, rendering the overlay and the 16-bit map
 to PNG) and reports the process's peak memory.
 """
@@ -29,6 +29,7 @@ __all__ = ["Timing", "available_backends", "checked_backends", "interleaved", "b
 log = logging.getLogger(__name__)
 
 BACKENDS = ("cpu", "cuda", "openvino")
+PAUSE_S = 0.05  # before each timed call (interleaved)
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,16 @@ def checked_backends(asked: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(asked))
 
 
-def interleaved(calls: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Seconds per call of each function, over ``repeat`` rounds that call each once in turn (after a warm-up)."""
+def interleaved(calls: dict[str, Callable[[], object]], repeat: int, pause: float = PAUSE_S) -> dict[str, list[float]]:
+    """Seconds per call of each function, over ``repeat`` rounds that call each once in turn (after a
+    warm-up), ``pause`` seconds before each: ONNX Runtime's threads spin a while after a run, and
+    would take cores from the next session's call (on 2 cores that doubled some calls' times)."""
     for call in calls.values():
         call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeat):
         for name, call in calls.items():
+            time.sleep(pause)
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
@@ -133,7 +137,7 @@ def stage_costs(explainer, repeat: int = 10) -> dict[str, float]:
     times = interleaved({
         "decode+preprocess": lambda: explainer.prepare([jpeg]),
         "render": lambda: (encode_png(overlay(image, cam)), encode_png(heatmap16(cam, height, width))),
-    }, repeat)
+    }, repeat, pause=0.0)
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
