@@ -208,7 +208,7 @@ def bench(model, methods, batches, backends, layer, input_shape, repeat, threads
                                "fastest": winners, "run_stages_ms_per_image": stages,
                                "peak_rss_mib": round(peak_rss_mib(), 1)}))
         return
-    click.echo(f"medians of {repeat} rounds, plain and explained calls interleaved")
+    click.echo(f"medians of {repeat} rounds, plain and explained calls interleaved, {PAUSE_S * 1000:.0f} ms apart")
     click.echo(_table(rows))
     click.echo("\n".join(_verdicts(winners)))
     click.echo("onnxcam run, per image around the model call: " +
