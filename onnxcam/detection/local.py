@@ -12,8 +12,9 @@ full-size zero gradient. The CAM method then makes the map of the box's level al
 :func:`plan_local_boxes` decides once per explainer whether a head allows this, and builds the
 pieces: where each (anchor, column) of S lives in the leaves (by running the rearranging ops on
 numbered leaf cells), which layer each leaf is computed from, R (from the convolutions' kernels,
-dilations and pads), and per level a crop-gradient session and a map session (cut from the
-explain model, so any per-layer method works). A head with an op that mixes cells beyond a
+dilations and pads), and two sessions shared by the levels: the crops' gradients (the head's own
+convolutions and their backward pass) and the maps (cut from the explain model, so any per-layer
+method works). A head with an op that mixes cells beyond a
 window — a pooling over the map, a resize, attention, a stride — keeps the per-box head pass of
 :mod:`onnxcam.detection.explain`, as do methods that are not per layer (guided backpropagation).
 """
