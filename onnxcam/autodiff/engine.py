@@ -112,7 +112,7 @@ def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides, active):
             "choose a later layer, or open an issue asking for this op"
         )
     output_grads = [_total(emit, grads, out) if grads.get(out) else None for out in node.output]
-    ctx = RuleContext(node=node, emit=emit, grads=output_grads, needs=needs, active=active)
+    ctx = RuleContext(node=node, emit=emit, grads=output_grads, needs=needs, active=active, wrt=frozenset(wrt))
     overridden = override(ctx) if override is not None else None
     if overridden is None and rule is None:
         raise UnsupportedOpError(f"no gradient rule for {_op_label(node)} node '{node.name}' (opset {view.opset})")

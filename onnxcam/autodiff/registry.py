@@ -37,6 +37,7 @@ class RuleContext:
     grads: list[str | None]  # one per node output; None where no gradient reaches that output
     needs: list[bool]  # one per node input
     active: frozenset[str] = frozenset()  # every tensor the backward sweeps through (for names subgraphs read)
+    wrt: frozenset[str] = frozenset()  # the tensors whose gradients are asked for
 
     @property
     def view(self):

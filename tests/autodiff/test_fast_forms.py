@@ -1,7 +1,8 @@
 """The fast gradient forms leave every test architecture's early-layer map unchanged (within 1e-5).
 
 The reference forms are the textbook ones the fast ones replace: a Conv's input gradient as a
-ConvTranspose cropped by a Slice, and activation masks applied with Where.
+ConvTranspose cropped by a Slice, activation masks applied with Where, and SiLU (X·Sigmoid(X))
+differentiated through its Mul and its Sigmoid.
 """
 
 from collections import Counter
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from onnxcam import export
-from onnxcam.autodiff.rules import activation, conv, pool
+from onnxcam.autodiff.rules import activation, conv, elementwise, pool
 from tests.autodiff.parity import locate, torch_reference
 from tests.nets import ARCHITECTURES, export_onnx
 
@@ -57,6 +58,7 @@ def test_fast_forms_give_the_reference_forms_maps(arch, monkeypatch):
         for owner in (activation, pool):
             patched.setattr(owner, "masked", _where_masked)
         patched.setattr(conv, "_conv_input_grad", _transposed_conv_grad)
+        patched.setattr(elementwise, "silu_input_grad", lambda ctx: None)  # SiLU through the Mul's and Sigmoid's rules
         reference = export(model, layer=layer).model
     assert _op_counts(fast) != _op_counts(reference)  # the reference forms did replace the fast ones
     want = _cam(reference, x)

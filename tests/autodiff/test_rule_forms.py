@@ -82,3 +82,54 @@ def test_fan_in_sums_broadcast_an_expanded_gradient_instead_of_copying_it():
     s = x.mean(axis=(2, 3), keepdims=True)
     want = u * s + (u * x).sum(axis=(2, 3), keepdims=True) / 20  # through Mul, and through the pool
     np.testing.assert_allclose(got, np.broadcast_to(want, shape), rtol=1e-5, atol=1e-6)
+
+
+def _silu_graph(extra_use: bool, swapped: bool):
+    """y = x·Sigmoid(x) (operands in either order), and z = y + 2·s where ``extra_use`` (s read twice)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]),
+             helper.make_node("Mul", ["s", "x"] if swapped else ["x", "s"], ["y"])]
+    out = "y"
+    if extra_use:
+        nodes += [helper.make_node("Mul", ["s", "two"], ["s2"]), helper.make_node("Add", ["y", "s2"], ["z"])]
+        out = "z"
+    graph = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, [2, 3, 4])],
+                              [onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    graph.input.append(helper.make_tensor_value_info("seed", TensorProto.FLOAT, [2, 3, 4]))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), out
+
+
+@pytest.mark.parametrize("extra_use", [False, True])
+@pytest.mark.parametrize("swapped", [False, True])
+def test_silu_is_differentiated_as_one_op(extra_use, swapped):
+    """x·Sigmoid(x): dX = dY·S·(1 + X − Y) in four element-wise ops and no fan-in Sum; exact where S is
+    also read elsewhere (its other gradient still goes through the Sigmoid)."""
+    from onnx import helper
+
+    from onnxcam.autodiff.engine import backward
+
+    model, out = _silu_graph(extra_use, swapped)
+    grads = backward(model, {out: "seed"}, ["x"])
+    model = grads.model
+    model.graph.output.append(helper.make_tensor_value_info(grads.names["x"], 1, None))
+    added = [n.op_type for n in model.graph.node[len(_silu_graph(extra_use, swapped)[0].graph.node):]]
+    if not extra_use:
+        assert "Sum" not in added and len(added) == 4, added
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-6, 6, (2, 3, 4)).astype(np.float32)
+    seed = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    got = session(model).run([grads.names["x"]], {"x": x, "seed": seed})[0]
+    s = 1 / (1 + np.exp(-x.astype(np.float64)))
+    expected = seed * (s * (1 + x * (1 - s)) + (2 * s * (1 - s) if extra_use else 0))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_sigmoid_output_asked_for_keeps_its_own_gradient():
+    from onnxcam.autodiff.engine import backward
+
+    model, out = _silu_graph(False, False)
+    grads = backward(model, {out: "seed"}, ["s", "x"])
+    assert set(grads.names) == {"s", "x"}

@@ -27,12 +27,34 @@ def sub(ctx: RuleContext):
 
 @register("Mul")
 def mul(ctx: RuleContext):
-    """dA = dY·B, dB = dY·A"""
+    """dA = dY·B, dB = dY·A; for SiLU, Y = X·Sigmoid(X), the whole of dX at once (:func:`silu_input_grad`)"""
     e, (a, b) = ctx.emit, ctx.inputs
+    silu = silu_input_grad(ctx)
+    if silu is not None:
+        return [silu[1] if name == silu[0] else None for name in (a, b)]
     return [
         _unbroadcast(ctx, e.mul(ctx.dy, b), 0) if ctx.needs[0] else None,
         _unbroadcast(ctx, e.mul(ctx.dy, a), 1) if ctx.needs[1] else None,
     ]
+
+
+def silu_input_grad(ctx: RuleContext) -> tuple[str, str] | None:
+    """(X, dX) where this Mul is Y = X·S with S = Sigmoid(X) (SiLU, Swish), else ``None``.
+
+    dX = dY·S·(1 + X − Y), the derivative through both of the Mul's inputs: four element-wise ops
+    where the Mul's and the Sigmoid's own rules and the Sum of their terms take six (EfficientNet's
+    and YOLO's backward passes are mostly these). S then gets no gradient from this Mul, so the
+    form is only used where S's own gradient is not asked for.
+    """
+    a, b = ctx.inputs
+    for x, s in ((a, b), (b, a)):
+        producer = ctx.view.producers.get(s)
+        if producer is not None and producer.op_type == "Sigmoid" and producer.input[0] == x and x != s \
+                and s not in ctx.wrt and ctx.needs[ctx.inputs.index(x)]:
+            e, y = ctx.emit, ctx.outputs[0]
+            slope = e.mul(s, e.add(e.sub(x, y), e.scalar(1.0, y)))
+            return x, e.mul(ctx.dy, slope)
+    return None
 
 
 @register("Div")
