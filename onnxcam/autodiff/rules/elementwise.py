@@ -27,7 +27,7 @@ def sub(ctx: RuleContext):
 
 @register("Mul")
 def mul(ctx: RuleContext):
-    """dA = dY·B, dB = dY·A; for SiLU, Y = X·Sigmoid(X), the whole of dX at once (:func:`silu_input_grad`)"""
+    """dA = dY·B, dB = dY·A; SiLU, Y = X·S with S = Sigmoid(X): dX = dY·S·(1 + X − Y) at once"""
     e, (a, b) = ctx.emit, ctx.inputs
     silu = silu_input_grad(ctx)
     if silu is not None:
