@@ -33,7 +33,6 @@ import importlib.util
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
