@@ -35,9 +35,6 @@ def test_bench_prints_every_row_and_the_winner_as_json(demo_model):
     assert [(r["backend"], r["method"], r["batch"]) for r in rows] == [
         (b, m, n) for b in ("cpu", "openvino") for m in ("gradcam", "ablationcam") for n in (1, 3)]
     assert all(r["plain_ms"] > 0 and r["explain_ms"] > 0 and r["ratio"] > 0 for r in rows)
-    ablation = {r["batch"]: r["explain_ms"] for r in rows if r["method"] == "ablationcam" and r["backend"] == "cpu"}
-    gradcam = {r["batch"]: r["explain_ms"] for r in rows if r["method"] == "gradcam" and r["backend"] == "cpu"}
-    assert ablation[3] > gradcam[3]  # 1 + C passes cost more than one
     assert len(report["fastest"]) == 4 and {w["backend"] for w in report["fastest"]} <= {"cpu", "openvino"}
     assert set(report["run_stages_ms_per_image"]) == {"decode+preprocess", "render"}
     assert report["peak_rss_mib"] > 50
