@@ -202,14 +202,8 @@ def fd_errors(explainer: Explainer, head: Head, batch: np.ndarray, weights: np.n
 def box_score(head: Head, s: np.ndarray, w: np.ndarray) -> float:
     """Σ w ⊙ S, with the logit of the Sigmoid columns where the head's S holds probabilities."""
     if head.sigmoid:
-        shape = [1] * s.ndim
-        shape[head.class_axis] = head.columns
-        mask = np.zeros(head.columns, bool)
-        mask[head.first_class:] = True
-        if head.objectness >= 0:
-            mask[head.objectness] = True
         p = np.clip(s, 1e-6, 1 - 1e-6)
-        s = np.where(mask.reshape(shape), np.log(p / (1 - p)), s)
+        s = np.where(head.logit_mask(s.ndim), np.log(p / (1 - p)), s)
     return float((s * w).sum())
 
 

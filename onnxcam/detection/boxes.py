@@ -219,8 +219,6 @@ def _nms(boxes, scores, classes, keep: np.ndarray, options: BoxOptions) -> np.nd
 def box_weights(head: Head, boxes: Boxes, anchors: int, dtype=np.float32) -> np.ndarray:
     """(K, *S) one-hot weightings of the batch-first score tensor S (``anchors`` rows), one per box."""
     weights = np.zeros((len(boxes), anchors, head.columns), dtype)  # anchors-last layout
-    rows = np.arange(len(boxes))
-    weights[rows, boxes.anchors, head.first_class + boxes.classes] = 1
-    if head.objectness >= 0:
-        weights[rows, boxes.anchors, head.objectness] = 1
+    for k, (anchor, c) in enumerate(zip(boxes.anchors, boxes.classes)):
+        weights[k, anchor, head.box_columns(c)] = 1
     return weights if head.class_axis == 2 else np.swapaxes(weights, 1, 2)

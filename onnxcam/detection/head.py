@@ -69,6 +69,24 @@ class Head:
         return 2 if self.class_axis == 1 else 1
 
     @property
+    def scored_columns(self) -> list[int]:
+        """The columns of S a box's score reads: the classes, and the objectness where the head has one."""
+        return [*range(self.first_class, self.first_class + self.classes), *([self.objectness] if self.objectness >= 0
+                                                                             else [])]
+
+    def box_columns(self, class_index: int) -> list[int]:
+        """The columns of S one box of class ``class_index`` is scored by: its class and the objectness."""
+        return [self.first_class + int(class_index), *([self.objectness] if self.objectness >= 0 else [])]
+
+    def logit_mask(self, rank: int) -> np.ndarray:
+        """``scored_columns`` as a boolean mask broadcastable to the batch-first S of ``rank`` dims."""
+        mask = np.zeros(self.columns, bool)
+        mask[self.scored_columns] = True
+        shape = [1] * rank
+        shape[self.class_axis] = self.columns
+        return mask.reshape(shape)
+
+    @property
     def columns(self) -> int:
         """S's width along ``class_axis``: the box columns, the objectness, the classes (, the box bins)."""
         return self.width or self.first_class + self.classes

@@ -86,11 +86,8 @@ class LocalBoxes:
 
     def box_entries(self, head: Head, boxes: Boxes) -> list[list[tuple[int, int, int, int]]]:
         """Per box, the (leaf, channel, y, x) of the S entries its score sums."""
-        entries = []
-        for anchor, column in zip(boxes.anchors, head.first_class + boxes.classes):
-            wanted = [column] + ([head.objectness] if head.objectness >= 0 else [])
-            entries.append([(int(self.entry_leaf[anchor, j]), *map(int, self.entry_cell[anchor, j])) for j in wanted])
-        return entries
+        return [[(int(self.entry_leaf[anchor, j]), *map(int, self.entry_cell[anchor, j])) for j in head.box_columns(c)]
+                for anchor, c in zip(boxes.anchors, boxes.classes)]
 
     def box_maps(self, batch: np.ndarray, features: dict[str, np.ndarray], owner: np.ndarray,
                  entries: list[list[tuple[int, int, int, int]]], chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +192,7 @@ def _plan(explainer, head: Head, batch: np.ndarray) -> LocalBoxes:
         raise _NotLocal("a layer is not NCHW")
     leaves, via_sigmoid = _leaves(view, head.score_tensor)
     entry_leaf, entry_cell = _locate_entries(explainer, view, head, leaves, batch)
-    wanted = _scored_columns(head)
+    wanted = head.scored_columns
     used = sorted({int(i) for i in np.unique(entry_leaf[:, wanted])})
     if -1 in used:
         raise _NotLocal("some class or objectness entries of S are not cells of a convolution map")
@@ -212,11 +209,6 @@ def _plan(explainer, head: Head, batch: np.ndarray) -> LocalBoxes:
     explainer._extra_sessions["box-crops"] = (None, crops)
     return LocalBoxes(leaves, entry_leaf, entry_cell, levels, leaf_level, len(layers), explainer.contract.fuse or "mean",
                       crops, _maps_session(explainer, list(levels.values())), explainer.input_name)
-
-
-def _scored_columns(head: Head) -> list[int]:
-    return list(range(head.first_class, head.first_class + head.classes)) + \
-        ([head.objectness] if head.objectness >= 0 else [])
 
 
 def _leaves(view: GraphView, score_tensor: str) -> tuple[list[str], dict[str, bool]]:

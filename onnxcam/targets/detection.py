@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from onnxcam.detection.head import Head, find_head
 from onnxcam.targets.base import Task
 from onnxcam.targets.ops import non_negative, one_hot, pick
@@ -95,21 +93,10 @@ def score(ctx: SeedContext, w: str) -> tuple[str, str]:
         e.op("Clip", ctx.s, min=_EPSILON, max=1 - _EPSILON)
     slope = e.mul(p, e.sub(e.scalar(1.0, ctx.s), p))  # dP/dlogit
     logit = e.op("Log", e.div(p, e.sub(e.scalar(1.0, ctx.s), p)))
-    mask = e.const(_logit_columns(e, head, ctx.score.rank), hint="logit_columns")
+    mask = e.const(head.logit_mask(ctx.score.rank), hint="logit_columns")
     seed = e.where(mask, e.div(w, slope), w)
     value = e.where(mask, logit, ctx.s)
     return seed, e.reduce_sum(e.mul(value, w), axes, keepdims=False)
-
-
-def _logit_columns(e, head: Head, rank: int) -> np.ndarray:
-    width = head.columns
-    mask = np.zeros(width, bool)
-    mask[head.first_class:head.first_class + head.classes] = True
-    if head.objectness >= 0:
-        mask[head.objectness] = True
-    shape = [1] * rank
-    shape[head.class_axis] = width
-    return mask.reshape(shape)
 
 
 def detect(view, score: ScoreTensor) -> bool:
