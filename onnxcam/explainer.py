@@ -53,12 +53,22 @@ class Explanation:
     all_zero: np.ndarray | None = None  # (N,) bool: the map is all zero (no positive evidence at the layer); None for device maps
 
 
-def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Maps with non-finite samples zeroed (the README promises [0, 1]); which were finite, which are all 0."""
-    finite = np.isfinite(np.asarray(scores, np.float64)) & np.isfinite(cam).reshape(len(cam), -1).all(axis=1)
+def zero_non_finite(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(maps, finite): the samples whose score or map is not finite get an all-zero map (the README
+    promises [0, 1]); a copy only where some do. NaN and ±inf carry through a map's sum, which no
+    finite float32 map overflows in float64."""
+    sums = cam.sum(axis=tuple(range(1, cam.ndim)), dtype=np.float64)
+    finite = np.isfinite(np.asarray(scores, np.float64)) & np.isfinite(sums)
     if not finite.all():
         cam = cam.copy()
         cam[~finite] = 0.0
+    return cam, finite
+
+
+def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maps with non-finite samples zeroed (:func:`zero_non_finite`); which were finite, which are all 0."""
+    cam, finite = zero_non_finite(cam, scores)
+    if not finite.all():
         log.warning("the score or map of %d image(s) is not finite (NaN or infinite); their maps are set to 0",
                     int((~finite).sum()))
     all_zero = ~cam.reshape(len(cam), -1).any(axis=1)

@@ -24,6 +24,7 @@ from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, nms_
 from onnxcam.detection.head import Head
 from onnxcam.detection.local import plan_local_boxes
 from onnxcam.errors import InputError, ModelError, OnnxCamError
+from onnxcam.explainer import zero_non_finite
 from onnxcam.methods.multipass import padded_chunks
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,7 @@ def _box_maps(explainer, head: Head, batch, features, kept, per_image: list[Boxe
 
 def _finite(maps: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boxes whose map or score is not finite get an all-zero map."""
-    bad = ~np.isfinite(maps.sum(axis=(1, 2), dtype=np.float64)) | ~np.isfinite(scores)  # NaN and ±inf carry through
-    maps[bad] = 0.0
+    maps, _ = zero_non_finite(maps, scores)
     return maps.astype(np.float32), scores.astype(np.float32)
 
 
