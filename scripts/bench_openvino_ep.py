@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,27 +148,11 @@ def _backends(ort, asked):
     return made, notes
 
 
-def _interleaved(calls, repeat):
-    """Seconds per call, over ``repeat`` rounds that call each once. Before each call the process idles
-    50 ms (untimed): every session has a thread pool of its own, whose threads spin for a while after
-    a call, and on a 2-core machine they would take a core from the next session's call (measured
-    here: ResNet-50's explain model, last layer, 39 ms right after another session's call, 18.7 ms
-    alone, as its plain model)."""
-    for call in calls.values():
-        call()
-    times = {name: [] for name in calls}
-    for _ in range(repeat):
-        for name, call in calls.items():
-            time.sleep(0.05)
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def worker(folder: Path, asked: list[str], repeat: int, batches: list[int]) -> int:
     import numpy as np
     import onnxruntime as ort
+
+    from onnxcam.bench import interleaved  # the venv's onnxcam is this checkout
 
     backends, notes = _backends(ort, asked)
     out = {"ort": ort.__version__, "notes": notes, "rows": [], "default_precision": [], "nodes": {}}
@@ -202,7 +185,7 @@ def worker(folder: Path, asked: list[str], repeat: int, batches: list[int]) -> i
                 else:
                     calls[(b, label)] = lambda s=s: s.run(["cam"], feeds)
             maps = {key: call()[0] for key, call in calls.items() if key[1] != "plain"}
-            times = _interleaved(calls, repeat)
+            times = interleaved(calls, repeat)  # 50 ms apart: a session's spinning threads would slow the next
             for b in backends:
                 for label in entry["explain"]:
                     ratio = statistics.median(t / p for t, p in zip(times[(b, label)], times[(b, "plain")]))

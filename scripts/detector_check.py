@@ -33,7 +33,6 @@ import importlib.util
 import statistics
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_zoo  # noqa: E402
 
 from onnxcam import Explainer  # noqa: E402
+from onnxcam.bench import interleaved  # noqa: E402
 from onnxcam.detection.boxes import box_weights  # noqa: E402
 from onnxcam.detection.head import Head  # noqa: E402
 from onnxcam.headmodel import cut_model  # noqa: E402
@@ -217,26 +217,15 @@ def peaked_inside(maps: np.ndarray, boxes: np.ndarray, grow: float = 0.1) -> lis
 
 
 def cost_ratio(explainer: Explainer, plain, batch: np.ndarray, repeats: int) -> tuple[float, float]:
-    """(explain_boxes with K = 10 boxes / one plain inference, plain ms): medians over interleaved rounds,
-    both given the same pre-processed batch. A pause before each call keeps one session's ONNX Runtime
-    threads, which spin a while after a run, out of the other's time on 2 cores."""
-    ratios, plains = [], []
-    feeds = {explainer.input_name: batch}
-    explainer.explain_boxes(batch, min_score=0.0, max_boxes=10)  # warm-up (builds the sub-sessions)
-    plain.run(None, feeds)
-    for _ in range(repeats):
-        time.sleep(0.05)
-        t0 = time.perf_counter()
-        plain.run(None, feeds)
-        t1 = time.perf_counter()
-        time.sleep(0.05)
-        t2 = time.perf_counter()
-        found = explainer.explain_boxes(batch, min_score=0.0, max_boxes=10)
-        t3 = time.perf_counter()
-        assert len(found.images[0].boxes) == 10
-        ratios.append((t3 - t2) / (t1 - t0))
-        plains.append(1000 * (t1 - t0))
-    return statistics.median(ratios), statistics.median(plains)
+    """(explain_boxes with K = 10 boxes / one plain inference, plain ms): medians over interleaved rounds
+    (``onnxcam.bench.interleaved``: a pause before each call keeps one session's spinning ONNX Runtime
+    threads out of the other's time on 2 cores), both given the same pre-processed batch."""
+    found = explainer.explain_boxes(batch, min_score=0.0, max_boxes=10)
+    assert len(found.images[0].boxes) == 10
+    times = interleaved({"plain": lambda: plain.run(None, {explainer.input_name: batch}),
+                         "boxes": lambda: explainer.explain_boxes(batch, min_score=0.0, max_boxes=10)}, repeats)
+    ratios = [b / p for p, b in zip(times["plain"], times["boxes"])]
+    return statistics.median(ratios), 1000 * statistics.median(times["plain"])
 
 
 def check(key: str, method: str, repeats: int) -> dict:
