@@ -27,9 +27,11 @@ pictures, and prints each run's peak RSS (the child's ru_maxrss).
 ``--stages`` instead prints where one image's time goes, as CPU time (all threads; steadier than
 the clock on a busy machine): decoding, pre-processing, the plain and the explain model's ONNX
 Runtime calls (per image of a batch), and rendering one image's files (compact and fast PNGs).
+``--pngs`` prints only the PNG table.
 
     python scripts/bench_run.py --memory 100000 [--baseline REV]
     python scripts/bench_run.py --stages
+    python scripts/bench_run.py --pngs
 """
 
 from __future__ import annotations
@@ -189,22 +191,33 @@ PNG_SETTINGS = {
 def png_costs(folder: Path, repeat: int = 20) -> list[tuple[str, str, float, int]]:
     """(picture, setting, median ms, bytes) for one image's overlay and 16-bit map under each PNG setting."""
     sys.path.insert(0, str(ROOT))
+    from onnxcam.io import png
     from onnxcam.io.images import decode_image
     from onnxcam.io.render import heatmap16, overlay
 
     image = decode_image(next(folder.glob("*.jpg")))
     cam = cv2.resize(np.random.default_rng(0).random((7, 7), dtype=np.float32), (224, 224))  # a smooth map
     pictures = {"overlay": overlay(image, cam), "16-bit map": heatmap16(cam, *image.shape[:2])}
+    encoders = {setting: (lambda pixels, params=params: cv2.imencode(".png", pixels, params)[1].tobytes())
+                for setting, params in PNG_SETTINGS.items()}
+    if png.AVAILABLE:
+        encoders["Sub filter, ISA-L level 1 (onnxcam.io.png, compact)"] = png.encode
     rows = []
     for picture, pixels in pictures.items():
-        for setting, params in PNG_SETTINGS.items():
+        for setting, encode in encoders.items():
             times = []
             for _ in range(repeat):  # CPU time (OpenCV may use threads): steadier than the clock on a busy machine
                 start = time.process_time()
-                data = cv2.imencode(".png", pixels, params)[1]
+                data = encode(pixels)
                 times.append(time.process_time() - start)
-            rows.append((picture, setting, 1000 * statistics.median(times), data.size))
+            rows.append((picture, setting, 1000 * statistics.median(times), len(data)))
     return rows
+
+
+def print_png_costs(rows) -> None:
+    print("| PNG of | setting | CPU ms | bytes |\n|---|---|---|---|")
+    for picture, setting, ms, size in rows:
+        print(f"| {picture} | {setting} | {ms:.2f} | {size} |")
 
 
 def cpu_ms(work, repeat: int, per: int = 1) -> float:
@@ -277,11 +290,17 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=None, metavar="N",
                         help="check peak memory on N/10 and N tiny images instead of timing")
     parser.add_argument("--stages", action="store_true", help="print each stage's CPU time per image instead")
+    parser.add_argument("--pngs", action="store_true", help="print only the PNG settings' table")
     args = parser.parse_args()
     if args.memory:
         return memory_check(args.memory, args.baseline)
     if args.stages:
         return print_stages(args.batch)
+    if args.pngs:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_images(Path(tmp), 1)
+            print_png_costs(png_costs(Path(tmp), repeat=100))
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -316,9 +335,8 @@ def main() -> int:
         rounds = " ".join(f"{v:.1f}" for v in values)
         print(f"| {name} | {min(values):.1f} | {100 * min(plain) / min(values):.0f} % | {100 * share:.0f} % "
               f"| {100 * quiet_share:.0f} % | {rounds} |")
-    print("\n| PNG of | setting | CPU ms | bytes |\n|---|---|---|---|")
-    for picture, setting, ms, size in pngs:
-        print(f"| {picture} | {setting} | {ms:.2f} | {size} |")
+    print()
+    print_png_costs(pngs)
     return 0
 
 

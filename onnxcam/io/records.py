@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxcam.io.files import write_atomically, write_staged
 from onnxcam.methods.multipass import softmax
-from onnxcam.io.render import draw_boxes, encode_png, heatmap16, overlay
+from onnxcam.io.render import draw_boxes, encode_png, fitted, heatmap16, overlay
 
 __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
 
@@ -85,12 +85,13 @@ class TaskOutputs:
         records = []
         for i in range(len(boxes)):
             files = {}
+            cam = fitted(detection.maps[i], height, width)  # resized once for both pictures
             if self.heatmaps:
                 files["heatmap"] = f"{stem}.box{i}.cam.png"
-                self._write_heatmap(staging / files["heatmap"], detection.maps[i], height, width)
+                self._write_heatmap(staging / files["heatmap"], cam, height, width)
             if self.overlays:
                 files["overlay"] = f"{stem}.box{i}.overlay.png"
-                self._write_overlay(staging / files["overlay"], image, detection.maps[i], xyxy[i:i + 1],
+                self._write_overlay(staging / files["overlay"], image, cam, xyxy[i:i + 1],
                                     captions[i:i + 1])
             records.append({**common, "box_index": i, "box": [round(float(v), 2) for v in xyxy[i]],
                             "class": int(boxes.classes[i]), "label": label(int(boxes.classes[i])),
@@ -101,12 +102,13 @@ class TaskOutputs:
     def write(self, staging: Path, stem: str, image_path: str, image: np.ndarray, result, i: int) -> dict:
         height, width = image.shape[:2]
         files = {}
+        cam = fitted(result.cam[i], height, width)  # resized once for both pictures
         for name in self._overlay_name(stem):
             files["overlay"] = name
-            self._write_overlay(staging / name, image, result.cam[i])
+            self._write_overlay(staging / name, image, cam)
         for name in self._heatmap_name(stem):
             files["heatmap"] = name
-            self._write_heatmap(staging / name, result.cam[i], height, width)
+            self._write_heatmap(staging / name, cam, height, width)
         output = self._sample_output(result, i)
         record = {
             "image": image_path,
