@@ -21,6 +21,7 @@ __all__ = ["OpenVinoSession", "required_form", "openvino_problem"]
 log = logging.getLogger(__name__)
 
 _FOLDED = (contract.TARGET, contract.TARGET_WEIGHTS)
+_core, _core_lock = None, threading.Lock()
 
 
 def openvino_problem() -> str | None:
@@ -30,6 +31,24 @@ def openvino_problem() -> str | None:
     except ImportError:
         return "OpenVINO is not installed; pip install 'onnxcam[openvino]'"
     return None
+
+
+def _shared_core():
+    """The one ``openvino.Core`` every session compiles with, kept for the life of the process.
+
+    Each Core makes its own CPU plugin, and each plugin installs a signal stack of its own on the
+    thread that first compiles (sigaltstack), unmapping it when the plugin goes and restoring the
+    previous one only if its own is still current. Plugins released other than last-in first-out
+    (explain_boxes' sessions, when the explainer is collected) leave the thread on an unmapped
+    stack, and the next signal (a Ctrl-C) kills the process with SIGSEGV. One plugin never goes.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino as ov
+
+            _core = ov.Core()
+        return _core
 
 
 def required_form(model_bytes: bytes) -> bytes:
@@ -80,7 +99,7 @@ class OpenVinoSession:
             raise OnnxCamError(problem)
         import openvino as ov
 
-        core = ov.Core()
+        core = _shared_core()
         config = {"INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)

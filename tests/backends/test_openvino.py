@@ -1,6 +1,8 @@
 """The OpenVINO backend gives ONNX Runtime's maps (f32), for in-graph and multi-pass methods."""
 
 import json
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from onnxcam import Explainer
 from onnxcam.errors import OnnxCamError
 from tests import nets
+from tests.conftest import ROOT
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'onnxcam[openvino]')")
 
@@ -86,3 +89,27 @@ def test_device_outputs_are_refused_in_one_line(demo_model):
     explainer = Explainer(demo_model, provider="openvino")
     with pytest.raises(OnnxCamError, match="device_outputs=True needs ONNX Runtime's IO binding"):
         explainer.explain(np.zeros((1, 3, 64, 64), np.float32), device_outputs=True)
+
+
+def test_a_signal_after_a_collected_box_explainer_reaches_its_handler():
+    """In a process of its own, which the SIGINT would kill: explain_boxes' sessions (one Core each,
+    before the Core was shared) left the thread on an unmapped signal stack once collected."""
+    code = """
+import gc, os, signal, time
+import numpy as np
+from onnxcam import Explainer
+from onnxcam.commands import signals_recorded
+from tests.detection import detector_nets
+images = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
+explainer = Explainer(detector_nets.export(detector_nets.TinyDetector("yolov5")), method="hirescam", provider="openvino")
+explainer.explain_boxes(images, min_score=0.0, max_boxes=8)
+del explainer
+gc.collect()
+with signals_recorded() as received:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)
+print("received", received)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == f"received [{int(signal.SIGINT)}]", \
+        (done.returncode, done.stderr[-3000:])

@@ -3,9 +3,6 @@ head's reach read off its windows, and heads that are not local keep the per-box
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -16,7 +13,6 @@ from onnxcam.detection.boxes import box_weights
 from onnxcam.detection.head import Head
 from onnxcam.detection.local import _corner, _window_reach
 from onnxcam.graph import GraphView
-from tests.conftest import ROOT
 from tests.detection import detector_nets
 from tests.detection.detector_nets import LAYOUTS, TinyDetector
 
@@ -133,25 +129,13 @@ def test_a_level_without_boxes_does_not_change_the_others(layout):
 
 
 def test_crops_run_in_openvino_too():
-    """In a process of its own: after an OpenVINO explainer that ran explain_boxes is collected, a SIGINT
-    to the process crashes it (OpenVINO 2026.4; tests/reliability sends one to the test process)."""
     pytest.importorskip("openvino")
-    code = """
-import numpy as np
-from onnxcam import Explainer
-from tests.detection import detector_nets
-from tests.detection.detector_nets import TinyDetector
-from tests.detection.test_local import _images
-model = detector_nets.export(TinyDetector("yolov5"))
-images = _images()
-expected = Explainer(model, method="hirescam", provider="cpu").explain_boxes(images, min_score=0.0, max_boxes=8)
-explainer = Explainer(model, method="hirescam", provider="openvino")
-found = explainer.explain_boxes(images, min_score=0.0, max_boxes=8)
-assert explainer._box_plan[0] is not None
-for a, b in zip(expected.images, found.images):
-    np.testing.assert_array_equal(a.boxes.anchors, b.boxes.anchors)
-    np.testing.assert_allclose(a.maps, b.maps, atol=1e-5)
-print("equal")
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0 and done.stdout.strip().endswith("equal"), done.stderr[-3000:]
+    model = detector_nets.export(TinyDetector("yolov5"))
+    images = _images()
+    expected = Explainer(model, method="hirescam", provider="cpu").explain_boxes(images, min_score=0.0, max_boxes=8)
+    explainer = Explainer(model, method="hirescam", provider="openvino")
+    found = explainer.explain_boxes(images, min_score=0.0, max_boxes=8)
+    assert explainer._box_plan[0] is not None
+    for a, b in zip(expected.images, found.images):
+        np.testing.assert_array_equal(a.boxes.anchors, b.boxes.anchors)
+        np.testing.assert_allclose(a.maps, b.maps, atol=1e-5)
