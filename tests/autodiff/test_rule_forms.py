@@ -30,7 +30,8 @@ def _w(*shape):
     (dict(group=8, pads=[1, 1, 1, 1]), (8, 1, 3, 3), (1, 8, 6, 6), True),  # depthwise
     (dict(pads=[1, 1, 1, 1]), (4, 3, 3, 3), (1, 3, 6, 6), True),  # dense 3×3
     (dict(group=8, strides=[2, 2], pads=[1, 1, 1, 1]), (8, 1, 3, 3), (1, 8, 6, 6), False),  # strided
-    (dict(), (4, 3, 1, 1), (1, 3, 6, 6), False),  # 1×1: a GEMM either way
+    (dict(), (4, 3, 1, 1), (1, 3, 6, 6), True),  # 1×1: the transposed kernel
+    (dict(pads=[1, 1, 1, 1]), (4, 3, 1, 1), (1, 3, 6, 6), False),  # 1×1 with pads: outside reach
     (dict(pads=[3, 3, 3, 3]), (4, 3, 3, 3), (1, 3, 6, 6), False),  # pads past the kernel's reach
 ])
 def test_conv_input_gradient_is_a_conv_on_the_flipped_kernel_at_stride_one(attrs, weight, x, fast):

@@ -84,15 +84,17 @@ def _conv_input_grad(ctx: RuleContext, size, kernel, strides, dilations, begin, 
     """dX of a Conv: a Conv on the flipped kernel where that is exact and faster, else a ConvTranspose.
 
     ONNX Runtime runs a stride-1 ConvTranspose (with the Slice cropping it) 1.3–4× slower than the
-    equivalent Conv when it is depthwise, and 1.4–1.7× when dense (scripts/bench_conv_forms.py);
-    1×1 kernels are GEMMs either way, and strided ones have no cheaper Conv form (zero insertion
-    and polyphase were measured slower), so those stay ConvTranspose.
+    equivalent Conv when it is depthwise, and 1.4–1.7× when dense (scripts/bench_conv_forms.py).
+    1×1 kernels too: alone the two forms are GEMMs of like cost, but a backward chain of Convs stays
+    in ONNX Runtime's blocked layout (middle layers' explain models 3–8 % faster,
+    scripts/bench_explain.py). Strided ones have no cheaper Conv form (zero insertion and polyphase
+    were measured slower), so those stay ConvTranspose.
     """
     e, w, group = ctx.emit, ctx.inputs[1], int(ctx.attr("group", 1))
     reach = [(k - 1) * d for k, d in zip(kernel, dilations)]
     pads = [r - p for r, p in zip(reach + reach, begin + end)]
     weights = ctx.const(1)
-    if weights is not None and all(s == 1 for s in strides) and any(k > 1 for k in kernel) and min(pads) >= 0:
+    if weights is not None and all(s == 1 for s in strides) and min(pads) >= 0:
         return e.op("Conv", ctx.dy, e.const(flipped_kernel(weights, group), hint="flipped_kernel"),
                     dilations=dilations, group=group, pads=pads, dtype_of=ctx.dy)
     out = [(h + b + p - r - 1) // s + 1 for h, b, p, r, s in zip(size, begin, end, reach, strides)]
