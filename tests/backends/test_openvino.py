@@ -113,3 +113,21 @@ print("received", received)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == f"received [{int(signal.SIGINT)}]", \
         (done.returncode, done.stderr[-3000:])
+
+
+def test_the_first_feed_shapes_get_a_model_compiled_for_them_and_later_ones_the_dynamic_model(demo_model, demo_images,
+                                                                                              monkeypatch):
+    """OpenVINO runs a dynamic model's map tail op by op; the backend compiles the explain model for the
+    first STATIC_SHAPES sets of feed shapes it sees, and the maps are the same either way."""
+    from onnxcam.backends import openvino as backend
+
+    monkeypatch.setattr(backend, "STATIC_SHAPES", 1)
+    explainer, reference = Explainer(demo_model, provider="openvino"), Explainer(demo_model, provider="cpu")
+    session = explainer._session
+    for count in (3, 2, 3):  # 3 images: compiled for them; 2: the dynamic model
+        np.testing.assert_allclose(explainer.explain(demo_images[:count]).cam,
+                                   reference.explain(demo_images[:count]).cam, atol=1e-5)
+    (shapes, compiled), = session._static.items()
+    assert [shape[0] for _, shape in shapes if len(shape) == 4] == [3] and compiled is not session._dynamic
+    assert not any(port.get_partial_shape().is_dynamic for port in compiled.inputs)
+    assert any(port.get_partial_shape().is_dynamic for port in session._dynamic.inputs)
