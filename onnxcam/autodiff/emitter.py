@@ -43,6 +43,7 @@ class Emitter:
         self._counter = 0
         self._dtypes: dict[str, np.dtype] = {}
         self._known: dict[str, list[int | None]] = {}  # 1-D int64 tensors whose values are (partly) known
+        self._broadcast: dict[str, tuple[str, frozenset[int]]] = {}  # Expand output -> (its input, axes it spreads)
 
     def write_into(self, model: onnx.ModelProto) -> None:
         """Append the emitted nodes and initializers to ``model`` (the model the view reads).
@@ -84,6 +85,7 @@ class Emitter:
         self.nodes.extend(other.nodes)
         self.initializers.extend(other.initializers)
         self._dtypes.update(other._dtypes)
+        self._broadcast.update(other._broadcast)
         self._taken.update(o for node in other.nodes for o in (*node.output, node.name))
         self._taken.update(t.name for t in other.initializers)
 
@@ -178,8 +180,12 @@ class Emitter:
     def reshape_like(self, x, like):
         return self.reshape(x, self.shape(like))
 
-    def expand_like(self, x, like):
-        return self.op("Expand", x, self.shape(like), dtype_of=x)
+    def expand_like(self, x, like, spread_axes: Sequence[int] = ()):
+        """``x`` broadcast to the shape of ``like``; ``spread_axes``: axes along which ``x`` has size 1."""
+        out = self.op("Expand", x, self.shape(like), dtype_of=x)
+        if spread_axes:
+            self._broadcast[out] = (x, frozenset(spread_axes))
+        return out
 
     def transpose(self, x, perm: Sequence[int]):
         if list(perm) == list(range(len(perm))):
@@ -210,6 +216,9 @@ class Emitter:
         return self.reduce("ReduceSum", x, axes, keepdims)
 
     def reduce_mean(self, x, axes, keepdims=True):
+        source, spread = self._broadcast.get(x, (None, frozenset()))
+        if keepdims and axes and set(axes) <= spread:  # the mean of a value copied along those axes is the value
+            return source
         return self.reduce("ReduceMean", x, axes, keepdims)
 
     def unsqueeze(self, x, axes: Sequence[int]):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from onnxcam import export
+from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.rules import activation, conv, elementwise, pool
 from tests.autodiff.parity import locate, torch_reference
 from tests.nets import ARCHITECTURES, export_onnx
@@ -64,3 +65,21 @@ def test_fast_forms_give_the_reference_forms_maps(arch, monkeypatch):
     want = _cam(reference, x)
     assert want.max() > 0.5  # a real map, not an all-zero one
     np.testing.assert_allclose(_cam(fast, x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_grad_cam_weights_behind_a_global_average_are_its_gradient_not_the_mean_of_a_copy(arch, monkeypatch):
+    """Behind a global average pool the layer's gradient is one value per channel, broadcast; the
+    spatial mean of that broadcast is the value itself, so no full-size Expand is made."""
+    spec = ARCHITECTURES[arch]
+    module, _ = spec.build()
+    model = export_onnx(module, torch.randn(1, *spec.input_shape))
+    x = np.random.default_rng(0).standard_normal((2, *spec.input_shape)).astype(np.float32)
+    fast = export(model).model  # the automatic (last) layer
+    with monkeypatch.context() as patched:
+        patched.setattr(Emitter, "reduce_mean", lambda e, t, axes, keepdims=True: e.reduce("ReduceMean", t, axes, keepdims))
+        reference = export(model).model
+    if _op_counts(fast)["ReduceMean"] == _op_counts(reference)["ReduceMean"]:
+        pytest.skip(f"{arch}'s automatic layer is not behind a global average")  # no shortcut to take
+    assert _op_counts(fast)["Expand"] < _op_counts(reference)["Expand"]
+    np.testing.assert_allclose(_cam(fast, x), _cam(reference, x), atol=1e-6)

@@ -22,7 +22,8 @@ def global_average_pool(ctx: RuleContext):
     e, x = ctx.emit, ctx.inputs[0]
     shape = ctx.shape(x)
     count = e.reduced_count(shape[2:] if shape is not None else [None], x, ctx.outputs[0], ctx.dy)
-    return [e.expand_like(e.div(ctx.dy, count), x)]
+    rank = ctx.view.rank(x)
+    return [e.expand_like(e.div(ctx.dy, count), x, spread_axes=range(2, rank) if rank else ())]
 
 
 @register("GlobalMaxPool")

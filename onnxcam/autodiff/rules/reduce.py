@@ -39,7 +39,7 @@ def reduce_sum(ctx: RuleContext):
     axes = _reduced_axes(ctx)
     if axes is None:
         return _grads(ctx, ctx.dy)
-    return _grads(ctx, ctx.emit.expand_like(_spread(ctx, ctx.dy, axes), ctx.inputs[0]))
+    return _grads(ctx, ctx.emit.expand_like(_spread(ctx, ctx.dy, axes), ctx.inputs[0], spread_axes=axes))
 
 
 @register("ReduceMean")
@@ -52,7 +52,7 @@ def reduce_mean(ctx: RuleContext):
     shape = ctx.shape(x)
     dims = [shape[a] for a in axes] if shape is not None else [None]
     count = e.reduced_count(dims, x, ctx.outputs[0], ctx.dy)
-    return _grads(ctx, e.expand_like(e.div(_spread(ctx, ctx.dy, axes), count), x))
+    return _grads(ctx, e.expand_like(e.div(_spread(ctx, ctx.dy, axes), count), x, spread_axes=axes))
 
 
 @register("ReduceMax")
