@@ -39,6 +39,13 @@ def test_conv_input_gradient_is_a_conv_on_the_flipped_kernel_at_stride_one(attrs
     assert ("ConvTranspose" not in ops and "Conv" in ops) if fast else "ConvTranspose" in ops
 
 
+@pytest.mark.parametrize("x, weight", [((1, 2, 6, 6), (3, 2, 1, 1)), ((1, 3, 8, 8), (4, 3, 3, 3))],
+                         ids=["1x1 on an even size", "3x3 with an uncovered tail"])
+def test_a_strided_conv_gradient_zero_fills_its_tail_with_output_padding_not_a_pad(x, weight):
+    ops = _backward_ops(Case("Conv", [X(x), _w(*weight)], attrs=dict(strides=[2, 2])))
+    assert "ConvTranspose" in ops and "Pad" not in ops
+
+
 def test_flipped_kernel_swaps_channels_per_group_and_reverses_taps():
     w = np.arange(4 * 3 * 2 * 2, dtype=np.float32).reshape(4, 3, 2, 2)  # 2 groups: 2 out, 3 in each
     flipped = flipped_kernel(w, group=2)

@@ -105,16 +105,20 @@ def _conv_input_grad(ctx: RuleContext, size, kernel, strides, dilations, begin, 
 def spread_into(e, dy: str, w: str, strides, dilations, group: int, full, begin, size) -> str:
     """``ConvTranspose(dy, w)``, whose uncropped output spans ``full``, cropped to ``[begin, begin + size)``.
 
-    The ConvTranspose's own pads do the crop (10–20 % faster than a Slice of its full output);
-    a tail it does not reach is zero-filled.
+    The ConvTranspose's own pads do the crop (10–20 % faster than a Slice of its full output), and
+    its output_padding the zeros of a tail it does not reach when that is shorter than the stride
+    (a strided 1×1 Conv on an even size: ResNet-50's downsampling), else a Pad adds them.
     """
     if any(b >= f for b, f in zip(begin, full)):
         spread = e.op("ConvTranspose", dy, w, strides=strides, dilations=dilations, group=group, dtype_of=dy)
         return fit(e, spread, full, begin, size)
     ends = [max(0, f - b - h) for f, b, h in zip(full, begin, size)]
+    reached = [f - b - p for f, b, p in zip(full, begin, ends)]
+    tails = [h - r for h, r in zip(size, reached)]
+    padding = {"output_padding": tails} if any(tails) and all(t < s for t, s in zip(tails, strides)) else {}
     spread = e.op("ConvTranspose", dy, w, strides=strides, dilations=dilations, group=group,
-                  pads=list(begin) + ends, dtype_of=dy)
-    return fit(e, spread, [f - b - p for f, b, p in zip(full, begin, ends)], [0] * len(size), size)
+                  pads=list(begin) + ends, dtype_of=dy, **padding)
+    return spread if padding else fit(e, spread, reached, [0] * len(size), size)
 
 
 @register("Conv")

@@ -23,6 +23,7 @@ CASES = [
     Case("Conv", [X((1, 2, 7, 6)), _w(3, 2, 3, 2)], attrs=dict(strides=[2, 1], pads=[0, 1, 2, 0]),
          id="asymmetric-pads"),
     Case("Conv", [X((1, 2, 5, 5)), _w(3, 2, 1, 1)], attrs=dict(strides=[2, 2]), id="k1-s2"),
+    Case("Conv", [X((1, 2, 6, 6)), _w(3, 2, 1, 1)], attrs=dict(strides=[2, 2]), id="k1-s2-even"),
     Case("Conv", [X((1, 2, 9, 9)), _w(3, 2, 3, 3)], attrs=dict(dilations=[2, 2], pads=[2, 2, 2, 2]),
          id="dilation2"),
     Case("Conv", [X((1, 2, 9, 8)), _w(3, 2, 2, 3)], attrs=dict(dilations=[2, 3], strides=[2, 1]),
