@@ -254,7 +254,7 @@ def _without_spin_waits(command):
               help="Write no 16-bit NAME.cam.png (detection: NAME.boxK.cam.png); with --no-overlay only "
                    "results.jsonl (and a dense model's NAME.output.png) is written.")
 @click.option("--png", type=click.Choice(PNG_CHOICES), default="compact", show_default=True,
-              help="fast: store the PNGs uncompressed, ~7-9x faster to encode and 2.4-4.7x larger.")
+              help="fast: store the PNGs uncompressed, 1.5-3x faster to encode (7-11x without isal), 2.4-4.7x larger.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--skip-bad", is_flag=True,
               help="Record an image that cannot be explained (undecodable, non-finite score) in results.jsonl and go "

@@ -1,7 +1,7 @@
 """A PNG writer for onnxcam's pictures: the Sub filter in NumPy, then deflate at ISA-L's level 1.
 
 OpenCV's encoder runs libpng over its bundled zlib, whose fastest level that still compresses
-costs 2-5x ISA-L's (``python scripts/bench_run.py --pngs``). The container itself is three
+costs 2-7x ISA-L's (``python scripts/bench_run.py --pngs``). The container itself is three
 chunks (PNG specification, sections 5 and 11): IHDR, one IDAT holding the zlib stream of the
 filtered rows, IEND.
 """

@@ -65,12 +65,13 @@ def heatmap16(cam: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 # "compact": the Sub filter and ISA-L's deflate level 1 (onnxcam.io.png); against OpenCV's fastest
-# compressing settings, 2.2x faster for overlays at the same size, 3x for 16-bit maps at 3 % fewer
-# bytes (python scripts/bench_run.py --stages, its PNG table). Without ISA-L: those OpenCV settings,
-# Huffman coding only for 8-bit pictures, the Sub filter at zlib level 1 for 16-bit maps.
+# compressing settings, 2.3x faster for overlays and 7x for 16-bit maps, the same bytes within 1.5 %
+# (python scripts/bench_run.py --pngs). Without ISA-L: those OpenCV settings, Huffman coding only
+# for 8-bit pictures, the Sub filter at zlib level 1 for 16-bit maps.
 _OVERLAY_PNG = [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 _MAP16_PNG = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB, cv2.IMWRITE_PNG_COMPRESSION, 1]
-# "fast": deflate's stored blocks, no filter; ~7-9x faster to encode, 2.4x (overlays) to 4.7x (maps) the bytes.
+# "fast": deflate's stored blocks, no filter; 1.5-3x faster to encode than "compact" (7-11x than OpenCV's
+# compact settings), 2.4x (overlays) to 4.7x (maps) the bytes.
 _STORED_PNG = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE, cv2.IMWRITE_PNG_COMPRESSION, 0]
 PNG_CHOICES = ("compact", "fast")
 
