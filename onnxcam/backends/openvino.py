@@ -145,8 +145,8 @@ class OpenVinoSession:
 
         With dynamic shapes OpenVINO runs the map's tail (resize, normalisation) op by op and infers
         shapes on every call: MobileNetV2's last-layer explanation cost 1.38x its plain inference at
-        batch 8 and 1.62x at batch 1; compiled for the batch's shapes, 1.16x and 1.17x (compiling
-        took 0.1 s)."""
+        batch 8 and 1.62x at batch 1 (timed on OpenVINO alone); compiled for the batch's shapes,
+        1.16x and 1.17x, compiling in 0.1 s."""
         compiled = self._static.get(shapes)
         if compiled is None:
             with self._static_lock:
