@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxcam.autodiff.emitter import Emitter
-from onnxcam.autodiff.rules.resize import interpolation_matrix
+from onnxcam.autodiff.rules.resize import bilinear_matrix
 from onnxcam.errors import ModelError
 
 __all__ = ["finish_cam", "EPSILON"]
@@ -74,8 +74,7 @@ def _resize_by_matrices(e: Emitter, x: str, image: str, layout: str, source_hw) 
         raise ModelError(f"the input's size {tuple(target_hw)} is too large to resize the map to before opset 11 "
                          f"(at most {MATRIX_PIXELS} a side); re-export the model at opset 11 or later")
     (h, w), (height, width) = source_hw, target_hw
-    rows = interpolation_matrix(h, height, height / h, "linear", "half_pixel", "round_prefer_floor")
-    cols = interpolation_matrix(w, width, width / w, "linear", "half_pixel", "round_prefer_floor")
+    rows, cols = bilinear_matrix(h, height), bilinear_matrix(w, width)
     dtype = e.dtype(x)
     tall = e.op("MatMul", e.const(rows.astype(dtype), hint="resize_rows"), x)  # (N, 1, H, w)
     return e.op("MatMul", tall, e.const(cols.T.astype(dtype), hint="resize_cols"))  # (N, 1, H, W)

@@ -23,25 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxcam.autodiff.rules.resize import bilinear_matrix
 from onnxcam.methods.multipass import RunContext, chunks, softmax
 
-__all__ = ["build", "channel_masks", "selected_channels", "bilinear_matrix"]
-
-
-def bilinear_matrix(size: int, source: int) -> np.ndarray:
-    """(size, source) float32 weights of OpenCV's INTER_LINEAR resize along one axis: half-pixel
-    centres, the edges clamped. Resizing a map is then two matrix products, for all channels at once."""
-    centres = ((np.arange(size) + 0.5) * (source / size) - 0.5).astype(np.float32)
-    low = np.floor(centres).astype(np.int64)
-    fraction = centres - low
-    clamped = (low < 0) | (low >= source - 1)
-    fraction[clamped] = 0.0
-    low = np.clip(low, 0, source - 1)
-    matrix = np.zeros((size, source), np.float32)
-    rows = np.arange(size)
-    np.add.at(matrix, (rows, low), 1.0 - fraction)
-    np.add.at(matrix, (rows, np.minimum(low + 1, source - 1)), fraction)
-    return matrix
+__all__ = ["build", "channel_masks", "selected_channels"]
 
 
 def constant_maps(activations: np.ndarray) -> np.ndarray:
@@ -53,7 +38,7 @@ def constant_maps(activations: np.ndarray) -> np.ndarray:
 def channel_masks(activations: np.ndarray, height: int, width: int) -> np.ndarray:
     """(C, H, W) masks in [0, 1] from one image's (C, h, w) activations (0 where a map is constant)."""
     maps = activations.astype(np.float32)
-    rows, columns = bilinear_matrix(height, maps.shape[1]), bilinear_matrix(width, maps.shape[2])
+    rows, columns = (bilinear_matrix(n, size).astype(np.float32) for n, size in zip(maps.shape[1:], (height, width)))
     masks = np.matmul(np.matmul(rows, maps), columns.T)
     low = masks.min(axis=(1, 2), keepdims=True)
     span = masks.max(axis=(1, 2), keepdims=True) - low

@@ -62,6 +62,11 @@ def interpolation_matrix(n_in: int, n_out: int, scale, mode: str, coord: str, ro
     return r
 
 
+def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """:func:`interpolation_matrix` of the maps' resize: linear, half-pixel centres (OpenCV's INTER_LINEAR)."""
+    return interpolation_matrix(n_in, n_out, n_out / n_in, "linear", "half_pixel", "round_prefer_floor")
+
+
 def _check_attrs(ctx: RuleContext, mode: str, coord: str):
     if mode not in ("nearest", "linear"):
         ctx.fail(f"mode '{mode}' is not supported (only 'nearest' and 'linear')")
