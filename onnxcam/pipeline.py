@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-
-import numpy as np
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 from onnxcam.errors import InputError
 

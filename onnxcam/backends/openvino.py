@@ -131,11 +131,9 @@ class OpenVinoSession:
         feeds = {k: v for k, v in feeds.items() if k in self._inputs}
         shapes = tuple(sorted((name, tuple(value.shape)) for name, value in feeds.items()))
         compiled = self._compiled_for(shapes)
-        requests = self._requests.__dict__.setdefault("by_shapes", {})
-        request = requests.get(shapes)
-        if request is None or request[0] is not compiled:
-            request = requests[shapes] = (compiled, compiled.create_infer_request())
-        results = request[1].infer(feeds, share_inputs=True)  # synchronous: the arrays outlive the call
+        requests = self._requests.__dict__.setdefault("by_shapes", {})  # the shapes fix the compiled model
+        request = requests.get(shapes) or requests.setdefault(shapes, compiled.create_infer_request())
+        results = request.infer(feeds, share_inputs=True)  # synchronous: the arrays outlive the call
         if self._cancelled:
             raise CancelledError("the run was cancelled")
         return [results[self._outputs[name]].copy() for name in (output_names or self._all)]

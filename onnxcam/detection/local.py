@@ -411,7 +411,6 @@ def _window_reach(view: GraphView, node) -> tuple[int, int]:
     dilations = node_attribute(node, "dilations", [1, 1])
     pads = node_attribute(node, "pads", [0, 0, 0, 0])
     auto = node_attribute(node, "auto_pad", "NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
     reach = []
     for axis in range(2):
         extent = (kernel[axis] - 1) * dilations[axis]

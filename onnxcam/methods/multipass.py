@@ -21,8 +21,7 @@ from onnxcam.errors import OnnxCamError
 from onnxcam.methods.head import EPSILON
 
 __all__ = ["RunOptions", "RunContext", "BASELINES", "finish_maps", "minmax", "softmax", "chunks", "padded_chunks",
-           "variant_batches",
-           "explain_copies", "auto_passes_batch"]
+           "variant_batches", "explain_copies", "auto_passes_batch"]
 
 BASELINES = ("black", "zero")
 # More images per call were no faster on the CPU (demo, Smooth Grad-CAM++: 64 → 101, 256 → 126 ms/image).
