@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from onnxcam.errors import OnnxCamError, OutputError
-from onnxcam.io.files import OutputSet, write_atomically
+from onnxcam.io.files import OutputSet
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, PRESETS, collect_images
 from onnxcam.io.images import preset as named_preset
 from onnxcam.methods import AUTO, method_names
@@ -402,8 +402,9 @@ def stage_results(outputs: OutputSet, records: list[dict], report_title: str | N
     """Stage results.jsonl, and the HTML report of its records when ``report_title`` is given."""
     from onnxcam.report import write_report
 
-    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
-    write_atomically(outputs.path("results.jsonl"), lines)
+    with ResultsFile(outputs.path("results.jsonl")) as results:
+        for record in records:
+            results.add(record)
     if report_title is not None:
         write_report(outputs.path(REPORT_NAME), records, outputs.out, truth=truth, title=report_title)
 

@@ -59,8 +59,19 @@ class ResultsFile:
         return self
 
     def add(self, record: dict) -> None:
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        line = json.dumps(record, allow_nan=False) + "\n"
+        try:
+            self._file.write(line)
+        except OSError as exc:  # e.g. the disk filled up
+            raise self._error(exc) from None
         self.summary.add(record)
 
     def __exit__(self, *exc_info) -> None:
-        self._file.close()
+        try:
+            self._file.close()  # flushes: a full disk shows here
+        except OSError as exc:
+            if exc_info[0] is None:
+                raise self._error(exc) from None
+
+    def _error(self, exc: OSError) -> OutputError:
+        return OutputError(f"cannot write '{self.path}': {exc.strerror or exc}")

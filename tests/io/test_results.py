@@ -1,9 +1,11 @@
 """results.jsonl streamed record by record, and the run's summary gathered from the records."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from onnxcam.errors import OutputError
 from onnxcam.io.results import ResultsFile, RunSummary
 
 
@@ -27,3 +29,10 @@ def test_results_file_writes_one_strict_json_line_per_record(tmp_path):
             results.add({"image": "c.png", "status": "ok", "target_score": float("nan")})
     assert [json.loads(line)["image"] for line in path.read_text().splitlines()] == ["a.png", "b.png"]
     assert results.summary.images == 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_one_output_error_not_an_os_error():
+    with pytest.raises(OutputError, match="cannot write '/dev/full': No space left on device"):
+        with ResultsFile("/dev/full") as results:
+            results.add({"image": "a.png", "status": "ok"})
