@@ -303,8 +303,8 @@ def _token_layer(view: GraphView, node, tensor: str, image_hw, strides: list[int
 
 
 def _has_spatial_extent(layer: Layer) -> bool:
-    dims = [d for d in layer.spatial if d is not None]
-    return not dims or max(dims) > 1  # unknown (dynamic) spatial dims count as extended
+    # an unknown (dynamic) dim counts as extended: an OCR recogniser's (N, C, 1, W?) features have extent in W
+    return not layer.spatial or any(d is None or d > 1 for d in layer.spatial)
 
 
 def automatic_layer(view: GraphView, candidates: list[Layer], score: str, task: str,
