@@ -14,7 +14,7 @@ import onnx
 
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView
-from onnxcam.detection.head import add_class_logits, add_level_scores, add_nms_outputs
+from onnxcam.detection.head import add_class_logits, add_end2end_outputs, add_level_scores, add_nms_outputs
 from onnxcam.layers import Candidate, Layer, ScorePaths, considered_layers, level_layers, resolve_layer
 from onnxcam.targets import SCORE_CHOICES, ChosenTarget, Task, choose_target
 from onnxcam.targets.detection import head_for
@@ -108,10 +108,12 @@ def make_plans(view: GraphView, layers, **options) -> tuple[Plan, ...]:
 
 def plan_view(model: onnx.ModelProto) -> GraphView:
     """The view plans read; a detector's scores are first made one output (in place): a multi-level
-    head's joined, the scores and boxes a graph's NonMaxSuppression reads, or a YOLOv8 head's class
-    logits rebuilt from its per-level class maps."""
+    head's joined, the scores and boxes a graph's NonMaxSuppression reads, the probabilities an
+    end-to-end head's rows are picked from, or a YOLOv8 head's class logits rebuilt from its per-level
+    class maps."""
     view = GraphView(model)
-    changed = add_nms_outputs(model, view) or add_level_scores(model, view) or add_class_logits(model, view)
+    changed = add_nms_outputs(model, view) or add_end2end_outputs(model, view) or add_level_scores(model, view) \
+        or add_class_logits(model, view)
     return GraphView(model) if changed else view
 
 

@@ -51,8 +51,18 @@ class Boxes:
         return len(self.scores)
 
 
-def decode(head: Head, outputs: dict[str, np.ndarray], input_hw: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per image: (boxes (A, 4) xyxy in input pixels, class confidences (A, C))."""
+def decode(head: Head, outputs: dict[str, np.ndarray], input_hw: tuple[int, int]) -> list[tuple]:
+    """Per image: boxes (A, 4) xyxy in input pixels, class confidences (A, C), and the (anchors, classes)
+    the graph itself selected — by its NonMaxSuppression, or as an end-to-end head's rows — or None
+    where onnxcam selects the boxes (:func:`select`)."""
+    if head.layout == "end2end":
+        return _end2end_rows(head, outputs)
+    decoded = _decode(head, outputs, input_hw)
+    given = _nms_selected(head, outputs) if head.layout == "nms" else [None] * len(decoded)
+    return [(boxes, confidence, chosen) for (boxes, confidence), chosen in zip(decoded, given)]
+
+
+def _decode(head: Head, outputs, input_hw: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
     if head.layout == "levels":
         return _decode_levels(head, outputs, input_hw)
     if head.layout == "nms":
@@ -152,11 +162,37 @@ def _decode_nms(head: Head, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(corners[n], scores[n]) for n in range(len(boxes))]
 
 
-def nms_selected(head: Head, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+def _nms_selected(head: Head, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image, the (anchors, classes) the graph's NonMaxSuppression kept."""
     rows = np.asarray(outputs[head.selected], np.int64).reshape(-1, 3)
     images = len(outputs[head.score_outputs[0]])
     return [(rows[rows[:, 0] == n, 2], rows[rows[:, 0] == n, 1]) for n in range(images)]
+
+
+def _end2end_rows(head: Head, outputs):
+    """Per image: boxes (A, 4) holding each selected row's box at its anchor (zeros elsewhere), the class
+    probabilities (A, C), and the rows' (anchors, classes). A row's anchor is the one whose probability
+    for the row's class is the row's score: the head's TopK and Gathers copy it, so they are equal."""
+    probabilities = np.asarray(outputs[head.score_outputs[0]], np.float32)
+    if head.class_axis == 1:
+        probabilities = np.swapaxes(probabilities, 1, 2)  # (N, A, C)
+    results = []
+    for confidence, rows in zip(probabilities, np.asarray(outputs[head.box_outputs[0]], np.float32)):
+        classes = np.rint(rows[:, 5]).astype(np.int64)
+        real = (classes >= 0) & (classes < head.classes)  # some exports pad with rows of class -1
+        rows, classes = rows[real], classes[real]
+        gaps = np.abs(confidence[:, classes].T - rows[:, 4:5])  # (K, A)
+        anchors = np.argmin(gaps, axis=1)
+        closest = gaps[np.arange(len(rows)), anchors]
+        if np.any(closest > 1e-6 + 1e-5 * np.abs(rows[:, 4])):
+            k = int(np.argmax(closest))
+            raise ModelError(f"the end-to-end head's row {k} (score {rows[k, 4]:.6g}, class {classes[k]}) equals no "
+                             "anchor's probability of that class in the Sigmoid output before the rows, so onnxcam "
+                             "cannot tell which anchor it was picked from; explain a raw (N, 4+C, A) head export instead")
+        boxes = np.zeros((len(confidence), 4), np.float32)
+        boxes[anchors] = rows[:, :4]
+        results.append((boxes, confidence, (anchors, classes)))
+    return results
 
 
 def _decode_dfl(distributions: np.ndarray, stride: int, input_hw) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxcam import contract
-from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, nms_selected, select
+from onnxcam.detection.boxes import BoxOptions, Boxes, box_weights, decode, select
 from onnxcam.detection.head import Head
 from onnxcam.detection.local import plan_local_boxes
 from onnxcam.errors import InputError, ModelError, OnnxCamError
@@ -72,10 +72,9 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
     local, kept = explainer._box_plan
     wanted = [*_head_outputs(head), *kept]
     features = _run_features(explainer, batch, wanted, head.selected)
-    decoded_boxes = decode(head, features, input_hw)
-    anchors = len(decoded_boxes[0][0])
-    chosen = nms_selected(head, features) if head.layout == "nms" else [None] * len(decoded_boxes)
-    per_image = [select(boxes, confidence, options, given) for (boxes, confidence), given in zip(decoded_boxes, chosen)]
+    decoded = decode(head, features, input_hw)
+    anchors = len(decoded[0][0])
+    per_image = [select(boxes, confidence, options, given) for boxes, confidence, given in decoded]
     maps, scores = _box_maps(explainer, head, batch, features, kept, per_image, anchors, local)
     images, first = [], 0
     for n, boxes in enumerate(per_image):
@@ -89,7 +88,7 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
 def _head_outputs(head: Head) -> list[str]:
     if head.layout == "nms":
         return [*head.score_outputs, *head.box_outputs, head.selected]
-    return [*head.score_outputs, *head.box_outputs] if head.layout == "levels" else [head.output]
+    return [*head.score_outputs, *head.box_outputs] if head.layout in ("levels", "end2end") else [head.output]
 
 
 def _head_tensors(explainer, layers: list[str]) -> list[str]:

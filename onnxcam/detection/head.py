@@ -1,6 +1,6 @@
 """What kind of raw object-detector head a model ends in, read from its graph.
 
-Five layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels; C = classes):
+Six layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels; C = classes):
 
 * ``yolov8`` — one output (N, 4+C, A): boxes (cx, cy, w, h in input pixels, decoded in the
   graph) then class probabilities, no objectness (YOLOv8/v11, RT-DETR-style exports alike);
@@ -16,7 +16,12 @@ Five layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels;
   bins concatenated, flattened and joined (NanoDet-Plus), decoded as the ``levels`` DFL boxes;
 * ``nms`` — a graph that ends in ``NonMaxSuppression``: its scores (N, C, A) and boxes (N, A, 4)
   inputs are added as outputs ``detection_scores`` and ``detection_boxes``, and the boxes it
-  selects (its output, (K, 3) batch/class/anchor rows) are the boxes explained.
+  selects (its output, (K, 3) batch/class/anchor rows) are the boxes explained;
+* ``end2end`` — an NMS-free head whose output is (N, K, 6) rows of x0, y0, x1, y1, score, class
+  picked by ``TopK`` (YOLOv10, YOLO26, ultralytics' ``nms=True`` exports): the class probabilities
+  (N, C, A) the rows are picked from — the 3-D Sigmoid output nearest the rows — are added as
+  output ``detection_scores``, and the rows are the boxes explained, each at the anchor whose
+  probability for the row's class is the row's score.
 
 A :class:`Head` is stored in the explain model's metadata (JSON), so that the runtime decodes
 boxes without reading the graph again.
@@ -33,7 +38,8 @@ from onnx import helper
 
 from onnxcam.graph import GraphView, node_attribute
 
-__all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_class_logits", "level_pairs",
+__all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_end2end_outputs", "add_class_logits",
+           "level_pairs",
            "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS"]
 
 LEVEL_SCORES = "detection_scores"
@@ -58,8 +64,9 @@ class Head:
     objectness: int  # column of the objectness in S, -1 when the head has none
     sigmoid: bool  # S's class (and objectness) columns are Sigmoid outputs: the score is their logit
     probabilities: bool  # the outputs' class (and objectness) columns are Sigmoid outputs (else logits)
-    boxes: str  # "cxcywh" (decoded), "yolox" (raw YOLOX regressions), "dfl", "xyxy" (levels), "yxyx" (nms)
-    box_outputs: tuple[str, ...] = ()  # levels: the box output of each level; nms: the boxes
+    boxes: str  # "cxcywh" (decoded), "yolox" (raw YOLOX regressions), "dfl", "xyxy" (levels), "yxyx" (nms),
+    # "rows" (end2end: read from the selected rows)
+    box_outputs: tuple[str, ...] = ()  # levels: the box output of each level; nms: the boxes; end2end: the rows
     score_outputs: tuple[str, ...] = ()  # levels: the score output of each level; nms: the scores
     selected: str = ""  # nms: the NonMaxSuppression's output, (K, 3) rows of batch, class, anchor
     width: int = 0  # S's width along class_axis when the box columns come after the classes (nanodet)
@@ -95,6 +102,7 @@ class Head:
         obj = ", objectness" if self.objectness >= 0 else ""
         boxes = {"cxcywh": "boxes decoded in the graph", "xyxy": "boxes decoded in the graph",
                  "yxyx": "boxes selected by the graph's NonMaxSuppression",
+                 "rows": "boxes selected by the graph's own TopK (NMS-free)",
                  "yolox": "raw YOLOX box regressions", "dfl": "DFL box distributions"}[self.boxes]
         return f"{self.layout} detector head: {self.classes} classes{obj}, {boxes}"
 
@@ -113,7 +121,9 @@ class Head:
 def find_head(view: GraphView, output: str) -> Head | None:
     """The head ``output`` belongs to, or ``None`` when it is not a raw detector output."""
     if output == LEVEL_SCORES:
-        return _nms_head(view) if NMS_BOXES in view.graph_outputs else _levels_head(view)
+        if NMS_BOXES in view.graph_outputs:
+            return _nms_head(view)
+        return _end2end_head(view) or _levels_head(view)
     if output in (CLASS_LOGITS, NMS_BOXES):
         return None  # explained through the head's own output
     if LEVEL_SCORES in view.graph_outputs and output in {n for pair in level_pairs(view) for n in pair}:
@@ -293,12 +303,70 @@ def add_nms_outputs(model: onnx.ModelProto, view: GraphView) -> bool:
     if node is None or len(node.input) < 2 or {LEVEL_SCORES, NMS_BOXES} & view.all_names():
         return False
     for source, name in ((node.input[1], LEVEL_SCORES), (node.input[0], NMS_BOXES)):
-        model.graph.node.append(helper.make_node("Identity", [source], [name], name=f"onnxcam/{name}"))
-        dims = view.symbolic_shape(source)
-        model.graph.output.append(helper.make_tensor_value_info(
-            name, view.elem_type(source), None if dims is None else [d if d is not None else f"{name}_{i}"
-                                                                      for i, d in enumerate(dims)]))
+        _expose(model, view, source, name)
     return True
+
+
+_ROW_COLUMNS = 6  # x0, y0, x1, y1, score, class
+_SELECTION_DEPTH = 64  # ops walked back from the rows to the probabilities they are picked from
+
+
+def _end2end_parts(view: GraphView) -> tuple[str, str] | None:
+    """(rows output, class probabilities): an output of (N, K, 6) rows made with a TopK, and the 3-D
+    Sigmoid output nearest it upstream, (N, C, A) or (N, A, C) with A the wider axis."""
+    for output in view.graph_outputs:
+        shape = view.shape(output)
+        if shape is None or len(shape) != 3 or shape[2] != _ROW_COLUMNS or not view.is_float(output):
+            continue
+        probabilities, topk = None, False
+        frontier, seen = [output], {output}
+        for _ in range(_SELECTION_DEPTH):
+            nodes = [node for name in frontier if (node := view.producers.get(name)) is not None]
+            topk = topk or any(node.op_type == "TopK" for node in nodes)
+            found = [node.output[0] for node in nodes
+                     if node.op_type == "Sigmoid" and _probability_shape(view, node.output[0])]
+            if found:
+                probabilities = found[0]
+                break
+            frontier = [i for node in nodes for i in node.input if i and i not in seen and not view.is_const(i)]
+            seen.update(frontier)
+        if topk and probabilities is not None:
+            return output, probabilities
+    return None
+
+
+def _probability_shape(view: GraphView, tensor: str) -> bool:
+    shape = view.shape(tensor)
+    return shape is not None and len(shape) == 3 and (_is_wide(shape[1], shape[2]) or _is_wide(shape[2], shape[1]))
+
+
+def _end2end_head(view: GraphView) -> Head | None:
+    parts = _end2end_parts(view)
+    shape = view.shape(LEVEL_SCORES)
+    if parts is None or shape is None or view.producers.get(LEVEL_SCORES) is None \
+            or view.producers[LEVEL_SCORES].input[0] != parts[1]:
+        return None
+    class_axis = 1 if _is_wide(shape[1], shape[2]) else 2
+    return Head("end2end", LEVEL_SCORES, LEVEL_SCORES, shape[class_axis], class_axis, 0, -1, True, True, "rows",
+                (parts[0],), (LEVEL_SCORES,))
+
+
+def add_end2end_outputs(model: onnx.ModelProto, view: GraphView) -> bool:
+    """Expose the class probabilities an end-to-end head's rows are picked from as output
+    ``detection_scores``, in place (through an Identity node; the model's outputs are kept)."""
+    parts = _end2end_parts(view)
+    if parts is None or LEVEL_SCORES in view.all_names():
+        return False
+    _expose(model, view, parts[1], LEVEL_SCORES)
+    return True
+
+
+def _expose(model: onnx.ModelProto, view: GraphView, source: str, name: str) -> None:
+    model.graph.node.append(helper.make_node("Identity", [source], [name], name=f"onnxcam/{name}"))
+    dims = view.symbolic_shape(source)
+    model.graph.output.append(helper.make_tensor_value_info(
+        name, view.elem_type(source), None if dims is None else [d if d is not None else f"{name}_{i}"
+                                                                  for i, d in enumerate(dims)]))
 
 
 def level_pairs(view: GraphView) -> list[tuple[str, str]]:

@@ -105,7 +105,7 @@ def detect(view, score: ScoreTensor) -> bool:
 
 TASK = Task(
     name="detection",
-    shapes="(N, 4+C, A), (N, A, 5+C), or per level (N, Aₗ, C) + boxes",
+    shapes="(N, 4+C, A), (N, A, 5+C), per level (N, Aₗ, C) + boxes, or (N, K, 6) end-to-end rows",
     default="the most confident anchor's class logit (run: every detected box)",
     target_means="the anchor",
     detect=detect,

@@ -108,6 +108,48 @@ def export(module: TinyDetector) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
+class EndToEnd(nn.Module):
+    """A yolov8 TinyDetector with an NMS-free end-to-end tail as YOLOv10/YOLO26 export it: the ``rows``
+    anchors of best class probability, then the ``rows`` best (anchor, class) pairs among them, as
+    (N, rows, 6) rows of x0, y0, x1, y1, score, class (TopK, GatherElements, Mod and Div in ONNX)."""
+
+    def __init__(self, detector: TinyDetector, rows: int = 12):
+        super().__init__()
+        self.detector, self.rows = detector, rows
+        self.eval()
+
+    def forward(self, x):
+        return self._select(x)[0]
+
+    def anchors(self, x):
+        """(N, rows): the anchor each row was picked from."""
+        return self._select(x)[1]
+
+    def _select(self, x):
+        raw = self.detector(x).transpose(1, 2)  # (N, A, 4+C): cx, cy, w, h, probabilities
+        centre, size, scores = raw[..., :2], raw[..., 2:4], raw[..., 4:]
+        boxes = torch.cat([centre - size / 2, centre + size / 2], -1)
+        classes = scores.shape[-1]
+        _, best = scores.amax(-1).topk(self.rows)
+        boxes = boxes.gather(1, best.unsqueeze(-1).repeat(1, 1, 4))
+        scores = scores.gather(1, best.unsqueeze(-1).repeat(1, 1, classes))
+        scores, flat = scores.flatten(1).topk(self.rows)
+        labels, index = flat % classes, flat // classes
+        boxes = boxes.gather(1, index.unsqueeze(-1).repeat(1, 1, 4))
+        rows = torch.cat([boxes, scores.unsqueeze(-1), labels.unsqueeze(-1).float()], -1)
+        return rows, best.gather(1, index)
+
+
+def export_end_to_end(module: EndToEnd) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["rows"],
+                          dynamic_axes={n: {0: "batch"} for n in ["image", "rows"]})
+    return onnx.load_from_string(buffer.getvalue())
+
+
 def with_nms(model: onnx.ModelProto, classes: int = 3, max_boxes: int = 5) -> onnx.ModelProto:
     """The yolov8 export ending in NonMaxSuppression (centre-point boxes, score threshold 0.05): its only
     output is the selected (K, 3) batch/class/anchor rows, as in end-to-end detector exports."""

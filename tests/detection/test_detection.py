@@ -259,3 +259,31 @@ def test_a_graph_ending_in_nms_explains_the_boxes_it_selects():
             np.testing.assert_allclose(det.scores[i], expected[k][0], rtol=1e-4, atol=1e-4)  # the class logit
             k += 1
     assert k > 0
+
+
+def test_an_end_to_end_head_explains_the_rows_it_selects():
+    """YOLOv10/YOLO26-style (N, K, 6) rows: the boxes are the rows (scores, classes, boxes), each scored by
+    its class logit at the anchor it was picked from."""
+    module = detector_nets.EndToEnd(TinyDetector("yolov8"), rows=12)
+    model = detector_nets.export_end_to_end(module)
+    images = _images(2, seed=3)
+    rows = ort.InferenceSession(model.SerializeToString()).run(["rows"], {"image": images})[0]
+    explainer = Explainer(model)
+    head = Head.from_json(explainer.contract.detection)
+    assert (head.layout, head.classes, head.boxes) == ("end2end", 3, "rows")
+    result = explainer.explain_boxes(images, min_score=0.0, max_boxes=50)
+    for n, det in enumerate(result.images):
+        assert len(det.boxes) == 12
+        np.testing.assert_array_equal(det.boxes.scores, rows[n, :, 4])  # the model's own order: most confident first
+        np.testing.assert_array_equal(det.boxes.classes, rows[n, :, 5].astype(np.int64))
+        np.testing.assert_array_equal(det.boxes.xyxy, rows[n, :, :4])
+    expected = _torch_box_scores(module.detector, images, [det.boxes for det in result.images])
+    got = np.concatenate([det.scores for det in result.images])
+    np.testing.assert_allclose(got, [score for score, _ in expected], rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        picked_from = module.anchors(torch.from_numpy(images)).numpy()
+    for n, det in enumerate(result.images):  # each row's anchor is the one it was picked from
+        np.testing.assert_array_equal(det.boxes.anchors, picked_from[n])
+    threshold = float(np.median(rows[0, :, 4]))
+    kept = explainer.explain_boxes(images, min_score=threshold, max_boxes=50).images[0].boxes
+    assert len(kept) == int(np.sum(rows[0, :, 4] >= threshold)) and len(kept) < 12

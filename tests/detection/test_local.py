@@ -53,6 +53,13 @@ def test_a_graph_ending_in_nms_takes_crops_too():
     assert explainer._box_plan[0] is not None
 
 
+def test_an_end_to_end_head_takes_crops_too():
+    model = detector_nets.export_end_to_end(detector_nets.EndToEnd(TinyDetector("yolov8")))
+    explainer = Explainer(model, method="hirescam")
+    assert _assert_maps_equal_whole_model(explainer, _images(2), max_boxes=12) > 0
+    assert explainer._box_plan[0] is not None
+
+
 @pytest.mark.parametrize("layout", ["yolov8", "yolov5"])
 def test_a_head_that_reads_the_whole_map_keeps_the_head_pass(layout):
     """A squeeze-and-excitation gate makes every cell's score read every cell: no crop is exact."""
