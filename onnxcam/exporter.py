@@ -210,10 +210,14 @@ def load_explainable(source, input_shape=None) -> Loaded:
 
 def _declare_computed_output_shapes(model: onnx.ModelProto, view: GraphView) -> None:
     """Declare the computed shapes of outputs whose declarations the graph contradicts, so that the
-    explain model does not repeat the mistake (ONNX Runtime warns about it on every run)."""
+    explain model does not repeat the mistake (ONNX Runtime warns about it on every run), and the
+    types of outputs declared without one (ONNX Runtime runs them; the ONNX checker refuses them)."""
     for output in model.graph.output:
-        if output.name in view.misdeclared_outputs:
-            dims = [d if d is not None else f"{output.name}_dim{i}" for i, d in enumerate(view.symbolic_shape(output.name))]
+        untyped = not output.type.tensor_type.elem_type and view.elem_type(output.name)
+        if output.name in view.misdeclared_outputs or untyped:
+            shape = view.symbolic_shape(output.name)
+            dims = None if shape is None else [d if d is not None else f"{output.name}_dim{i}"
+                                               for i, d in enumerate(shape)]
             output.CopyFrom(helper.make_tensor_value_info(output.name, view.elem_type(output.name), dims))
 
 

@@ -184,3 +184,16 @@ def test_the_weightless_check_still_catches_a_broken_explain_model(demo_model):
     model.graph.output.append(onnx.helper.make_tensor_value_info("broken", onnx.TensorProto.FLOAT, None))
     with pytest.raises(ModelError, match="fails the ONNX checker"):
         _check(model)
+
+
+def test_an_output_declared_without_a_type_is_given_its_type(resnet_onnx):
+    """ONNX Runtime runs a graph output declared with a name only; the ONNX checker refuses one."""
+    untyped = onnx.ModelProto()
+    untyped.CopyFrom(resnet_onnx)
+    pooled = next(n.output[0] for n in untyped.graph.node if n.op_type == "GlobalAveragePool")
+    untyped.graph.output.append(onnx.ValueInfoProto(name=pooled))
+    result = export(untyped)
+    declared = {o.name: o.type.tensor_type for o in result.model.graph.output}
+    assert declared[pooled].elem_type == onnx.TensorProto.FLOAT and len(declared[pooled].shape.dim) == 4
+    (cam,) = _session(result.model).run(["cam"], {"input": _batch((1, 3, 64, 64))})
+    assert cam.shape == (1, 64, 64)
