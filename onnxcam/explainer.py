@@ -319,6 +319,7 @@ class Explainer:
             "classification": ("classes", self.num_classes), "segmentation": ("classes", self.num_classes),
             "regression": ("output units", self.num_classes), "sequence": ("time steps", self.score_shape[1]),
             "detection": ("anchors", None),
+            "dense": (None, None) if self.score_shape[1] == 1 else ("channels", self.score_shape[1]),
         }.get(self.task, (None, None))
         if what is None:
             if np.any(values >= 0):
@@ -347,7 +348,7 @@ class Explainer:
                 raise TargetError(f"a region or mask needs a (N, C, H, W) score of known size; task {self.task}'s is "
                                   f"{self.contract.score_shape}")
             grid = requests.resize_mask(wanted, input_hw, dims[2:4])
-            return requests.region_weights(self.task, grid, n, self._weights_dtype)
+            return requests.region_weights(self.task, grid, n, self._weights_dtype, channels=dims[1])
         if reference is not None:
             if self.task != "embedding":
                 raise TargetError(f"a reference is for embedding models, and this one's task is {self.task}")
@@ -461,7 +462,7 @@ class Explainer:
         if reference is not None:
             return "cosine similarity to the reference"
         if target is not None and np.any(np.asarray(target) >= 0):
-            meaning = {"sequence": "time step", "regression": "output unit"}.get(self.task, "class")
+            meaning = {"sequence": "time step", "regression": "output unit", "dense": "channel"}.get(self.task, "class")
             return f"the given {meaning}"
         return self.contract.target_description
 

@@ -47,6 +47,23 @@ def test_dense_writes_the_models_own_map(tmp_path, images):
         assert 0 <= record["output_mean"] <= record["output_max"] <= 1
 
 
+def test_dense_explains_one_channel_of_several(tmp_path, images):
+    """--task dense on an (N, 2, H, W) map of independent channels: --target picks the channel, whose own map
+    the record's output_map shows; the segmentation the automatic task would pick is not used."""
+    model = _save(tmp_path, "craft", nets.DBLikeDetector(offset=[0.5, -0.5], channels=2), (1, 3, 32, 32))
+    means = {}
+    for channel in (0, 1):
+        out = tmp_path / f"c{channel}"
+        result = invoke("run", model, images, "-o", out, "--task", "dense", "--target", channel)
+        assert result.exit_code == 0, result.output
+        records = _records(out)
+        assert {(r["task"], r["target"]) for r in records} == {("dense", channel)}
+        means[channel] = [r["output_mean"] for r in records]
+    assert all(a > b for a, b in zip(means[0], means[1]))  # channel 0's map is the brighter one (its offset)
+    assert_one_line_error(invoke("run", model, images, "-o", tmp_path / "bad", "--task", "dense", "--target", 2),
+                          "target 2 is out of range: the model has 2 channels")
+
+
 def test_dense_region_and_mask(tmp_path, images):
     model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
     by_region = tmp_path / "region"

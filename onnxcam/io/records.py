@@ -152,7 +152,7 @@ class TaskOutputs:
                 "predicted": {self.explainer.label(int(c)): int(n) for c, n in zip(classes, counts)}}
 
     def _dense(self, staging, stem, maps, target, size) -> dict:
-        activation = maps[0].astype(np.float32)
+        activation = maps[target if 0 <= target < len(maps) else 0].astype(np.float32)  # the channel explained
         if not self.contract.output_activation and (activation.min() < 0 or activation.max() > 1):
             activation = 1 / (1 + np.exp(-activation))  # raw logits: show them as the Sigmoid would
         name = self._output_name(stem)[0]

@@ -56,7 +56,7 @@ def choose_target(view: GraphView, image: str, task: str = "auto", output: str |
         score = score_tensor(view, name, kind, _batch_axis(view, image, name))
         fits = [t for t in TASKS.values() if t.detect(view, score)]
         if requested is not None:
-            if requested.detect(view, score) or requested in (regression.TASK, embedding.TASK) and score.rank == 2:
+            if requested.fits(view, score):
                 return ChosenTarget(requested, _located(requested, view, score), f"task {requested.name} as asked")
             if output:
                 raise ModelError(f"output '{name}' has shape {_shape(view, name)}, which task {requested.name} "

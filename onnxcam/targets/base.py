@@ -25,6 +25,11 @@ class Task:
     weights: Callable  # (SeedContext) -> Seed
     score: Callable | None = None  # (SeedContext, w) -> (seed, score (N,)) when not Σ w ⊙ S
     locate: Callable | None = None  # (view, ScoreTensor) -> ScoreTensor: a task-specific S (detectors' logits)
+    fits_when_asked: Callable | None = None  # (view, ScoreTensor) -> bool: the outputs it takes when named (--task)
+
+    def fits(self, view, score) -> bool:
+        """Whether the task explains ``score`` when the user names it: what it detects, or more."""
+        return self.detect(view, score) or (self.fits_when_asked is not None and self.fits_when_asked(view, score))
 
     @property
     def formula(self) -> str:

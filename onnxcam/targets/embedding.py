@@ -69,6 +69,7 @@ TASK = Task(
     default="cosine similarity to the reference fed as target_weights (none: a zero map)",
     target_means="",
     detect=detect,
+    fits_when_asked=lambda view, score: score.rank == 2,
     weights=weights,
     score=cosine,
 )

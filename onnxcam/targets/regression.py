@@ -33,5 +33,6 @@ TASK = Task(
     default="the sum of the outputs (one output: itself)",
     target_means="the output unit",
     detect=detect,
+    fits_when_asked=lambda view, score: score.rank == 2,
     weights=weights,
 )

@@ -18,7 +18,8 @@ __all__ = ["check_weights", "region_mask", "resize_mask", "region_weights", "ref
 
 # Tasks whose score is a sum over pixels: what a region or mask means for each.
 REGION_TASKS = {
-    "dense": "the logit summed over the region's pixels (instead of those above the threshold)",
+    "dense": "the logit summed over the region's pixels (instead of those above the threshold; on a map of several "
+             "channels, the channel's pixels above it inside the region)",
     "segmentation": "the class's predicted pixels inside the region",
 }
 
@@ -67,13 +68,15 @@ def resize_mask(mask: np.ndarray, input_hw: tuple[int, int], grid_hw: tuple[int,
     return area > 0
 
 
-def region_weights(task: str, grid_mask: np.ndarray, samples: int, dtype) -> np.ndarray:
+def region_weights(task: str, grid_mask: np.ndarray, samples: int, dtype, channels: int | None = 1) -> np.ndarray:
     """(samples, 1, h, w) weights restricting a dense or segmentation score to the mask's cells."""
     if task not in REGION_TASKS:
         raise TargetError(f"a region or mask narrows dense and segmentation targets, not task {task}")
     if not grid_mask.any():
         raise TargetError("the region or mask covers no cell of the model's output grid; make it larger")
-    inside = 1.0 if task == "dense" else np.nan  # segmentation: keep the class's own pixels inside
+    # a one-channel dense map: every cell inside; segmentation and several-channel dense maps: the
+    # default weighting's cells inside (NaN), i.e. the class's or channel's own pixels
+    inside = 1.0 if task == "dense" and channels == 1 else np.nan
     weights = np.where(grid_mask, inside, 0.0).astype(dtype)
     return np.broadcast_to(weights, (samples, 1, *grid_mask.shape)).copy()
 

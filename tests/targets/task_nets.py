@@ -43,11 +43,12 @@ class UNetSegmenter(Split):
 
 class DBLikeDetector(Split):
     """Two scales fused by upsampling and concatenation (the automatic layer), a DB-style head up to the
-    input size: Conv→BN→ReLU→ConvTranspose→BN→ReLU→ConvTranspose, then Sigmoid."""
+    input size: Conv→BN→ReLU→ConvTranspose→BN→ReLU→ConvTranspose, then Sigmoid. ``channels`` > 1:
+    independent maps (CRAFT's region and affinity), ``offset`` one per channel or one for all."""
 
-    def __init__(self, offset=1.5):
+    def __init__(self, offset=1.5, channels=1):
         super().__init__()
-        self.offset = offset
+        self.offset = torch.as_tensor(offset, dtype=torch.float32).reshape(1, -1, 1, 1)
         self.c2 = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
                                 nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
         self.c3 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
@@ -55,7 +56,7 @@ class DBLikeDetector(Split):
         self.head_layers = nn.Sequential(
             nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
             nn.ConvTranspose2d(8, 8, 2, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.ConvTranspose2d(8, 1, 2, stride=2))
+            nn.ConvTranspose2d(8, channels, 2, stride=2))
         self.final = torch.sigmoid
 
     def features(self, x):
@@ -147,6 +148,14 @@ def dense_weights(s, threshold=0.5):
     firing = (torch.sigmoid(s) > threshold).float()
     fires = firing.amax(dim=(1, 2, 3), keepdim=True) > 0
     return torch.where(fires, firing, torch.ones_like(firing))
+
+
+def dense_channel_weights(s, targets, threshold=0.5):
+    """Several independent maps: channel target (0 by default), its firing pixels (all where none fires)."""
+    firing = (torch.sigmoid(s) > threshold).float()
+    fires = firing.amax(dim=(2, 3), keepdim=True) > 0
+    chosen = torch.where(targets < 0, torch.zeros_like(targets), targets)
+    return one_hot(chosen, s.shape[1])[:, :, None, None] * torch.where(fires, firing, torch.ones_like(firing))
 
 
 def sequence_weights(s, targets, blank=0):

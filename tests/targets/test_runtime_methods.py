@@ -26,6 +26,7 @@ def _weights(explainer, x):
 
 
 def test_ablationcam_on_a_dense_model():
+    torch.manual_seed(0)  # the weights, not only the input: the case must not depend on the tests run before it
     module = nets.DBLikeDetector(offset=0.1036)
     explainer, x = _explainer(module, (2, 3, 32, 32), "ablationcam")
     got = explainer.explain(x.numpy()).cam
@@ -48,6 +49,7 @@ def test_ablationcam_on_a_dense_model():
 def test_scorecam_on_a_time_major_sequence_uses_the_score_not_a_softmax():
     import cv2
 
+    torch.manual_seed(0)
     module = nets.CTCRecogniser(time_major=True)
     explainer, x = _explainer(module, (2, 3, 16, 32), "scorecam", axis=1)
     got = explainer.explain(x.numpy()).cam

@@ -30,6 +30,9 @@ def _case(name: str):
         # "dense": logits around 0, about half the pixels fire; "dense-silent": none does, so all count
         offset = 0.1036 if name == "dense" else -1.0
         return nets.DBLikeDetector(offset=offset), (3, 3, 32, 32), 0, None, lambda s, t: nets.dense_weights(s)
+    if name == "dense-channels":  # asked for by name; channel 0 fires in places, channel 1 nowhere
+        return nets.DBLikeDetector(offset=[-0.0239, -1.0], channels=2), (3, 3, 32, 32), 0, [-1, 1, 0], \
+            nets.dense_channel_weights
     if name in ("sequence", "sequence-time-major"):
         module = nets.CTCRecogniser(time_major=name.endswith("major"))
         with torch.no_grad():
@@ -51,7 +54,7 @@ def _explain(name: str, feeds_weights):
     x = torch.randn(*shape)
     source = nets.export(module, x[:1], output_batch_axis=axis)
     # (N, K) raw outputs look like class logits: a regression is named (the README says so)
-    task = {"regression": "regression", "embedding-raw": "embedding"}.get(name, "auto")
+    task = {"regression": "regression", "embedding-raw": "embedding", "dense-channels": "dense"}.get(name, "auto")
     result = export(source, expose=["activations", "gradients"], task=task, background=1)
     session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"input": x.numpy()}
@@ -89,7 +92,8 @@ def _assert_gradients_match(got, want):
     assert np.abs(got - want).max() / scale <= TOLERANCE
 
 
-TASKS = {"segmentation": "segmentation", "dense": "dense", "dense-silent": "dense", "sequence": "sequence",
+TASKS = {"segmentation": "segmentation", "dense": "dense", "dense-silent": "dense", "dense-channels": "dense",
+         "sequence": "sequence",
          "sequence-time-major": "sequence", "regression": "regression", "embedding": "embedding",
          "embedding-raw": "embedding"}
 
@@ -113,7 +117,10 @@ def _assert_special_cases_occur(name, module, x):
     if name.startswith("sequence"):
         best = s.argmax(dim=2)
         assert (best == 0).any() and (best != 0).any(), "the case has no blank steps, or only blank steps"
-    if name.startswith("dense"):
+    if name == "dense-channels":
+        fraction = (s > 0).float().mean(dim=(2, 3))
+        assert ((fraction[:, 0] > 0) & (fraction[:, 0] < 1)).all() and (fraction[:, 1] == 0).all(), fraction
+    elif name.startswith("dense"):
         fraction = (s > 0).float().mean(dim=(1, 2, 3))
         assert ((fraction > 0) & (fraction < 1)).all() if name == "dense" else (fraction == 0).all(), fraction
     if name == "segmentation":
