@@ -60,6 +60,11 @@ def test_dense_explains_one_channel_of_several(tmp_path, images):
         assert {(r["task"], r["target"]) for r in records} == {("dense", channel)}
         means[channel] = [r["output_mean"] for r in records]
     assert all(a > b for a, b in zip(means[0], means[1]))  # channel 0's map is the brighter one (its offset)
+    region = tmp_path / "region"
+    done = invoke("run", model, images, "-o", region, "--task", "dense", "--target", 1, "--region", "0,0,16,16")
+    assert done.exit_code == 0, done.output
+    inside = _records(region)
+    assert {r["target"] for r in inside} == {1} and [r["output_mean"] for r in inside] == means[1]  # channel 1's map
     assert_one_line_error(invoke("run", model, images, "-o", tmp_path / "bad", "--task", "dense", "--target", 2),
                           "target 2 is out of range: the model has 2 channels")
 

@@ -105,7 +105,7 @@ class EmittedTarget:
     seeds: dict[str, str]  # score tensor → the backward pass's seed
     weights: str  # the effective weighting w, batch first
     score: str  # (N,) the differentiated score
-    index: str  # (N,) int64: the task's index explained, -1 where none (or where target_weights were fed)
+    index: str  # (N,) int64: the task's index explained, -1 where none (or where fed target_weights replace it)
 
 
 def emit_target(e: Emitter, chosen: ChosenTarget, options: TaskOptions) -> EmittedTarget:
@@ -122,6 +122,8 @@ def emit_target(e: Emitter, chosen: ChosenTarget, options: TaskOptions) -> Emitt
         seed, total = weights, e.reduce_sum(e.mul(s, weights), list(range(1, score.rank)), keepdims=False)
     else:
         seed, total = task.score(ctx, weights)
-    fed_any = e.reduce("ReduceMin", e.op("Cast", unfed, to=7), list(range(1, score.rank)), keepdims=False)
-    index = e.where(e.op("Equal", fed_any, e.const(1, dtype="int64")), default.index, e.const(-1, dtype="int64"))
+    # the default's index wherever the default still counts somewhere (NaN entries: a region that keeps a
+    # segmentation class's own pixels); -1 where the fed weights replace it entirely
+    defaulted = e.reduce("ReduceMax", e.op("Cast", unfed, to=7), list(range(1, score.rank)), keepdims=False)
+    index = e.where(e.op("Equal", defaulted, e.const(1, dtype="int64")), default.index, e.const(-1, dtype="int64"))
     return EmittedTarget({score.tensor: from_batch_first(e, score, seed)}, weights, total, index)
