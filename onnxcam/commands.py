@@ -113,7 +113,7 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
     from onnxcam.exporter import load_explainable
     from onnxcam.plan import make_plans, plan_view
 
-    view = plan_view(load_explainable(model, input_shape).model)
+    view = plan_view(load_explainable(model, input_shape, layout).model)
     plans = make_plans(view, list(layer), score=score, layout=layout, output=output_name, task=task)
     plan = plans[0]
     chosen = {p.layer for p in plans}

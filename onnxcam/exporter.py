@@ -109,7 +109,7 @@ def export(
     request = _Request(layer_specs(layer), method, tuple(expose), layout, score, output, task, fuse, target_inputs,
                        TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background)),
                        for_runtime)
-    loaded = load_explainable(source, input_shape)
+    loaded = load_explainable(source, input_shape, layout)
     model, twin = loaded.model, loaded.twin
     half = precision.half_precision(model)
     try:
@@ -192,9 +192,9 @@ class Loaded:
     external_data: bool  # the file kept its weights in external data files
 
 
-def load_explainable(source, input_shape=None) -> Loaded:
+def load_explainable(source, input_shape=None, layout: str = "auto") -> Loaded:
     """The model to explain: read, its dynamic dims fixed, and integer ops replaced by their float
-    twin (:mod:`onnxcam.quantized`)."""
+    twin (:mod:`onnxcam.quantized`). ``layout`` says where an ``input_shape``'s channels are."""
     model, external = load_model_and_origin(source)
     if sort_topologically(model.graph):
         log.info("the model's nodes were not in topological order; sorted them")
@@ -203,7 +203,7 @@ def load_explainable(source, input_shape=None) -> Loaded:
         raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
     if input_shape:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
-        model = fix_input_shape(model, dims)
+        model = fix_input_shape(model, dims, layout)
     twin = checked_float_twin(model)
     return Loaded(twin.model, twin, external)
 

@@ -167,12 +167,13 @@ def parse_input_shape(text: str) -> list[int]:
     return dims
 
 
-def fix_input_shape(model: onnx.ModelProto, dims: list[int]) -> onnx.ModelProto:
+def fix_input_shape(model: onnx.ModelProto, dims: list[int], layout: str = "auto") -> onnx.ModelProto:
     """Fix the image input's non-batch dims to ``dims`` (in place); the batch becomes dynamic.
 
-    Static dims may be replaced — fully convolutional models are often exported at one size (as
+    Static sizes may be replaced — fully convolutional models are often exported at one size (as
     CenterFace is, at 10x3x32x32) — unless a constant shape in the graph repeats the old size
-    (a Reshape to it, say): then the graph depends on it, and the node is named.
+    (a Reshape to it, say): then the graph depends on it, and the node is named. A static channel
+    count is never replaced: the first layer's weights fix it (``layout`` says where it is).
     """
     view = GraphView(model, complete=False)  # the inputs are all it reads
     image = _image_input(view)
@@ -181,11 +182,12 @@ def fix_input_shape(model: onnx.ModelProto, dims: list[int]) -> onnx.ModelProto:
     if len(dims) != len(shape):
         raise ModelError(f"--input-shape has {len(dims)} dims but input '{image}' has {len(shape)}")
     old = view.shape(image)
+    _check_channels_kept(view, image, dims, layout)
     replaced = [(i, d, v) for i, (d, v) in enumerate(zip(old, dims)) if i > 0 and d is not None and d != v]
     if replaced:
         _check_size_free(view, {d for _, d, _ in replaced if d > 1}, image, old)
-        log.warning("replacing the fixed size %s of input '%s' with %s (the graph does not depend on it)",
-                    "x".join(map(str, old)), image, "x".join(map(str, dims)))
+        log.warning("replacing the fixed size %s of input '%s' with %s (no constant shape in the graph holds it)",
+                    _dims_text(old), image, _dims_text(dims))
     for i, (dim, value) in enumerate(zip(shape, dims)):
         if i == 0:
             if dim.HasField("dim_value") and (replaced or dim.dim_value != value):
@@ -203,6 +205,27 @@ def fix_input_shape(model: onnx.ModelProto, dims: list[int]) -> onnx.ModelProto:
     return model
 
 
+def _check_channels_kept(view: GraphView, image: str, dims: list[int], layout: str) -> None:
+    """Refuse dims that put another number where the model declares its channel count (a shape
+    given in the other layout, 1x3x256x256 for an NHWC input)."""
+    declared = view.shape(image)
+    layout = _layout(view, image, layout)
+    axis = 1 if layout == "NCHW" else 3
+    if declared[axis] is None or dims[axis] == declared[axis]:
+        return
+    height, width = declared[2:4] if layout == "NCHW" else declared[1:3]
+    example = [1, height or "H", width or "W"]
+    example.insert(axis, declared[axis])
+    raise ModelError(f"--input-shape {_dims_text(dims)} does not fit input '{image}', declared {_dims_text(declared)} "
+                     f"({layout}): its channels are fixed at {declared[axis]}, not {dims[axis]}; give the shape in "
+                     f"{layout} order, e.g. {'x'.join(map(str, example))}")
+
+
+def _dims_text(dims) -> str:
+    """1x3x224x224, with ? for a dynamic dim (unknown or named)."""
+    return "x".join(str(d) if isinstance(d, int) else "?" for d in dims)
+
+
 _SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0, "Resize": 3}
 
 
@@ -214,6 +237,6 @@ def _check_size_free(view: GraphView, sizes: set[int], image: str, old) -> None:
             continue
         value = view.const_value(node.input[position])
         if value is not None and sizes & {int(v) for v in value.ravel()[1:]}:
-            raise ModelError(f"input '{image}' is fixed at {'x'.join(map(str, old))} and {node.op_type} node "
+            raise ModelError(f"input '{image}' is fixed at {_dims_text(old)} and {node.op_type} node "
                              f"'{node.name}' has that size built in ({value.ravel().tolist()}); the model cannot "
                              "take another size: re-export it at the size you need")

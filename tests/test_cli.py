@@ -202,6 +202,15 @@ def test_a_dynamic_size_error_names_the_options_of_the_command(demo_images, tmp_
     assert fixed.exit_code == 0, fixed.output
 
 
+def test_an_input_shape_the_model_cannot_take_is_a_one_line_error(demo_images, tmp_path):
+    from tests.test_plan import _nhwc_model
+
+    model = tmp_path / "keras.onnx"
+    onnx.save(_nhwc_model("reshape"), str(model))  # (N, 8, 8, 3), a flatten to 256 values before its Dense
+    moved = invoke("run", model, demo_images[0], "-o", tmp_path / "out", "--input-shape", "1x3x8x8")
+    assert_one_line_error(moved, "declared ?x8x8x3 (NHWC)", "channels are fixed at 3", "1x8x8x3")
+
+
 def test_layers_marks_the_automatic_choice(demo_model):
     result = invoke("layers", demo_model)
     assert result.exit_code == 0, result.output
