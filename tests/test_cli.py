@@ -209,6 +209,9 @@ def test_an_input_shape_the_model_cannot_take_is_a_one_line_error(demo_images, t
     onnx.save(_nhwc_model("reshape"), str(model))  # (N, 8, 8, 3), a flatten to 256 values before its Dense
     moved = invoke("run", model, demo_images[0], "-o", tmp_path / "out", "--input-shape", "1x3x8x8")
     assert_one_line_error(moved, "declared ?x8x8x3 (NHWC)", "channels are fixed at 3", "1x8x8x3")
+    resized = invoke("export", model, "-o", tmp_path / "m.cam.onnx", "--input-shape", "1x12x12x3")
+    assert_one_line_error(resized, "1x12x12x3 does not fit", "Reshape node 'flatten'", "--input-shape")
+    assert not (tmp_path / "m.cam.onnx").exists()
 
 
 def test_layers_marks_the_automatic_choice(demo_model):

@@ -95,3 +95,11 @@ def test_an_input_shape_that_moves_the_channels_is_refused_naming_the_declared_s
     with pytest.raises(ModelError, match=r"declared 2x3x8x8 .*channels.* fixed at 3.*1x3x8x8"):
         fix_input_shape(_fixed_conv_model(), [1, 32, 32, 3])
     assert GraphView(fix_input_shape(_nhwc_model(), [1, 16, 16, 3])).shape("relu") == (None, 4, 16, 16)
+
+
+@pytest.mark.parametrize("head, node", [("reshape", "Reshape node 'flatten'"), ("gemm", "Gemm node 'linear'"),
+                                        ("add", "Add node 'position'"), ("concat", "Concat node 'join'")])
+def test_an_input_size_the_graph_cannot_take_is_refused_at_export(head, node):
+    with pytest.raises(ModelError, match=rf"1x12x12x3 does not fit .*{node}.*declared \?x8x8x3"):
+        export(_nhwc_model(head), input_shape="1x12x12x3")  # 576 features where the Dense takes 256
+    assert export(_nhwc_model(head), input_shape="1x8x8x3").plan.layer.shape[-2:] in ((8, 8), (8, 4))
