@@ -111,9 +111,12 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
     Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible.
     """
     from onnxcam.exporter import load_explainable
-    from onnxcam.plan import make_plans, plan_view
+    from onnxcam.plan import check_input_size, make_plans, plan_view
 
-    view = plan_view(load_explainable(model, input_shape).model)
+    loaded = load_explainable(model, input_shape, layout)
+    view = plan_view(loaded.model)
+    if loaded.resized:
+        check_input_size(view, *loaded.resized)
     plans = make_plans(view, list(layer), score=score, layout=layout, output=output_name, task=task)
     plan = plans[0]
     chosen = {p.layer for p in plans}

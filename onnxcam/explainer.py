@@ -18,7 +18,7 @@ from onnxcam import contract
 from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
-from onnxcam.graph import GraphView, load_model
+from onnxcam.graph import GraphView, load_model, size_options
 from onnxcam.io.files import write_atomically
 from onnxcam.io.held_weights import hold_weights
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
@@ -96,9 +96,17 @@ def _checked_input_shape(name: str, shape) -> tuple:
 
 def _input_shape_from_size(model: onnx.ModelProto, size) -> list[int] | None:
     """A model whose image input has dynamic height and width explained at the pre-processing size:
-    its input shape fixed to it (1, C, H, W) or (1, H, W, C), so that every layer's shape is known."""
-    if not size:
-        return None
+    its input shape fixed to it, so that every layer's shape is known."""
+    shape = _shape_at_size(model, size) if size else None
+    if shape:
+        log.info("fixing the input's size at %dx%d, the pre-processing size (--input-shape %s)", *size,
+                 "x".join(map(str, shape)))
+    return shape
+
+
+def _shape_at_size(model: onnx.ModelProto, size) -> list[int] | None:
+    """(1, C, H, W) or (1, H, W, C) at ``size`` for an image input whose height and width alone are
+    dynamic; ``None`` for any other input (a size cannot fix it)."""
     initializers = {t.name for t in model.graph.initializer}
     images = [i for i in model.graph.input if i.name not in initializers]
     dims = images[0].type.tensor_type.shape.dim if len(images) == 1 else []
@@ -107,14 +115,10 @@ def _input_shape_from_size(model: onnx.ModelProto, size) -> list[int] | None:
     static = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
     height, width = size
     if static[1] in (1, 3, 4) and static[2] is None and static[3] is None:
-        shape = [1, static[1], height, width]
-    elif static[3] in (1, 3, 4) and static[1] is None and static[2] is None:
-        shape = [1, height, width, static[3]]
-    else:
-        return None
-    log.info("fixing the input's size at %dx%d, the pre-processing size (--input-shape %s)", height, width,
-             "x".join(map(str, shape)))
-    return shape
+        return [1, static[1], height, width]
+    if static[3] in (1, 3, 4) and static[1] is None and static[2] is None:
+        return [1, height, width, static[3]]
+    return None
 
 
 def load_explain_model(path) -> onnx.ModelProto:
@@ -171,8 +175,10 @@ class Explainer:
             expose = [] if chosen.in_graph else [contract.ACTIVATIONS, *([contract.GRADIENTS] if chosen.needs_gradients else [])]
             if not export_options.get("input_shape"):
                 export_options["input_shape"] = _input_shape_from_size(proto, self.preprocess.size)
-            exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
-                              **export_options)
+            fixes = "--size HxW or --input-shape" if _shape_at_size(proto, (1, 1)) else "--input-shape"
+            with size_options(fixes):
+                exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
+                                  **export_options)
             proto, self.export_seconds = exported.model, exported.seconds
         self.model = proto
         self.contract = Contract.read(proto)

@@ -42,7 +42,7 @@ from onnxcam.methods import AUTO, Method, get_method, resolve_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
-from onnxcam.plan import Plan, fix_input_shape, layer_specs, make_plans, parse_input_shape, plan_view
+from onnxcam.plan import Plan, check_input_size, fix_input_shape, layer_specs, make_plans, parse_input_shape, plan_view
 from onnxcam.quantized import Twin, checked_float_twin
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
 from onnxcam.targets.detection import head_for
@@ -109,11 +109,12 @@ def export(
     request = _Request(layer_specs(layer), method, tuple(expose), layout, score, output, task, fuse, target_inputs,
                        TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background)),
                        for_runtime)
-    loaded = load_explainable(source, input_shape)
+    loaded = load_explainable(source, input_shape, layout)
     model, twin = loaded.model, loaded.twin
     half = precision.half_precision(model)
     try:
-        explain, added = _build(load_model(model) if half else model, request, twin, precision.describe(model, None))
+        explain, added = _build(load_model(model) if half else model, request, twin, precision.describe(model, None),
+                                loaded.resized)
         reason = precision.runs_on_cpu(explain.model) if half else ""
     except ModelError as exc:  # the checker or ONNX Runtime on ops without half-precision kernels
         if half is None:
@@ -122,7 +123,7 @@ def export(
     if reason:
         log.warning("the explain model cannot compute in %s (%s); upcasting the model to float32 (inputs and outputs "
                     "included)", precision.HALF_TYPES[half], reason)
-        explain, added = _build(precision.upcast(model), request, twin, precision.describe(model, half))
+        explain, added = _build(precision.upcast(model), request, twin, precision.describe(model, half), loaded.resized)
     explain.seconds, explain.external_data = time.perf_counter() - started, loaded.external_data
     log.info("explain model built in %.2f s (%d nodes added)", explain.seconds, added)
     return explain
@@ -145,10 +146,14 @@ class _Request:
     for_runtime: bool
 
 
-def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: str) -> tuple[ExplainModel, int]:
-    """Stages 2-8 on the loaded model (changed in place); returns the explain model and the nodes added."""
+def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: str,
+           resized: tuple | None = None) -> tuple[ExplainModel, int]:
+    """Stages 2-8 on the loaded model (changed in place); returns the explain model and the nodes added.
+    ``resized``: the input's declared and fixed shapes, when the size was fixed (it is checked)."""
     expose = request.expose
     view = plan_view(model)
+    if resized:
+        check_input_size(view, *resized)
     _declare_computed_output_shapes(model, view)
     plans = make_plans(view, request.layers, score=request.score, layout=request.layout, output=request.output,
                        task=request.task)
@@ -190,22 +195,35 @@ class Loaded:
     model: onnx.ModelProto
     twin: Twin  # ``twin.modified`` is false for a float or QDQ model
     external_data: bool  # the file kept its weights in external data files
+    resized: tuple | None = None  # the image input's declared and fixed shapes, when input_shape fixed it
 
 
-def load_explainable(source, input_shape=None) -> Loaded:
+def load_explainable(source, input_shape=None, layout: str = "auto") -> Loaded:
     """The model to explain: read, its dynamic dims fixed, and integer ops replaced by their float
-    twin (:mod:`onnxcam.quantized`)."""
+    twin (:mod:`onnxcam.quantized`). ``layout`` says where an ``input_shape``'s channels are."""
     model, external = load_model_and_origin(source)
     if sort_topologically(model.graph):
         log.info("the model's nodes were not in topological order; sorted them")
     check_attributes(model)
     if contract.is_explain_model(model):
         raise ModelError("this model is already an explain model (it has onnxcam metadata); export the original model")
+    resized = None
     if input_shape:
         dims = parse_input_shape(input_shape) if isinstance(input_shape, str) else list(input_shape)
-        model = fix_input_shape(model, dims)
+        declared = _declared_dims(model)
+        model = fix_input_shape(model, dims, layout)
+        resized = (declared, tuple(dims))
     twin = checked_float_twin(model)
-    return Loaded(twin.model, twin, external)
+    return Loaded(twin.model, twin, external, resized)
+
+
+def _declared_dims(model: onnx.ModelProto) -> tuple | None:
+    """The image input's dims as the model declares them (``None`` for dynamic ones); ``None`` without
+    a 4-D input (which fix_input_shape refuses)."""
+    initializers = {t.name for t in model.graph.initializer}
+    dims = next((i.type.tensor_type.shape.dim for i in model.graph.input
+                 if i.name not in initializers and len(i.type.tensor_type.shape.dim) == 4), None)
+    return None if dims is None else tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 
 
 def _declare_computed_output_shapes(model: onnx.ModelProto, view: GraphView) -> None:

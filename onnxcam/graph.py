@@ -9,6 +9,8 @@ import heapq
 import logging
 import threading
 from collections import defaultdict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 
@@ -19,9 +21,30 @@ from onnx import helper, numpy_helper, shape_inference
 from onnxcam.errors import ModelError
 
 __all__ = ["GraphView", "load_model", "load_model_and_origin", "check_attributes", "outer_names", "sort_topologically",
-           "without_weights", "node_attribute", "FLOAT_TYPES"]
+           "without_weights", "node_attribute", "FLOAT_TYPES", "size_options", "size_fixed_by"]
 
 log = logging.getLogger(__name__)
+
+# The options that fix the input's size, as the errors about unknown shapes name them: --input-shape,
+# which every command that plans has; the Explainer's callers (run, compare, eval) also fix a dynamic
+# height and width with their pre-processing --size (see size_options).
+_SIZE_OPTIONS: ContextVar[str] = ContextVar("size_options", default="--input-shape")
+
+
+@contextmanager
+def size_options(text: str):
+    """Inside, errors that ask for a fixed input size name ``text`` as the options that fix it."""
+    token = _SIZE_OPTIONS.set(text)
+    try:
+        yield
+    finally:
+        _SIZE_OPTIONS.reset(token)
+
+
+def size_fixed_by() -> str:
+    """The options that fix the input's size where the model is being read ("--input-shape" by default)."""
+    return _SIZE_OPTIONS.get()
+
 
 FLOAT_TYPES = frozenset(
     {
@@ -214,7 +237,7 @@ class GraphView:
             return ("the input's size is fixed, yet neither ONNX's shape inference, ONNX Runtime's symbolic "
                     "inference nor a probe run resolves this shape; choose another layer, or re-export the model "
                     "with static shapes")
-        return "fix the input's size with --input-shape, or re-export the model with static shapes"
+        return f"fix the input's size with {size_fixed_by()}, or re-export the model with static shapes"
 
     @cached_property
     def consumers(self) -> dict[str, list[onnx.NodeProto]]:
@@ -486,7 +509,7 @@ def _fill_from_probe(graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
             continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
         if not dims or None in dims[1:]:
-            return  # dynamic spatial dims: nothing to probe with (give --input-shape)
+            return  # dynamic spatial dims: nothing to probe with (the size must be fixed)
         first = info.type.tensor_type.shape.dim[0]
         batch_symbols[info.name] = first.dim_param or None
         if any(d <= 0 for d in dims[1:]) or np.prod(dims[1:], dtype=np.float64) > _PROBE_ELEMENTS or \

@@ -10,10 +10,11 @@ import logging
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import GraphView
+from onnxcam.graph import GraphView, node_attribute, size_fixed_by
 from onnxcam.detection.head import add_class_logits, add_end2end_outputs, add_level_scores, add_nms_outputs
 from onnxcam.layers import Candidate, Layer, ScorePaths, considered_layers, level_layers, resolve_layer
 from onnxcam.targets import SCORE_CHOICES, ChosenTarget, Task, choose_target
@@ -23,7 +24,7 @@ from onnxcam.targets.score import ScoreTensor
 log = logging.getLogger(__name__)
 
 __all__ = ["Plan", "make_plan", "make_plans", "layer_specs", "plan_view", "fix_input_shape", "parse_input_shape",
-           "SCORE_CHOICES", "LAYOUT_CHOICES"]
+           "check_input_size", "SCORE_CHOICES", "LAYOUT_CHOICES"]
 
 LAYOUT_CHOICES = ("auto", "NCHW", "NHWC")
 _IMAGE_CHANNELS = (1, 3, 4)
@@ -169,12 +170,13 @@ def parse_input_shape(text: str) -> list[int]:
     return dims
 
 
-def fix_input_shape(model: onnx.ModelProto, dims: list[int]) -> onnx.ModelProto:
+def fix_input_shape(model: onnx.ModelProto, dims: list[int], layout: str = "auto") -> onnx.ModelProto:
     """Fix the image input's non-batch dims to ``dims`` (in place); the batch becomes dynamic.
 
-    Static dims may be replaced — fully convolutional models are often exported at one size (as
+    Static sizes may be replaced — fully convolutional models are often exported at one size (as
     CenterFace is, at 10x3x32x32) — unless a constant shape in the graph repeats the old size
-    (a Reshape to it, say): then the graph depends on it, and the node is named.
+    (a Reshape to it, say): then the graph depends on it, and the node is named. A static channel
+    count is never replaced: the first layer's weights fix it (``layout`` says where it is).
     """
     view = GraphView(model, complete=False)  # the inputs are all it reads
     image = _image_input(view)
@@ -183,11 +185,12 @@ def fix_input_shape(model: onnx.ModelProto, dims: list[int]) -> onnx.ModelProto:
     if len(dims) != len(shape):
         raise ModelError(f"--input-shape has {len(dims)} dims but input '{image}' has {len(shape)}")
     old = view.shape(image)
+    _check_channels_kept(view, image, dims, layout)
     replaced = [(i, d, v) for i, (d, v) in enumerate(zip(old, dims)) if i > 0 and d is not None and d != v]
     if replaced:
         _check_size_free(view, {d for _, d, _ in replaced if d > 1}, image, old)
-        log.warning("replacing the fixed size %s of input '%s' with %s (the graph does not depend on it)",
-                    "x".join(map(str, old)), image, "x".join(map(str, dims)))
+        log.warning("replacing the fixed size %s of input '%s' with %s (no constant shape in the graph holds it)",
+                    _dims_text(old), image, _dims_text(dims))
     for i, (dim, value) in enumerate(zip(shape, dims)):
         if i == 0:
             if dim.HasField("dim_value") and (replaced or dim.dim_value != value):
@@ -205,6 +208,101 @@ def fix_input_shape(model: onnx.ModelProto, dims: list[int]) -> onnx.ModelProto:
     return model
 
 
+def _check_channels_kept(view: GraphView, image: str, dims: list[int], layout: str) -> None:
+    """Refuse dims that put another number where the model declares its channel count (a shape
+    given in the other layout, 1x3x256x256 for an NHWC input)."""
+    declared = view.shape(image)
+    layout = _layout(view, image, layout)
+    axis = 1 if layout == "NCHW" else 3
+    if declared[axis] is None or dims[axis] == declared[axis]:
+        return
+    height, width = declared[2:4] if layout == "NCHW" else declared[1:3]
+    example = [1, height or "H", width or "W"]
+    example.insert(axis, declared[axis])
+    raise ModelError(f"--input-shape {_dims_text(dims)} does not fit input '{image}', declared {_dims_text(declared)} "
+                     f"({layout}): its channels are fixed at {declared[axis]}, not {dims[axis]}; give the shape in "
+                     f"{layout} order, e.g. {'x'.join(map(str, example))}")
+
+
+def _dims_text(dims) -> str:
+    """1x3x224x224, with ? for a dynamic dim (unknown or named)."""
+    return "x".join(str(d) if isinstance(d, int) else "?" for d in dims)
+
+
+def check_input_size(view: GraphView, declared, fixed) -> None:
+    """Refuse an input size the graph cannot take, from the shapes inferred at that size (no run, so
+    it costs next to nothing): inputs that contradict each other where a node needs them to agree
+    (a flatten's built-in length, a MatMul's inner dims, a broadcast, a Concat)."""
+    found = _size_contradiction(view)
+    if found is None:
+        return
+    raise ModelError(f"input '{_image_input(view)}' at {_dims_text(fixed)} does not fit the model: {found}; give a "
+                     f"size its graph takes (the input is declared {_dims_text(declared)}) with {size_fixed_by()}")
+
+
+def _size_contradiction(view: GraphView) -> str | None:
+    """The first node whose inputs' inferred shapes cannot go together, in words; ``None`` if none."""
+    for node in view.nodes:
+        check = _AGREEMENTS.get(node.op_type)
+        found = check(view, node) if check and len(node.input) > 1 else None
+        if found:
+            return f"{node.op_type} node '{node.name}' {found}"
+    return None
+
+
+def _reshape_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
+    """The values must fill the new shape. A dynamic first dim may hold the batch times a whole factor
+    (a -1 there folds windows or tokens into it, and unfolds them), so then one side's values per
+    first-dim entry need only divide the other's."""
+    before, after = view.shape(node.input[0]), view.shape(node.output[0])
+    if not before or not after or not all(isinstance(d, int) for d in (*before[1:], *after[1:])):
+        return None
+    values, kept = (int(np.prod([shape[0] or 1, *shape[1:]], dtype=np.int64)) for shape in (before, after))
+    if before[0] and after[0]:
+        fits = values == kept
+    else:
+        fits = 0 in (values, kept) or values % kept == 0 or kept % values == 0
+    if fits:
+        return None
+    return f"reshapes {_dims_text(before)} ({values} values) to {_dims_text(after)} ({kept})"
+
+
+def _matmul_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
+    a, b = view.shape(node.input[0]), view.shape(node.input[1])
+    if not a or not b:
+        return None
+    transposed = node.op_type == "Gemm"
+    inner_a = a[0] if transposed and node_attribute(node, "transA", 0) else a[-1]
+    inner_b = b[-1] if transposed and node_attribute(node, "transB", 0) else b[-2] if len(b) > 1 else b[0]
+    if inner_a is None or inner_b is None or inner_a == inner_b:
+        return None
+    return f"multiplies {_dims_text(a)} by {_dims_text(b)} (inner dims {inner_a} and {inner_b})"
+
+
+def _broadcast_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
+    a, b = view.shape(node.input[0]), view.shape(node.input[1])
+    if a is None or b is None:
+        return None
+    if any(x is not None and y is not None and x != y and 1 not in (x, y) for x, y in zip(a[::-1], b[::-1])):
+        return f"cannot broadcast {_dims_text(a)} with {_dims_text(b)}"
+    return None
+
+
+def _concat_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
+    shapes = [view.shape(name) for name in node.input if name]
+    if not shapes or any(not shape for shape in shapes) or len({len(shape) for shape in shapes}) != 1:
+        return None
+    axis = node_attribute(node, "axis", 0) % len(shapes[0])
+    for i in range(len(shapes[0])):
+        if i != axis and len({shape[i] for shape in shapes} - {None}) > 1:
+            return f"joins {', '.join(map(_dims_text, shapes))} along axis {axis}"
+    return None
+
+
+_AGREEMENTS = {"Reshape": _reshape_contradiction, "MatMul": _matmul_contradiction, "Gemm": _matmul_contradiction,
+               "Add": _broadcast_contradiction, "Sub": _broadcast_contradiction, "Mul": _broadcast_contradiction,
+               "Div": _broadcast_contradiction, "Concat": _concat_contradiction}
+
 _SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0, "Resize": 3}
 
 
@@ -216,6 +314,6 @@ def _check_size_free(view: GraphView, sizes: set[int], image: str, old) -> None:
             continue
         value = view.const_value(node.input[position])
         if value is not None and sizes & {int(v) for v in value.ravel()[1:]}:
-            raise ModelError(f"input '{image}' is fixed at {'x'.join(map(str, old))} and {node.op_type} node "
+            raise ModelError(f"input '{image}' is fixed at {_dims_text(old)} and {node.op_type} node "
                              f"'{node.name}' has that size built in ({value.ravel().tolist()}); the model cannot "
                              "take another size: re-export it at the size you need")

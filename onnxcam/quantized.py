@@ -44,7 +44,7 @@ from onnx.reference import ReferenceEvaluator
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.rules.quantize import INTEGER_RANGES
 from onnxcam.errors import ModelError, UnsupportedOpError
-from onnxcam.graph import FLOAT_TYPES, GraphView, node_attribute
+from onnxcam.graph import FLOAT_TYPES, GraphView, node_attribute, size_fixed_by
 from onnxcam.runtime import model_session
 
 __all__ = ["Twin", "Agreement", "float_twin", "checked_float_twin", "check_agreement", "TWIN_RULES", "DISAGREEMENT"]
@@ -534,7 +534,7 @@ def _probe_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray] | s
             continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
         if None in dims[1:]:
-            return f"input '{info.name}' has dynamic dims {tuple(dims)}; give --input-shape to check the twin"
+            return f"input '{info.name}' has dynamic dims {tuple(dims)}; give {size_fixed_by()} to check the twin"
         shape = [1 if dims and dims[0] is None else dims[0], *dims[1:]] if dims else []
         dtype = helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
         feeds[info.name] = rng.uniform(0, 1, size=shape).astype(dtype)

@@ -189,7 +189,7 @@ def _make_session(model_bytes: bytes, provider: str, threads: int | None, announ
 
         raise OnnxCamError(f"unknown provider '{provider}'; choose one of {', '.join(PROVIDER_CHOICES)}")
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a load or run that fails raises, and onnxcam reports it in one line
     if threads:
         options.intra_op_num_threads = threads
     if not _spin_waits:

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from onnxcam.cli import cli
+from tests.nets import export_onnx
 
 
 def invoke(*args):
@@ -170,6 +171,47 @@ def test_export_errors(demo_model, tmp_path):
     assert_one_line_error(invoke("export", demo_model, "-o", tmp_path / "m.onnx", "--expose", "weights"), "cannot expose")
     assert_one_line_error(invoke("export", demo_model, "-o", demo_model, "--overwrite"), "overwrite the input")
     assert_one_line_error(invoke("export", demo_model, "-o", tmp_path / "m.onnx", "--input-shape", "1x3xbig"), "1x3x224x224")
+
+
+def _dynamic_size_model(path):
+    """A CNN exported with dynamic height and width; explaining its first ReLU differentiates a strided
+    Conv, whose gradient needs static spatial dims."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    model = export_onnx(net, torch.zeros(1, 3, 32, 32))
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.Clear()
+        dim.dim_param = "side"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_dynamic_size_error_names_the_options_of_the_command(demo_images, tmp_path):
+    model = _dynamic_size_model(tmp_path / "dynamic.onnx")
+    run = invoke("run", model, demo_images[0], "-o", tmp_path / "out", "--layer", "/1/Relu_output_0")
+    assert_one_line_error(run, "must be static", "--size HxW", "--input-shape")
+    export = invoke("export", model, "-o", tmp_path / "m.cam.onnx", "--layer", "/1/Relu_output_0")
+    assert_one_line_error(export, "must be static", "--input-shape")
+    assert "--size" not in export.output  # export has no pre-processing
+    fixed = invoke("run", model, demo_images[0], "-o", tmp_path / "sized", "--layer", "/1/Relu_output_0",
+                   "--size", "32x40")
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_an_input_shape_the_model_cannot_take_is_a_one_line_error(demo_images, tmp_path):
+    from tests.test_plan import _nhwc_model
+
+    model = tmp_path / "keras.onnx"
+    onnx.save(_nhwc_model("reshape"), str(model))  # (N, 8, 8, 3), a flatten to 256 values before its Dense
+    moved = invoke("run", model, demo_images[0], "-o", tmp_path / "out", "--input-shape", "1x3x8x8")
+    assert_one_line_error(moved, "declared ?x8x8x3 (NHWC)", "channels are fixed at 3", "1x8x8x3")
+    resized = invoke("export", model, "-o", tmp_path / "m.cam.onnx", "--input-shape", "1x12x12x3")
+    assert_one_line_error(resized, "1x12x12x3 does not fit", "Reshape node 'flatten'", "--input-shape")
+    assert not (tmp_path / "m.cam.onnx").exists()
 
 
 def test_layers_marks_the_automatic_choice(demo_model):

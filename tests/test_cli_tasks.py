@@ -105,6 +105,30 @@ def test_sequence_records_the_decoded_path(tmp_path, images, axis):
     assert all(r["target"] == 3 and "timestep_class" in r for r in _records(one_step))
 
 
+def test_sequence_text_from_a_paddleocr_dictionary_with_space_characters(tmp_path, images):
+    model = _save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32))
+    labels = tmp_path / "ppocr_keys.txt"
+    labels.write_bytes("a\r\n\u3000\r\n \r\nb\r\nc".encode())  # 5 lines: 7 classes with the blank and a space
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out, "--labels", labels)
+    assert result.exit_code == 0, result.output
+    characters = ["", "a", "\u3000", " ", "b", "c", " "]
+    for record in _records(out):
+        assert record["text"] == "".join(characters[i] for i in record["decoded"])
+
+
+def test_a_dictionary_that_fits_no_layout_is_warned_about_once(tmp_path, images):
+    model = _save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32))
+    labels = tmp_path / "dict.txt"
+    labels.write_text("a\nb\nc\n")
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out, "--labels", labels)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "labels" in line and "no text" in line]
+    assert len(warnings) == 1 and "3 labels" in warnings[0] and "7 classes" in warnings[0], result.output
+    assert not any("text" in record for record in _records(out))
+
+
 def test_layers_says_why_a_tensor_is_not_eligible(tmp_path):
     model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
     result = invoke("layers", model)

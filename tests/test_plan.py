@@ -42,3 +42,64 @@ def test_a_fixed_size_is_replaced_when_the_graph_does_not_depend_on_it():
 def test_a_size_built_into_a_reshape_is_refused_naming_the_node():
     with pytest.raises(ModelError, match="Reshape node 'fixed_reshape' has that size built in"):
         fix_input_shape(_fixed_conv_model(reshape_to_old_size=True), [1, 3, 32, 32])
+
+
+def _nhwc_model(head: str = "pool") -> onnx.ModelProto:
+    """image (N, 8, 8, 3) → Transpose to NCHW → Conv(4) → Relu → a head: "pool" (GAP → Flatten → Gemm:
+    any size), "reshape" (tf2onnx's Keras Flatten → Dense: back to NHWC, a Reshape to (N, 256) through
+    Shape → Slice → Concat, a MatMul with 256 rows), "gemm" (PyTorch's Flatten → Linear(256, 2)) or
+    "add" (a constant (1, 4, 8, 8) added, as a position embedding is) or "concat" (that constant joined
+    to the channels, as a U-Net joins its skip connections): all but "pool" take 8x8 alone."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "w"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"])]
+    init = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")]
+    if head == "reshape":
+        init += [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+                 numpy_helper.from_array(np.array([1], np.int64), "one"),
+                 numpy_helper.from_array(np.array([256], np.int64), "features"),
+                 numpy_helper.from_array(rng.standard_normal((256, 2)).astype(np.float32), "dense")]
+        nodes += [helper.make_node("Transpose", ["relu"], ["nhwc"], perm=[0, 2, 3, 1]),
+                  helper.make_node("Shape", ["nhwc"], ["shape"]),
+                  helper.make_node("Slice", ["shape", "zero", "one", "zero"], ["batch"]),
+                  helper.make_node("Concat", ["batch", "features"], ["flat_shape"], axis=0),
+                  helper.make_node("Reshape", ["nhwc", "flat_shape"], ["flat"], name="flatten"),
+                  helper.make_node("MatMul", ["flat", "dense"], ["logits"])]
+    elif head == "gemm":
+        init.append(numpy_helper.from_array(rng.standard_normal((2, 256)).astype(np.float32), "fc"))
+        nodes += [helper.make_node("Flatten", ["relu"], ["flat"]),
+                  helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1, name="linear")]
+    else:
+        last, channels = "relu", 4
+        if head in ("add", "concat"):
+            init.append(numpy_helper.from_array(rng.standard_normal((1, 4, 8, 8)).astype(np.float32), "embedding"))
+            nodes.append(helper.make_node("Add", ["relu", "embedding"], ["embedded"], name="position") if head == "add"
+                         else helper.make_node("Concat", ["relu", "embedding"], ["embedded"], axis=1, name="join"))
+            last, channels = "embedded", 4 if head == "add" else 8
+        init.append(numpy_helper.from_array(rng.standard_normal((2, channels)).astype(np.float32), "fc"))
+        nodes += [helper.make_node("GlobalAveragePool", [last], ["pooled"]),
+                  helper.make_node("Flatten", ["pooled"], ["flat"]),
+                  helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1)]
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=-1))
+    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 8, 8, 3])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 2])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_an_input_shape_that_moves_the_channels_is_refused_naming_the_declared_shape():
+    with pytest.raises(ModelError, match=r"declared \?x8x8x3 .*channels.* fixed at 3.*1x8x8x3"):
+        fix_input_shape(_nhwc_model(), [1, 3, 16, 16])
+    with pytest.raises(ModelError, match=r"declared 2x3x8x8 .*channels.* fixed at 3.*1x3x8x8"):
+        fix_input_shape(_fixed_conv_model(), [1, 32, 32, 3])
+    assert GraphView(fix_input_shape(_nhwc_model(), [1, 16, 16, 3])).shape("relu") == (None, 4, 16, 16)
+
+
+@pytest.mark.parametrize("head, node", [("reshape", "Reshape node 'flatten'"), ("gemm", "Gemm node 'linear'"),
+                                        ("add", "Add node 'position'"), ("concat", "Concat node 'join'")])
+def test_an_input_size_the_graph_cannot_take_is_refused_at_export(head, node):
+    with pytest.raises(ModelError, match=rf"1x12x12x3 does not fit .*{node}.*declared \?x8x8x3"):
+        export(_nhwc_model(head), input_shape="1x12x12x3")  # 576 features where the Dense takes 256
+    assert export(_nhwc_model(head), input_shape="1x8x8x3").plan.layer.shape[-2:] in ((8, 8), (8, 4))

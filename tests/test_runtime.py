@@ -70,3 +70,17 @@ def test_sessions_made_inside_spin_waits_false_do_not_spin(demo_model):
         quiet = make_session(model, "cpu", announce=False)
     assert _spinning_setting(quiet) == "0"
     assert _spinning_setting(make_session(model, "cpu", announce=False)) is None  # restored after the block
+
+
+def test_ort_does_not_print_the_errors_onnxcam_reports(capfd):
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = make_session(model.SerializeToString(), "cpu")
+    with pytest.raises(Exception, match="kernel channels"):  # 5 channels into a 3-channel Conv fails in the kernel
+        session.run(None, {"x": np.zeros((1, 5, 8, 8), np.float32)})
+    assert "onnxruntime" not in capfd.readouterr().err  # ORT logs it at error level to the process's stderr

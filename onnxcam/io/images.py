@@ -314,7 +314,7 @@ MAX_LABELS_BYTES = 16 << 20
 
 
 def read_labels(path: str | Path) -> list[str]:
-    """Class names, one per line, from a UTF-8 text file of at most 16 MB."""
+    """Class names, one per line, from a UTF-8 text file of at most 16 MB; empty lines are left out."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_LABELS_BYTES:
@@ -328,7 +328,15 @@ def read_labels(path: str | Path) -> list[str]:
                          "one per line") from None
     if "\x00" in text:
         raise InputError(f"labels file '{path}' is binary, not text; give a text file of class names, one per line")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [_label(line) for line in text.split("\n") if line not in ("", "\r")]
+
+
+def _label(line: str) -> str:
+    """A line without its line end: a class name without stray spaces around it, but a line holding
+    only whitespace kept as it is, since an OCR dictionary's space is a character (PaddleOCR's
+    dictionaries hold " " and U+3000, the ideographic space)."""
+    line = line.removesuffix("\r")
+    return line.strip() or line
 
 
 def collect_images(paths: Sequence[str | Path], exclude: str | Path | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ probabilities, the decoded sequence, the class's pixel count. A record names onl
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from onnxcam.methods.multipass import softmax
 from onnxcam.io.render import draw_boxes, encode_png, fitted, heatmap16, overlay
 
 __all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
+
+log = logging.getLogger(__name__)
 
 
 class TaskOutputs:
@@ -35,8 +38,15 @@ class TaskOutputs:
         self.overlays, self.heatmaps = overlays, heatmaps
         self._save = write_staged if staged else write_atomically
         self._fast_png = png == "fast"
-        self._characters = sequence_labels(explainer.labels, explainer.score_shape[-1], explainer.contract) \
-            if self.task == "sequence" else None
+        self._characters = self._sequence_characters(explainer) if self.task == "sequence" else None
+
+    @staticmethod
+    def _sequence_characters(explainer) -> list[str] | None:
+        classes = explainer.score_shape[-1]
+        characters = sequence_labels(explainer.labels, classes, explainer.contract.blank)
+        if explainer.labels and characters is None:
+            _warn_unfit_dictionary(len(explainer.labels), classes)
+        return characters
 
     def files(self, stem: str) -> list[str]:
         """Every file an image may get (a detector's image gets the box files of the boxes it has)."""
@@ -181,18 +191,28 @@ def ctc_decode(best: np.ndarray, blank: int) -> list[int]:
     return out
 
 
-def sequence_labels(labels: list[str] | None, classes: int | None, contract) -> list[str] | None:
-    """Characters per class index from a CTC dictionary: with the blank (``classes`` lines), without it
-    (blank first: PaddleOCR's dictionaries), or without it and with a trailing space class."""
+def sequence_labels(labels: list[str] | None, classes: int | None, blank: int = 0) -> list[str] | None:
+    """The character of each class from a CTC dictionary, in one of the layouts recognisers use: every
+    class listed (``classes`` lines, the blank's among them); every class but the blank, whose index
+    gets ""; or, blank first, every class but the blank and a space class appended last (PaddleOCR:
+    blank 0, the dictionary, then " " with ``use_space_char``). ``None`` when no layout fits."""
     if not labels or classes is None:
         return None
     if len(labels) == classes:
-        return labels
-    if len(labels) == classes - 1:
-        return ["", *labels]
-    if len(labels) == classes - 2:
+        return list(labels)
+    if len(labels) == classes - 1 and 0 <= blank < classes:
+        return [*labels[:blank], "", *labels[blank:]]
+    if len(labels) == classes - 2 and blank == 0:
         return ["", *labels, " "]
     return None
+
+
+def _warn_unfit_dictionary(count: int, classes: int | None) -> None:
+    log.warning("the %d labels do not fit the model's %s classes as a CTC dictionary (it lists every class, "
+                "every class but the blank, or, as PaddleOCR's, every class but the blank and a last space class: "
+                "%s lines); the records get no text: give the model's own dictionary", count,
+                "?" if classes is None else classes,
+                "?" if classes is None else f"{classes}, {classes - 1} or {classes - 2}")
 
 
 def _probabilities(scores: np.ndarray, activation: str) -> np.ndarray:

@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 
-from onnxcam.io.images import Preprocess
+from onnxcam.io.images import Preprocess, read_labels
 
 
 def test_a_one_channel_model_gets_grey_images_normalised_with_the_average_mean_and_std():
@@ -19,3 +19,13 @@ def test_three_channel_models_keep_the_colour_order_and_per_channel_statistics()
     image = np.random.default_rng(1).integers(0, 256, (4, 6, 3), dtype=np.uint8)
     batch = Preprocess(scale=1.0, mean=(1.0, 2.0, 3.0)).batch([image], (4, 6), "NHWC")
     np.testing.assert_allclose(batch[0], image[..., ::-1].astype(np.float32) - [1.0, 2.0, 3.0])
+
+
+def test_labels_keep_whitespace_only_lines_as_labels_and_drop_empty_ones(tmp_path):
+    # PaddleOCR's dictionaries: CRLF line ends, an ideographic space (U+3000) and a space as characters
+    dictionary = tmp_path / "dict.txt"
+    dictionary.write_bytes("a\r\n\u3000\r\nb\n \n".encode())
+    assert read_labels(dictionary) == ["a", "\u3000", "b", " "]
+    names = tmp_path / "names.txt"
+    names.write_text("cat \n\n dog\n\n")  # blank lines between and after, stray spaces around names
+    assert read_labels(names) == ["cat", "dog"]
