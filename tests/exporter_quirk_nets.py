@@ -5,7 +5,9 @@
 * ``keras_flatten_dense``: NHWC input, Conv between Transposes, Keras ``Flatten`` as a Reshape to
   Concat(Shape[:1], [-1]), ``Dense`` as MatMul + Add, Softmax;
 * ``paddle_classifier``: the batch dim written as ``dim_value: -1``, and ``Softmax → Identity``
-  as the output.
+  as the output;
+* ``tf2onnx_pool_flatten``: a Keras VGG's end, whose ``Flatten`` reads the Shape of the pooled map
+  *before* the Transpose to NHWC (the layer), as tf2onnx writes it.
 """
 
 from __future__ import annotations
@@ -94,4 +96,40 @@ def paddle_classifier(classes: int = 4) -> onnx.ModelProto:
                    init)
     for info in (model.graph.input[0], model.graph.output[0]):
         info.type.tensor_type.shape.dim[0].dim_value = -1
+    return model
+
+
+def tf2onnx_pool_flatten(classes: int = 5, batch: int | str = "unk__0", shape_end: bool = False) -> onnx.ModelProto:
+    """input_1 (batch, 8, 8, 3) NHWC → dense (batch, classes): Conv, ReLU, MaxPool in NCHW, Transpose to NHWC
+    ("nhwc", the layer), Flatten to Concat(Shape(pool)[[0, 2, 3, 1]][:1], [-1]) through int32 Casts, as
+    tf2onnx writes it. ``shape_end``: Shape(pool, end=1) instead (opset 15's slicing Shape)."""
+    init = {**_SHAPE_CONSTANTS, **_weights(3, conv_w=(4, 3, 3, 3), conv_b=(4,), dense_w=(4 * 4 * 4, classes),
+                                           dense_b=(classes,)),
+            "to_nhwc": np.array([0, 2, 3, 1], np.int64), "minus_one32": np.array([-1], np.int32)}
+    if shape_end:
+        dims = [helper.make_node("Shape", ["pool"], ["pool_dims"], end=1)]
+    else:
+        dims = [helper.make_node("Shape", ["pool"], ["pool_dims_nchw"]),
+                helper.make_node("Gather", ["pool_dims_nchw", "to_nhwc"], ["pool_dims"])]
+    nodes = [
+        helper.make_node("Transpose", ["input_1"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Transpose", ["pool"], ["nhwc"], perm=[0, 2, 3, 1]),
+        *dims,
+        helper.make_node("Cast", ["pool_dims"], ["pool_dims32"], to=TensorProto.INT32),
+        helper.make_node("Slice", ["pool_dims32", "zero", "keep1", "zero"], ["flat_batch32"]),
+        helper.make_node("Concat", ["flat_batch32", "minus_one32"], ["flat_shape32"], axis=0),
+        helper.make_node("Cast", ["flat_shape32"], ["flat_shape"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["nhwc", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "dense_w"], ["dense_nb"]),
+        helper.make_node("Add", ["dense_nb", "dense_b"], ["dense_logits"]),
+        helper.make_node("Softmax", ["dense_logits"], ["dense"], axis=1),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [batch, 8, 8, 3])],
+                   [helper.make_tensor_value_info("dense", TensorProto.FLOAT, [batch, classes])], init)
+    if shape_end:
+        model.opset_import[0].version = 15
+        model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     return model
