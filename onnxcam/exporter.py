@@ -164,7 +164,7 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
 
     emit = Emitter(view, prefix="onnxcam")
     target = emit_target(emit, plan.target, request.options)
-    needs_backward = chosen.kind != "runtime" or chosen.needs_gradients or contract.GRADIENTS in expose
+    needs_backward = chosen.needs_gradients or contract.GRADIENTS in expose
     # a detector's levels: each layer's gradient through its own head (holding the other levels fixed)
     per_level = plan.task.name == "detection" and len(tensors) > 1
     gradients = emit_backward(emit, target.seeds, tensors, stop_at_wrt=per_level) if needs_backward else {}

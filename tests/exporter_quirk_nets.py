@@ -7,7 +7,9 @@
 * ``paddle_classifier``: the batch dim written as ``dim_value: -1``, and ``Softmax → Identity``
   as the output;
 * ``tf2onnx_pool_flatten``: a Keras VGG's end, whose ``Flatten`` reads the Shape of the pooled map
-  *before* the Transpose to NHWC (the layer), as tf2onnx writes it.
+  *before* the Transpose to NHWC (the layer), as tf2onnx writes it;
+* ``paddle_loop_classifier``: a ``Loop`` (no gradient rule; paddle2onnx writes them for while-loops,
+  as in PP-Structure's SLANet) between the maps and the classifier, or between two conv stages.
 """
 
 from __future__ import annotations
@@ -133,3 +135,39 @@ def tf2onnx_pool_flatten(classes: int = 5, batch: int | str = "unk__0", shape_en
         model.opset_import[0].version = 15
         model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     return model
+
+
+def _halving_loop(x: str, out: str, name: str) -> onnx.NodeProto:
+    """``out`` = ``x`` halved twice, by a Loop whose body multiplies its state by 0.5."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.array(0.5, np.float32))),
+         helper.make_node("Mul", ["state_in", "half"], ["state_out"])],
+        f"{name}_body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, None)])
+    return helper.make_node("Loop", ["trips", "", x], [out], name=name, body=body)
+
+
+def paddle_loop_classifier(classes: int = 4, loop_between_stages: bool = False) -> onnx.ModelProto:
+    """x (N, 3, 8, 8) → Conv, ReLU ("early") → Conv, ReLU ("late") → global pool → Gemm → probs (N, classes),
+    with a Loop after the global pool, or (``loop_between_stages``) on "early" before the second Conv."""
+    init = {**_weights(4, conv1_w=(4, 3, 3, 3), conv2_w=(6, 4, 3, 3), fc_w=(6, classes), fc_b=(classes,)),
+            "trips": np.array(2, np.int64)}
+    stage2_input, pooled = ("early_looped", "flat") if loop_between_stages else ("early", "flat_looped")
+    nodes = [
+        helper.make_node("Conv", ["x", "conv1_w"], ["conv1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv1"], ["early"]),
+        *([_halving_loop("early", "early_looped", "stage_loop")] if loop_between_stages else []),
+        helper.make_node("Conv", [stage2_input, "conv2_w"], ["conv2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv2"], ["late"]),
+        helper.make_node("GlobalAveragePool", ["late"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
+        *([] if loop_between_stages else [_halving_loop("flat", "flat_looped", "head_loop")]),
+        helper.make_node("Gemm", [pooled, "fc_w", "fc_b"], ["fc"]),
+        helper.make_node("Softmax", ["fc"], ["probs"], axis=1),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                  [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])], init)

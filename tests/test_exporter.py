@@ -13,6 +13,8 @@ import torch
 from onnxcam import LayerError, ModelError, export
 from onnxcam.contract import Contract
 from tests import nets
+from tests.exporter_quirk_nets import paddle_loop_classifier
+from tests.methods.reference_methods import cams, raw_eigencam
 from tests.reference import gradcam
 
 
@@ -184,3 +186,12 @@ def test_the_weightless_check_still_catches_a_broken_explain_model(demo_model):
     model.graph.output.append(onnx.helper.make_tensor_value_info("broken", onnx.TensorProto.FLOAT, None))
     with pytest.raises(ModelError, match="fails the ONNX checker"):
         _check(model)
+
+
+def test_gradient_free_methods_build_no_backward_pass():
+    """A Loop (no gradient rule) between the maps and the classifier: Eigen-CAM needs no gradient, so it exports."""
+    model = paddle_loop_classifier()
+    explain = export(model, layer="late", method="eigencam", expose=["activations"])
+    x = _batch((2, 3, 8, 8))
+    cam, activations = _session(explain.model).run(["cam", "activations"], {"x": x})
+    np.testing.assert_allclose(cam, cams(raw_eigencam(activations, None), 8, 8), rtol=0, atol=1e-4)
