@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from onnxcam import LayerError, ModelError, export
+from onnxcam import LayerError, ModelError, UnsupportedOpError, export
 from onnxcam.contract import Contract
 from tests import nets
 from tests.exporter_quirk_nets import paddle_loop_classifier
@@ -195,3 +195,16 @@ def test_gradient_free_methods_build_no_backward_pass():
     x = _batch((2, 3, 8, 8))
     cam, activations = _session(explain.model).run(["cam", "activations"], {"x": x})
     np.testing.assert_allclose(cam, cams(raw_eigencam(activations, None), 8, 8), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("between_stages, layer, hint", [
+    (False, "late", "gradients reach none of the candidate layers (see onnxcam layers), so choose a method that "
+                    "needs none (eigencam, cam, ablationcam, scorecam)"),
+    (True, "early", "choose a later layer, such as 'late'"),
+])
+def test_an_op_without_gradient_rule_suggests_what_can_work(between_stages, layer, hint):
+    model = paddle_loop_classifier(loop_between_stages=between_stages)
+    with pytest.raises(UnsupportedOpError, match="no gradient rule for Loop node") as caught:
+        export(model, layer=layer, method="gradcam")
+    assert hint in str(caught.value)
+    assert ("later layer" in str(caught.value)) == between_stages
