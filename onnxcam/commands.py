@@ -108,7 +108,8 @@ def _export_options(task, score, layout, input_shape, output_name, threshold, bl
 def layers(model, layer, task, score, layout, input_shape, output_name, threshold, blank, background):
     """List the tensors of MODEL considered as target layers (maps, token grids); '*' marks the chosen one.
 
-    Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible.
+    Shows the task onnxcam detected and why, the outputs, and why a tensor is not eligible (or
+    only for gradient-free methods).
     """
     from onnxcam.exporter import load_explainable
     from onnxcam.plan import check_input_size, make_plans, plan_view
@@ -134,11 +135,18 @@ def layers(model, layer, task, score, layout, input_shape, output_name, threshol
         cand = candidate.layer
         mark = "*" if cand in chosen else ""
         grid = f" ({cand.prefix}+{cand.grid[0]}x{cand.grid[1]} tokens)" if cand.layout == "tokens" else ""
-        rows.append((mark, cand.node, cand.op_type, cand.tensor, _dims(cand.shape) + grid,
-                     "yes" if candidate.eligible else f"no: {candidate.why_not}"))
+        rows.append((mark, cand.node, cand.op_type, cand.tensor, _dims(cand.shape) + grid, _eligibility(candidate)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _eligibility(candidate) -> str:
+    if not candidate.eligible:
+        return f"no: {candidate.why_not}"
+    if candidate.gradient_blocked_by:
+        return f"yes, gradient-free methods only ({candidate.gradient_blocked_by} on the way has no gradient rule)"
+    return "yes"
 
 
 def _dims(shape) -> str:

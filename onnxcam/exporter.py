@@ -38,7 +38,7 @@ from onnxcam.graph import (GraphView, check_attributes, load_model, load_model_a
                            sort_topologically, without_weights)
 from onnxcam.io.model_files import save_model
 from onnxcam.layers import nchw_view
-from onnxcam.methods import AUTO, Method, get_method, resolve_method
+from onnxcam.methods import AUTO, METHODS, Method, get_method, resolve_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
@@ -169,10 +169,11 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
 
     emit = Emitter(view, prefix="onnxcam")
     target = emit_target(emit, plan.target, request.options)
-    needs_backward = chosen.kind != "runtime" or chosen.needs_gradients or contract.GRADIENTS in expose
+    needs_backward = chosen.needs_gradients or contract.GRADIENTS in expose
     # a detector's levels: each layer's gradient through its own head (holding the other levels fixed)
     per_level = plan.task.name == "detection" and len(tensors) > 1
-    gradients = emit_backward(emit, target.seeds, tensors, stop_at_wrt=per_level) if needs_backward else {}
+    gradients = emit_backward(emit, target.seeds, tensors, stop_at_wrt=per_level,
+                              unsupported_hint=_unsupported_hint(plans)) if needs_backward else {}
     outputs, layer_maps = _method_outputs(emit, chosen, plans, target, tensors, gradients, request.fuse)
     outputs.update({contract.CAM_TARGET: target.index, contract.CAM_SCORE: target.score})
     if request.for_runtime:
@@ -281,6 +282,23 @@ def _check_names_free(view: GraphView) -> None:
             f"the model already uses the name(s) {', '.join(clashes)}, which the explain model needs for its "
             "own inputs/outputs; rename them in the model (e.g. with onnx.compose.add_prefix) and export again"
         )
+
+
+# --- stage 4: backward ----------------------------------------------------------------------------
+def _unsupported_hint(plans: Sequence[Plan]) -> str:
+    """What to do where the backward pass meets an op with no gradient rule: a later layer that
+    gradients reach, where there is one, else a method that needs no gradient."""
+    considered = [c for c in plans[0].considered if c.eligible]
+    names = [c.layer.tensor for c in considered]
+    first = min((names.index(p.layer.tensor) for p in plans if p.layer.tensor in names), default=-1)
+    reached = [name for i, (name, c) in enumerate(zip(names, considered)) if i > first and not c.gradient_blocked_by]
+    if reached:
+        where = "a later layer" if first >= 0 else "a layer that gradients reach"
+        return f"choose {where}, such as '{reached[-1]}', or open an issue asking for this op"
+    which = "" if all(c.gradient_blocked_by for c in considered) else "later "
+    free = ", ".join(m.name for m in METHODS.values() if not m.needs_gradients)
+    return (f"gradients reach none of the {which}candidate layers (see onnxcam layers), so choose a method "
+            f"that needs none ({free}), or open an issue asking for this op")
 
 
 # --- stage 5: method ----------------------------------------------------------------------------

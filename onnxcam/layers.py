@@ -7,7 +7,9 @@ switches it.
 A tensor is *eligible* when it is a feature map the score is computed from: spatial extent
 beyond 1×1, more than one channel, a differentiable path to the score (not only through
 ``Shape`` or other cut ops: its gradient would be zero), and a learned layer (Conv, Gemm,
-MatMul with weights, ...) on that path. The automatic choice is the last eligible tensor in
+MatMul with weights, ...) on that path. An eligible tensor whose way to the score passes an op
+with no gradient rule (a ``Loop``) is for the gradient-free methods only
+(:attr:`Candidate.gradient_blocked_by`). The automatic choice is the last eligible tensor in
 graph order — the usual Grad-CAM target (MATLAB's ``gradCAM`` and torch-cam choose alike) —
 except for dense and segmentation outputs, where it is the last eligible tensor *before the
 prediction head*: the chain of single-input ops ending at the score (a DB text detector's
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxcam.autodiff import ZERO_OPS, carries_gradient
+from onnxcam.autodiff import ZERO_OPS, carries_gradient, lookup
 from onnxcam.contract import format_shape
 from onnxcam.errors import LayerError
 from onnxcam.graph import GraphView
@@ -171,6 +173,7 @@ class Candidate:
 
     layer: Layer
     why_not: str = ""
+    gradient_blocked_by: str = ""  # an op on the way to the score with no gradient rule ("Loop node 'x'")
 
     @property
     def eligible(self) -> bool:
@@ -187,6 +190,7 @@ class ScorePaths:
         self.to_score = _differentiable_ancestors(view, score, self.variable)
         self.learned_after = _found_after(view, self.to_score, lambda node: _is_learned(node, self.variable))
         self.mixing_after = _found_after(view, self.to_score, lambda node: _mixes_tokens(view, node, self.variable))
+        self.blocked_by = _unruled_after(view, self.to_score)
 
 
 def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str] | None = None,
@@ -212,7 +216,7 @@ def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str]
                     continue
             else:
                 continue
-            considered.append(Candidate(layer, _why_not(layer, paths)))
+            considered.append(Candidate(layer, _why_not(layer, paths), paths.blocked_by.get(layer.tensor, "")))
     return considered
 
 
@@ -426,6 +430,28 @@ def _found_after(view: GraphView, to_score: set[str], found) -> dict[str, bool]:
             if name in to_score:
                 after[name] = after.get(name, False) or here
     return after
+
+
+def _unruled_after(view: GraphView, to_score: set[str]) -> dict[str, str]:
+    """Per tensor on a differentiable path to the score: an op on the way that has no gradient rule
+    (the backward pass stops there), as "Loop node 'name'"; "" where none has."""
+    after: dict[str, str] = {}
+    for node in reversed(view.nodes):
+        outputs = [o for o in node.output if o in to_score]
+        if not outputs:
+            continue
+        here = next((after[o] for o in outputs if after.get(o)), "") or _without_rule(view, node)
+        for name in node.input:
+            if name in to_score and not after.get(name):
+                after[name] = here
+    return after
+
+
+def _without_rule(view: GraphView, node) -> str:
+    standard = node.domain in ("", "ai.onnx")
+    if standard and (node.op_type in ZERO_OPS or lookup(node.op_type, view.opset) is not None):
+        return ""
+    return f"{node.op_type if standard else f'{node.domain}:{node.op_type}'} node '{node.name}'"
 
 
 def _is_learned(node, variable: set[str]) -> bool:

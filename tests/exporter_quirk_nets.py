@@ -5,7 +5,11 @@
 * ``keras_flatten_dense``: NHWC input, Conv between Transposes, Keras ``Flatten`` as a Reshape to
   Concat(Shape[:1], [-1]), ``Dense`` as MatMul + Add, Softmax;
 * ``paddle_classifier``: the batch dim written as ``dim_value: -1``, and ``Softmax → Identity``
-  as the output.
+  as the output;
+* ``tf2onnx_pool_flatten``: a Keras VGG's end, whose ``Flatten`` reads the Shape of the pooled map
+  *before* the Transpose to NHWC (the layer), as tf2onnx writes it;
+* ``paddle_loop_classifier``: a ``Loop`` (no gradient rule; paddle2onnx writes them for while-loops,
+  as in PP-Structure's SLANet) between the maps and the classifier, or between two conv stages.
 """
 
 from __future__ import annotations
@@ -95,3 +99,75 @@ def paddle_classifier(classes: int = 4) -> onnx.ModelProto:
     for info in (model.graph.input[0], model.graph.output[0]):
         info.type.tensor_type.shape.dim[0].dim_value = -1
     return model
+
+
+def tf2onnx_pool_flatten(classes: int = 5, batch: int | str = "unk__0", shape_end: bool = False) -> onnx.ModelProto:
+    """input_1 (batch, 8, 8, 3) NHWC → dense (batch, classes): Conv, ReLU, MaxPool in NCHW, Transpose to NHWC
+    ("nhwc", the layer), Flatten to Concat(Shape(pool)[[0, 2, 3, 1]][:1], [-1]) through int32 Casts, as
+    tf2onnx writes it. ``shape_end``: Shape(pool, end=1) instead (opset 15's slicing Shape)."""
+    init = {**_SHAPE_CONSTANTS, **_weights(3, conv_w=(4, 3, 3, 3), conv_b=(4,), dense_w=(4 * 4 * 4, classes),
+                                           dense_b=(classes,)),
+            "to_nhwc": np.array([0, 2, 3, 1], np.int64), "minus_one32": np.array([-1], np.int32)}
+    if shape_end:
+        dims = [helper.make_node("Shape", ["pool"], ["pool_dims"], end=1)]
+    else:
+        dims = [helper.make_node("Shape", ["pool"], ["pool_dims_nchw"]),
+                helper.make_node("Gather", ["pool_dims_nchw", "to_nhwc"], ["pool_dims"])]
+    nodes = [
+        helper.make_node("Transpose", ["input_1"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Transpose", ["pool"], ["nhwc"], perm=[0, 2, 3, 1]),
+        *dims,
+        helper.make_node("Cast", ["pool_dims"], ["pool_dims32"], to=TensorProto.INT32),
+        helper.make_node("Slice", ["pool_dims32", "zero", "keep1", "zero"], ["flat_batch32"]),
+        helper.make_node("Concat", ["flat_batch32", "minus_one32"], ["flat_shape32"], axis=0),
+        helper.make_node("Cast", ["flat_shape32"], ["flat_shape"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["nhwc", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "dense_w"], ["dense_nb"]),
+        helper.make_node("Add", ["dense_nb", "dense_b"], ["dense_logits"]),
+        helper.make_node("Softmax", ["dense_logits"], ["dense"], axis=1),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [batch, 8, 8, 3])],
+                   [helper.make_tensor_value_info("dense", TensorProto.FLOAT, [batch, classes])], init)
+    if shape_end:
+        model.opset_import[0].version = 15
+        model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+    return model
+
+
+def _halving_loop(x: str, out: str, name: str) -> onnx.NodeProto:
+    """``out`` = ``x`` halved twice, by a Loop whose body multiplies its state by 0.5."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.array(0.5, np.float32))),
+         helper.make_node("Mul", ["state_in", "half"], ["state_out"])],
+        f"{name}_body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, None)])
+    return helper.make_node("Loop", ["trips", "", x], [out], name=name, body=body)
+
+
+def paddle_loop_classifier(classes: int = 4, loop_between_stages: bool = False) -> onnx.ModelProto:
+    """x (N, 3, 8, 8) → Conv, ReLU ("early") → Conv, ReLU ("late") → global pool → Gemm → probs (N, classes),
+    with a Loop after the global pool, or (``loop_between_stages``) on "early" before the second Conv."""
+    init = {**_weights(4, conv1_w=(4, 3, 3, 3), conv2_w=(6, 4, 3, 3), fc_w=(6, classes), fc_b=(classes,)),
+            "trips": np.array(2, np.int64)}
+    stage2_input, pooled = ("early_looped", "flat") if loop_between_stages else ("early", "flat_looped")
+    nodes = [
+        helper.make_node("Conv", ["x", "conv1_w"], ["conv1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv1"], ["early"]),
+        *([_halving_loop("early", "early_looped", "stage_loop")] if loop_between_stages else []),
+        helper.make_node("Conv", [stage2_input, "conv2_w"], ["conv2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv2"], ["late"]),
+        helper.make_node("GlobalAveragePool", ["late"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
+        *([] if loop_between_stages else [_halving_loop("flat", "flat_looped", "head_loop")]),
+        helper.make_node("Gemm", [pooled, "fc_w", "fc_b"], ["fc"]),
+        helper.make_node("Softmax", ["fc"], ["probs"], axis=1),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                  [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])], init)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from onnxcam.cli import cli
 from tests.nets import export_onnx
+from tests.exporter_quirk_nets import paddle_loop_classifier
 
 
 def invoke(*args):
@@ -245,3 +246,12 @@ def test_png_fast_stores_the_same_pixels_uncompressed(demo_model, demo_images, t
         assert a.dtype == b.dtype and np.array_equal(a, b)
         assert (fast / name).stat().st_size > (compact / name).stat().st_size
     assert_one_line_error(invoke("run", demo_model, demo_images[0], "-o", tmp_path / "x", "--png", "tiny"), "tiny")
+
+
+def test_layers_flags_layers_gradients_do_not_reach(tmp_path):
+    path = tmp_path / "loop.onnx"
+    onnx.save(paddle_loop_classifier(), path)
+    result = invoke("layers", path)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("*"))
+    assert "late" in row and "yes, gradient-free methods only (Loop node 'head_loop' on the way has no gradient rule)" in row

@@ -10,9 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from onnxcam import LayerError, ModelError, export
+from onnxcam import LayerError, ModelError, UnsupportedOpError, export
 from onnxcam.contract import Contract
 from tests import nets
+from tests.exporter_quirk_nets import paddle_loop_classifier
+from tests.methods.reference_methods import cams, raw_eigencam
 from tests.reference import gradcam
 
 
@@ -197,3 +199,25 @@ def test_an_output_declared_without_a_type_is_given_its_type(resnet_onnx):
     assert declared[pooled].elem_type == onnx.TensorProto.FLOAT and len(declared[pooled].shape.dim) == 4
     (cam,) = _session(result.model).run(["cam"], {"input": _batch((1, 3, 64, 64))})
     assert cam.shape == (1, 64, 64)
+
+
+def test_gradient_free_methods_build_no_backward_pass():
+    """A Loop (no gradient rule) between the maps and the classifier: Eigen-CAM needs no gradient, so it exports."""
+    model = paddle_loop_classifier()
+    explain = export(model, layer="late", method="eigencam", expose=["activations"])
+    x = _batch((2, 3, 8, 8))
+    cam, activations = _session(explain.model).run(["cam", "activations"], {"x": x})
+    np.testing.assert_allclose(cam, cams(raw_eigencam(activations, None), 8, 8), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("between_stages, layer, hint", [
+    (False, "late", "gradients reach none of the candidate layers (see onnxcam layers), so choose a method that "
+                    "needs none (eigencam, cam, ablationcam, scorecam)"),
+    (True, "early", "choose a later layer, such as 'late'"),
+])
+def test_an_op_without_gradient_rule_suggests_what_can_work(between_stages, layer, hint):
+    model = paddle_loop_classifier(loop_between_stages=between_stages)
+    with pytest.raises(UnsupportedOpError, match="no gradient rule for Loop node") as caught:
+        export(model, layer=layer, method="gradcam")
+    assert hint in str(caught.value)
+    assert ("later layer" in str(caught.value)) == between_stages

@@ -56,9 +56,12 @@ def backward(
 Override = Callable[[RuleContext], "Sequence[str | None] | None"]
 
 
+_UNSUPPORTED_HINT = "choose a later layer, or open an issue asking for this op"
+
+
 def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
                   overrides: Mapping[str, Override] | None = None, missing_ok: bool = False,
-                  stop_at_wrt: bool = False) -> dict[str, str]:
+                  stop_at_wrt: bool = False, unsupported_hint: str = _UNSUPPORTED_HINT) -> dict[str, str]:
     """Emit the backward pass through ``emit``; returns the gradient tensor name per ``wrt``.
 
     Seed tensors may be ones that ``emit`` has already created (they need not be in the view).
@@ -67,7 +70,8 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
     A ``wrt`` tensor the seeds do not depend on is an error, or with ``missing_ok`` left out of the
     result (its gradient is zero). ``stop_at_wrt`` gives partial derivatives: the ``wrt`` tensors are
     held fixed, so no gradient flows back through one of them into the others (a detector's levels:
-    each level's gradient through its own head only).
+    each level's gradient through its own head only). ``unsupported_hint`` ends the error for an op
+    with no gradient rule: what to do instead, from a caller that knows the other layers.
     """
     view = emit.view
     active = frozenset(_active_tensors(view, seeds, wrt))
@@ -83,7 +87,7 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
         needs = [bool(name) and name in active for name in node.input]
         if not any(needs) and not outer_names(node) & active:  # a subgraph's reads need its rule too
             continue
-        _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides or {}, active)
+        _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides or {}, active, unsupported_hint)
 
     names = {}
     for target in wrt:
@@ -99,7 +103,7 @@ def emit_backward(emit: Emitter, seeds: Mapping[str, str], wrt: Sequence[str],
     return names
 
 
-def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides, active):
+def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides, active, hint):
     if is_zero(node.op_type) and node.domain in ("", "ai.onnx"):
         return
     standard = node.domain in ("", "ai.onnx")
@@ -108,8 +112,7 @@ def _apply_rule(node, emit, grads, needs, view, wrt, seeds, overrides, active):
     if rule is None and override is None:
         raise UnsupportedOpError(
             f"no gradient rule for {_op_label(node)} node '{node.name}' (opset {view.opset}) "
-            f"on the path from {', '.join(map(repr, wrt))} to {', '.join(map(repr, seeds))}; "
-            "choose a later layer, or open an issue asking for this op"
+            f"on the path from {', '.join(map(repr, wrt))} to {', '.join(map(repr, seeds))}; {hint}"
         )
     output_grads = [_total(emit, grads, out) if grads.get(out) else None for out in node.output]
     ctx = RuleContext(node=node, emit=emit, grads=output_grads, needs=needs, active=active, wrt=frozenset(wrt))

@@ -338,7 +338,9 @@ def _maps_session(explainer, levels: list[_Level]) -> tuple:
     inputs get batch dims of their own (levels have different numbers of boxes)."""
     inputs = [name for level in levels for name in (level.layer, level.layer_gradient)]
     try:
-        cut = cut_model(explainer.model, inputs, [level.layer_map for level in levels], explainer._view)
+        # the levels are fed their own numbers of boxes: their shared batch name is not one size
+        cut = cut_model(explainer.model, inputs, [level.layer_map for level in levels], explainer._view,
+                        reread_shapes=False)
     except ModelError as exc:
         raise _NotLocal(str(exc)) from None
     image = explainer.input_name
