@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from onnxcam.cli import cli
-from tests.nets import export_onnx
 from tests.exporter_quirk_nets import paddle_loop_classifier
+from tests.nets import export_onnx
 
 
 def invoke(*args):
