@@ -490,7 +490,9 @@ def _unknown_tensors(graph: onnx.GraphProto, model: onnx.ModelProto) -> list[str
 
 
 _PROBE_ELEMENTS = 1 << 26  # per sample of an input: 64 M values (a 4096 x 4096 RGB image is 50 M)
-_PROBE_SECONDS = 5.0  # a model that needs longer on zeros (a long Loop) keeps the shapes inference found
+# a model that needs longer on zeros (a long Loop) keeps the shapes inference found, with a warning; at
+# 5 s a ViT-S's two unoptimised runs overran it on a loaded 2-core machine, and its encoder's layers vanished
+_PROBE_SECONDS = 30.0
 
 
 def _fill_from_probe(graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
@@ -541,7 +543,12 @@ def _fill_from_probe(graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
         budget.start()
         runs = [dict(zip(wanted, session.run(wanted, feeds_by_batch[b], run_options))) for b in (1, 2)]
     except Exception as exc:  # the model does not run on zeros, or not within the budget
-        log.debug("probe run for shapes failed (%s)", exc)
+        if run_options.terminate:
+            log.warning("the probe run that reads %d unknown tensor shapes took over %g s and was stopped; those "
+                        "tensors cannot be candidate layers (fix the input's size with --input-shape so that shape "
+                        "inference finds them)", len(wanted), _PROBE_SECONDS)
+        else:
+            log.debug("probe run for shapes failed (%s)", exc)
         return
     finally:
         budget.cancel()

@@ -1,11 +1,14 @@
 """GraphView facts that the rest of onnxcam relies on."""
 
+import logging
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxcam import graph as graph_module
 from onnxcam.errors import ModelError
 from onnxcam.graph import GraphView, load_model, load_model_and_origin, sort_topologically
 
@@ -124,3 +127,35 @@ def test_a_model_lying_about_its_output_is_explained_as_the_sequence_it_computes
     session = ort.InferenceSession(explained.model.SerializeToString(), providers=["CPUExecutionProvider"])
     logits, cam = session.run(["logits", "cam"], {"image": np.random.default_rng(1).random((1, 1, 4, 6), np.float32)})
     assert logits.shape == (6, 1, 5) and cam.shape == (1, 4, 6) and np.isfinite(cam).all()
+
+
+def _growing_loop_model(trips: int) -> onnx.ModelProto:
+    """A Loop that appends a value per iteration: its output's length is unknown until it runs."""
+    body = helper.make_graph(
+        [helper.make_node("Concat", ["acc_in", "one"], ["acc_out"], axis=0),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["looped"], body=body),
+         helper.make_node("Relu", ["looped"], ["y"])], "growing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array(trips, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_the_probe_run_reads_shapes_inference_leaves_unknown():
+    assert GraphView(_growing_loop_model(3)).shape("y") == (7,)
+
+
+def test_a_probe_run_over_its_budget_is_stopped_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(graph_module, "_PROBE_SECONDS", 0.2)
+    with caplog.at_level(logging.WARNING, logger="onnxcam.graph"):
+        view = GraphView(_growing_loop_model(10 ** 8))  # hours of Concat: stopped at 0.2 s
+    assert view.shape("y") == (None,)
+    assert "took over 0.2 s and was stopped" in caplog.text and "--input-shape" in caplog.text
