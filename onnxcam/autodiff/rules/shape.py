@@ -1,5 +1,5 @@
-"""Gradient rules: ops that move, copy or select elements (reshapes, Transpose, Concat/Split,
-Slice, Gather, Pad, Expand, Tile)."""
+"""Gradient rules: ops that move, copy or select elements (reshapes, Transpose, DepthToSpace and
+SpaceToDepth, Concat/Split, Slice, Gather, Pad, Expand, Tile)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,29 @@ def transpose(ctx: RuleContext):
     """dX = Transpose(dY, perm⁻¹)"""
     perm = ctx.attr("perm") or list(reversed(range(ctx.rank(ctx.inputs[0]))))
     return [ctx.emit.transpose(ctx.dy, np.argsort(perm).tolist())]
+
+
+@register("DepthToSpace")
+def depth_to_space(ctx: RuleContext):
+    """dX = SpaceToDepth(dY) in DCR mode (its inverse); in CRD mode dY viewed as (N, C/b², H, b, W, b),
+    Transpose(0, 1, 3, 5, 2, 4), Reshape(Shape(X))"""
+    e, block = ctx.emit, int(ctx.attr("blocksize"))
+    mode = ctx.attr("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode == "DCR":
+        return [e.op("SpaceToDepth", ctx.dy, blocksize=block)]
+    x = ctx.inputs[0]
+    channels = _require_dim(ctx, x, 1)
+    shape = e.shape(x)
+    blocks = e.op("Concat", e.slice(shape, [0], [1], [0]), e.ints([channels // block ** 2]), e.slice(shape, [2], [3], [0]),
+                  e.ints([block]), e.slice(shape, [3], [4], [0]), e.ints([block]), axis=0)
+    return [e.reshape_like(e.transpose(e.reshape(ctx.dy, blocks), [0, 1, 3, 5, 2, 4]), x)]
+
+
+@register("SpaceToDepth")
+def space_to_depth(ctx: RuleContext):
+    """dX = DepthToSpace(dY) in DCR mode: its inverse"""
+    return [ctx.emit.op("DepthToSpace", ctx.dy, blocksize=int(ctx.attr("blocksize")), mode="DCR")]
 
 
 @register("Expand")
