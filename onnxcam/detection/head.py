@@ -143,6 +143,8 @@ def find_head(view: GraphView, output: str) -> Head | None:
         fed = _sigmoid_fed(view, output)
         if parts is not None and len(parts) == 2 and parts[1] % 4 == 0 and parts[1] >= 8 and parts[0] != 4:
             return Head("nanodet", output, output, parts[0], 2, 0, -1, fed, fed, "dfl", width=cols)
+        if not fed:  # objectness and classes are Sigmoid outputs; raw columns alone are regressions (landmarks)
+            return None
         raw = _columns_from_conv(view, output)
         return Head("yolov5", output, output, cols - 5, 2, 5, 4, fed, fed, "yolox" if raw else "cxcywh")
     return None

@@ -68,7 +68,9 @@ def choose_target(view: GraphView, image: str, task: str = "auto", output: str |
     listing = ", ".join(f"{n} {_shape(view, n)}" for n in view.graph_outputs)
     wanted = f"task {requested.name} needs {requested.shapes}" if requested else \
         "onnxcam explains outputs shaped (N, C), (N, T, C) with a Softmax, (N, 1, H, W), (N, C, H, W) or raw " \
-        "detector heads ((N, 4+C, A), (N, A, 5+C), per-level scores and boxes)"
+        "detector heads ((N, 4+C, A), (N, A, 5+C), per-level scores and boxes, (N, K, 6) end-to-end rows)"
+    if output and requested is None:
+        raise ModelError(f"output '{output}' {_shape(view, output)} fits no task: {wanted}; pick one with --task")
     raise ModelError(f"no output fits: {wanted} (outputs: {listing}); name one with --output, or pick --task")
 
 

@@ -141,12 +141,17 @@ class EndToEnd(nn.Module):
 
 
 def export_end_to_end(module: EndToEnd) -> onnx.ModelProto:
+    return export_module(module, "rows")
+
+
+def export_module(module: nn.Module, output: str) -> onnx.ModelProto:
+    """ONNX (opset 17) of a module with one 32×32 image input and one output, the batch dynamic."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (torch.zeros(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["rows"],
-                          dynamic_axes={n: {0: "batch"} for n in ["image", "rows"]})
+                          input_names=["image"], output_names=[output],
+                          dynamic_axes={n: {0: "batch"} for n in ["image", output]})
     return onnx.load_from_string(buffer.getvalue())
 
 

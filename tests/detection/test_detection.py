@@ -11,7 +11,7 @@ import torch
 
 from onnxcam import Explainer, export
 from onnxcam.detection.boxes import BoxOptions, box_weights, select
-from onnxcam.detection.head import Head
+from onnxcam.detection.head import Head, find_head
 from onnxcam.errors import OnnxCamError
 from onnxcam.headmodel import cut_model
 from onnxcam.plan import make_plans, plan_view
@@ -287,3 +287,22 @@ def test_an_end_to_end_head_explains_the_rows_it_selects():
     threshold = float(np.median(rows[0, :, 4]))
     kept = explainer.explain_boxes(images, min_score=threshold, max_boxes=50).images[0].boxes
     assert len(kept) == int(np.sum(rows[0, :, 4] >= threshold)) and len(kept) < 12
+
+
+class _Landmarks(torch.nn.Module):
+    """A face detector's landmark branch alone: (N, A, 10) regressions straight from a Conv, no Sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU())
+        self.kps = torch.nn.Conv2d(8, 10, 1)
+
+    def forward(self, x):
+        return self.kps(self.stem(x)).flatten(2).transpose(1, 2)
+
+
+def test_raw_regressions_without_a_sigmoid_are_no_detector_head():
+    """YuNet's kps outputs (N, A, 10) once read as a (N, A, 5+C) head with 5 classes."""
+    model = detector_nets.export_module(_Landmarks(), "kps")
+    assert find_head(plan_view(model), "kps") is None

@@ -61,6 +61,22 @@ def test_raw_ctc_logits_are_a_sequence_and_detector_heads_are_detectors():
     assert '"sigmoid":true' in detector.contract.detection
 
 
+def test_a_named_output_that_fits_no_task_says_so_and_asks_for_a_task():
+    """Before, naming it with --output still ended in "name one with --output"."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Conv", ["input", "w"], ["maps"]),
+             helper.make_node("Unsqueeze", ["maps", "axis"], ["volume"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("volume", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w"),
+                               numpy_helper.from_array(np.array([1], np.int64), "axis")])
+    view = GraphView(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(ModelError, match=r"^output 'volume' \(1, 1, 2, 4, 4\) fits no task: .*; pick one with --task$"):
+        choose_target(view, "input", output="volume")
+
+
 def test_outputs_ending_in_an_activation_come_first():
     model = _onnx(_FaceHeads(), (1, 3, 16, 16), outputs=("scale", "heat"))
     result = export(model)
