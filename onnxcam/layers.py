@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx
+
 from onnxcam.autodiff import ZERO_OPS, carries_gradient, lookup
 from onnxcam.contract import format_shape
 from onnxcam.errors import LayerError
-from onnxcam.graph import GraphView
+from onnxcam.graph import GraphView, outer_names
 
 __all__ = ["Layer", "Candidate", "ScorePaths", "considered_layers", "resolve_layer", "automatic_layer",
            "prediction_head_input", "level_layers", "tensor_layouts", "parse_layout", "nchw_view", "nchw_array", "native_array"]
@@ -199,7 +201,7 @@ def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str]
     tokens form a grid of the input, that the score is computed from, in graph order, with the
     reason it cannot be a target layer where it cannot."""
     layouts = tensor_layouts(view, input_layouts)
-    needed = view.ancestors([score])
+    needed = view.ancestors([score], inputs=_reads)
     paths = paths or ScorePaths(view, score)
     strides = _patch_strides(view)
     image_hw = _image_size(view, input_layouts)
@@ -400,11 +402,19 @@ def _dominates(view: GraphView, tensor: str, targets: list[str], image: str) -> 
     return not any(t in reached for t in targets)
 
 
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs and the outer-scope names its subgraphs read (a tf2onnx LSTM's Loop body reads the
+    features it runs over by name, not as an input of the Loop)."""
+    if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return list(node.input)
+    return [*node.input, *sorted(outer_names(node))]
+
+
 def _image_dependent(view: GraphView) -> set[str]:
     """Tensors computed from the graph inputs (not constants)."""
     varying = set(view.graph_inputs)
     for node in view.nodes:
-        if any(i in varying for i in node.input if i):
+        if any(i in varying for i in _reads(node) if i):
             varying.update(o for o in node.output if o)
     return varying
 
@@ -412,7 +422,9 @@ def _image_dependent(view: GraphView) -> set[str]:
 def _differentiable_ancestors(view: GraphView, score: str, variable: set[str]) -> set[str]:
     """Tensors carrying a gradient that the score depends on through ops that carry one."""
     def carried(node):
-        return [] if node.op_type in ZERO_OPS else [i for i in node.input if i in variable and carries_gradient(view, i)]
+        if node.op_type in ZERO_OPS:
+            return []
+        return [i for i in _reads(node) if i in variable and carries_gradient(view, i)]
 
     return view.ancestors([score], inputs=carried)
 
@@ -426,7 +438,7 @@ def _found_after(view: GraphView, to_score: set[str], found) -> dict[str, bool]:
         if not outputs:
             continue
         here = any(after.get(o) for o in outputs) or found(node)
-        for name in node.input:
+        for name in _reads(node):
             if name in to_score:
                 after[name] = after.get(name, False) or here
     return after
@@ -441,7 +453,7 @@ def _unruled_after(view: GraphView, to_score: set[str]) -> dict[str, str]:
         if not outputs:
             continue
         here = next((after[o] for o in outputs if after.get(o)), "") or _without_rule(view, node)
-        for name in node.input:
+        for name in _reads(node):
             if name in to_score and not after.get(name):
                 after[name] = here
     return after
@@ -455,8 +467,12 @@ def _without_rule(view: GraphView, node) -> str:
 
 
 def _is_learned(node, variable: set[str]) -> bool:
-    """A layer with weights: Conv, Gemm, MatMul, ... with a constant operand besides the first."""
-    return node.op_type in _LEARNED and any(i and i not in variable for i in node.input[1:])
+    """A layer with weights: Conv, Gemm, MatMul, ... with a constant operand besides the first; or a node
+    whose subgraph holds one (a Loop running an LSTM cell's MatMuls)."""
+    if node.op_type in _LEARNED and any(i and i not in variable for i in node.input[1:]):
+        return True
+    bodies = [g for a in node.attribute for g in ([a.g] if a.HasField("g") else list(a.graphs))]
+    return any(sub.op_type in _LEARNED or _is_learned(sub, variable) for body in bodies for sub in body.node)
 
 
 def _mixes_tokens(view: GraphView, node, variable: set[str]) -> bool:
