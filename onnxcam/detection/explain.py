@@ -88,7 +88,9 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
 def _head_outputs(head: Head) -> list[str]:
     if head.layout == "nms":
         return [*head.score_outputs, *head.box_outputs, head.selected]
-    return [*head.score_outputs, *head.box_outputs] if head.layout in ("levels", "end2end") else [head.output]
+    if head.layout in ("levels", "end2end"):
+        return [*head.score_outputs, *head.objectness_outputs, *head.box_outputs]
+    return [head.output]
 
 
 def _head_tensors(explainer, layers: list[str]) -> list[str]:

@@ -10,8 +10,11 @@ Six layouts are recognised (A = anchors, i.e. grid cells of all pyramid levels; 
   raw YOLOX regressions, decoded here: ((x + grid) · stride, exp(w) · stride);
 * ``levels`` — per pyramid level a score output (N, A_l, C) and a box output (N, A_l, 4·(R+1))
   (PicoDet/NanoDet/GFL: distances to the cell's centre as distributions over R+1 bins, decoded
-  here as their expectation × stride) or (N, A_l, 4) (boxes x0, y0, x1, y1, decoded in the graph).
-  The score outputs are joined into one tensor, ``detection_scores``, added as an output;
+  here as their expectation × stride) or (N, A_l, 4) (boxes x0, y0, x1, y1, decoded in the graph;
+  or, straight from a convolution, raw offsets decoded as YOLOX's: YuNet). A second Sigmoid-fed
+  output of width 1 is the level's objectness (YuNet's ``obj``); outputs that are neither scores nor
+  boxes (YuNet's landmarks) are left alone. The score outputs (objectness first) are joined into one
+  tensor, ``detection_scores``, added as an output;
 * ``nanodet`` — one output (N, A, C + 4·(R+1)): per level the class probabilities and the DFL box
   bins concatenated, flattened and joined (NanoDet-Plus), decoded as the ``levels`` DFL boxes;
 * ``nms`` — a graph that ends in ``NonMaxSuppression``: its scores (N, C, A) and boxes (N, A, 4)
@@ -39,7 +42,7 @@ from onnx import helper
 from onnxcam.graph import GraphView, node_attribute
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_end2end_outputs", "add_class_logits",
-           "level_pairs",
+           "level_outputs",
            "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS"]
 
 LEVEL_SCORES = "detection_scores"
@@ -70,6 +73,7 @@ class Head:
     score_outputs: tuple[str, ...] = ()  # levels: the score output of each level; nms: the scores
     selected: str = ""  # nms: the NonMaxSuppression's output, (K, 3) rows of batch, class, anchor
     width: int = 0  # S's width along class_axis when the box columns come after the classes (nanodet)
+    objectness_outputs: tuple[str, ...] = ()  # levels: each level's objectness output, where the head has one
 
     @property
     def anchor_axis(self) -> int:
@@ -115,7 +119,8 @@ class Head:
             return None
         values = json.loads(text)
         return cls(**{**values, "box_outputs": tuple(values.get("box_outputs", ())),
-                      "score_outputs": tuple(values.get("score_outputs", ()))})
+                      "score_outputs": tuple(values.get("score_outputs", ())),
+                      "objectness_outputs": tuple(values.get("objectness_outputs", ()))})
 
 
 def find_head(view: GraphView, output: str) -> Head | None:
@@ -126,7 +131,7 @@ def find_head(view: GraphView, output: str) -> Head | None:
         return _end2end_head(view) or _levels_head(view)
     if output in (CLASS_LOGITS, NMS_BOXES):
         return None  # explained through the head's own output
-    if LEVEL_SCORES in view.graph_outputs and output in {n for pair in level_pairs(view) for n in pair}:
+    if LEVEL_SCORES in view.graph_outputs and output in {n for level in level_outputs(view) for n in level if n}:
         return None  # one level of a multi-level head: explained through the joined scores
     shape = view.shape(output)
     if shape is None or len(shape) != 3 or not _comes_from_convolutions(view, output):
@@ -272,14 +277,16 @@ def add_class_logits(model: onnx.ModelProto, view: GraphView) -> bool:
 
 
 def _levels_head(view: GraphView) -> Head | None:
-    pairs = level_pairs(view)
-    if not pairs:
+    levels = level_outputs(view)
+    if not levels:
         return None
-    scores, boxes = zip(*pairs)
+    scores, boxes, objectness = (tuple(parts) for parts in zip(*levels))
     width = view.shape(boxes[0])[2]
     fed = all(_sigmoid_fed(view, s) for s in scores)
-    return Head("levels", LEVEL_SCORES, LEVEL_SCORES, view.shape(scores[0])[2], 2, 0, -1, fed, fed,
-                "xyxy" if width == 4 else "dfl", tuple(boxes), tuple(scores))
+    kind = "dfl" if width != 4 else "yolox" if all(_columns_from_conv(view, b) for b in boxes) else "xyxy"
+    first = 1 if objectness[0] else 0
+    return Head("levels", LEVEL_SCORES, LEVEL_SCORES, view.shape(scores[0])[2], 2, first, 0 if first else -1, fed, fed,
+                kind, boxes, scores, objectness_outputs=objectness if first else ())
 
 
 def _nms_node(view: GraphView) -> onnx.NodeProto | None:
@@ -371,9 +378,10 @@ def _expose(model: onnx.ModelProto, view: GraphView, source: str, name: str) -> 
                                                                   for i, d in enumerate(dims)]))
 
 
-def level_pairs(view: GraphView) -> list[tuple[str, str]]:
-    """(score, box) outputs per pyramid level, largest level first: outputs (N, A_l, C) and
-    (N, A_l, 4) or (N, A_l, 4·(R+1)) with the same A_l, at least two levels."""
+def level_outputs(view: GraphView) -> list[tuple[str, str, str]]:
+    """(score, box, objectness or "") outputs per pyramid level, largest level first: outputs (N, A_l, C)
+    and (N, A_l, 4) or (N, A_l, 4·(R+1)) with the same A_l, and a Sigmoid-fed (N, A_l, 1) objectness
+    where the level has one, at least two levels."""
     by_anchors: dict[int, list[str]] = {}
     for name in view.graph_outputs:
         if name == LEVEL_SCORES:
@@ -382,35 +390,63 @@ def level_pairs(view: GraphView) -> list[tuple[str, str]]:
         if shape is not None and len(shape) == 3 and isinstance(shape[1], int) and isinstance(shape[2], int) \
                 and shape[1] >= 1 and view.is_float(name):
             by_anchors.setdefault(shape[1], []).append(name)
-    pairs = []
+    levels = []
     for anchors, names in sorted(by_anchors.items(), reverse=True):
         boxes = [n for n in names if view.shape(n)[2] % 4 == 0 and not _sigmoid_fed(view, n)]
-        scores = [n for n in names if n not in boxes]
-        if len(boxes) != 1 or len(scores) != 1:
+        rest = [n for n in names if n not in boxes]
+        scores = [n for n in rest if _sigmoid_fed(view, n)] or rest  # the rest, Sigmoid-fed or not: landmarks
+        level = _scores_and_objectness(view, scores) if len(boxes) == 1 else None
+        if level is None:
             return []
-        pairs.append((scores[0], boxes[0]))
-    widths = {view.shape(b)[2] for _, b in pairs} | {-view.shape(s)[2] for s, _ in pairs}
-    if len(pairs) < 2 or len(widths) != 2 or not all(_comes_from_convolutions(view, s) for s, _ in pairs):
+        levels.append((level[0], boxes[0], level[1]))
+    widths = {view.shape(b)[2] for _, b, _ in levels} | {-view.shape(s)[2] for s, _, _ in levels}
+    if len(levels) < 2 or len(widths) != 2 or len({bool(o) for _, _, o in levels}) != 1 \
+            or not all(_comes_from_convolutions(view, s) for s, _, _ in levels):
         return []
-    return pairs
+    return levels
+
+
+def _scores_and_objectness(view: GraphView, scores: list[str]) -> tuple[str, str] | None:
+    """(class scores, objectness or ""): one score output, or two of which one has width 1 (both, for one
+    class: the one named like an objectness, "obj" or "iou", else the second)."""
+    if len(scores) == 1:
+        return scores[0], ""
+    if len(scores) != 2:
+        return None
+    single = [n for n in scores if view.shape(n)[2] == 1]
+    if len(single) == 2:
+        named = [n for n in scores if "obj" in n.lower() or "iou" in n.lower()]
+        single = named if len(named) == 1 else [scores[1]]
+    if len(single) != 1:
+        return None
+    return next(n for n in scores if n != single[0]), single[0]
 
 
 def add_level_scores(model: onnx.ModelProto, view: GraphView) -> bool:
-    """Join a multi-level head's score outputs into one output ``detection_scores`` (N, A, C), in place.
+    """Join a multi-level head's score outputs into one output ``detection_scores`` (N, A, C), or
+    (N, A, 1 + C) with each level's objectness first, in place.
 
     Pre: the model has no tensor of that name. Post: when the model has a multi-level head, the new
     output is the Concat of the level scores along the anchor axis (the model's outputs are kept).
     """
-    pairs = level_pairs(view)
-    if not pairs or LEVEL_SCORES in view.all_names():
+    levels = level_outputs(view)
+    if not levels or LEVEL_SCORES in view.all_names():
         return False
-    scores = [s for s, _ in pairs]
-    model.graph.node.append(helper.make_node("Concat", scores, [LEVEL_SCORES], axis=1, name="onnxcam/detection_scores"))
-    classes = view.shape(scores[0])[2]
-    batch = view.symbolic_shape(scores[0])[0]
-    anchors = sum(view.shape(s)[1] for s in scores)
+    parts = []
+    for i, (scores, _, objectness) in enumerate(levels):
+        if objectness:
+            joined = f"{LEVEL_SCORES}/level{i}"
+            model.graph.node.append(helper.make_node("Concat", [objectness, scores], [joined], axis=2,
+                                                     name=f"onnxcam/{joined}"))
+            parts.append(joined)
+        else:
+            parts.append(scores)
+    model.graph.node.append(helper.make_node("Concat", parts, [LEVEL_SCORES], axis=1, name="onnxcam/detection_scores"))
+    columns = view.shape(levels[0][0])[2] + (1 if levels[0][2] else 0)
+    batch = view.symbolic_shape(levels[0][0])[0]
+    anchors = sum(view.shape(s)[1] for s, _, _ in levels)
     model.graph.output.append(helper.make_tensor_value_info(
-        LEVEL_SCORES, view.elem_type(scores[0]), [batch if batch is not None else "batch", anchors, classes]))
+        LEVEL_SCORES, view.elem_type(levels[0][0]), [batch if batch is not None else "batch", anchors, columns]))
     return True
 
 

@@ -8,7 +8,10 @@ convolution (its ReLU output feeds both the box and the class branch) and a head
 * ``levels``: per level a score output (N, A_l, C) = Sigmoid(class logits) and a raw DFL box output
   (N, A_l, 4·(R+1)), R = 3 — PicoDet's layout;
 * ``nanodet``: one output (N, A, C + 4·(R+1)) = per level Concat(Sigmoid(class logits), DFL bins),
-  flattened, joined and transposed — NanoDet-Plus's layout.
+  flattened, joined and transposed — NanoDet-Plus's layout;
+* ``yunet``: per level Sigmoid class scores (N, A_l, C), a Sigmoid objectness (N, A_l, 1), raw box
+  offsets (N, A_l, 4) straight from a convolution (YOLOX's decoding) and raw landmarks (N, A_l, 10) —
+  YuNet's layout (its cls, obj, bbox, kps outputs).
 
 ``squeeze=True`` gives each class branch a squeeze-and-excitation gate (its input times the Sigmoid of
 its mean over the map): a head whose box scores read the whole map, not a window of it.
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LAYOUTS = ("yolov8", "yolov5", "levels", "nanodet")
+LAYOUTS = ("yolov8", "yolov5", "levels", "nanodet", "yunet")
 STRIDES = (4, 8)
 BINS = 4  # R + 1
 
@@ -46,6 +49,7 @@ class TinyDetector(nn.Module):
         self.cls = nn.ModuleList([nn.Sequential(*([_Squeeze()] if squeeze else []), nn.Conv2d(12, 8, 3, 1, 1),
                                                 nn.ReLU(), nn.Conv2d(8, classes, 1)) for _ in STRIDES])
         self.obj = nn.ModuleList([nn.Conv2d(12, 1, 1) for _ in STRIDES])
+        self.kps = nn.ModuleList([nn.Conv2d(12, 10, 1) for _ in STRIDES])
         self.eval()
 
     def features(self, x):
@@ -85,6 +89,10 @@ class TinyDetector(nn.Module):
             return torch.cat(levels, 2).transpose(1, 2)
         scores = [c(t).sigmoid().flatten(2).transpose(1, 2) for c, t in zip(self.cls, neck)]
         boxes = [b(t).flatten(2).transpose(1, 2) for b, t in zip(self.box, neck)]
+        if self.layout == "yunet":
+            objectness = [o(t).sigmoid().flatten(2).transpose(1, 2) for o, t in zip(self.obj, neck)]
+            landmarks = [k(t).flatten(2).transpose(1, 2) for k, t in zip(self.kps, neck)]
+            return (*scores, *objectness, *boxes, *landmarks)
         return (*scores, *boxes)
 
 
@@ -96,9 +104,9 @@ class _Squeeze(nn.Module):
 def export(module: TinyDetector) -> onnx.ModelProto:
     """ONNX (opset 17); the batch is dynamic except for ``levels``, exported at batch 1 like PicoDet's own
     models (so that every level's anchor count is static, which pairing score and box outputs needs)."""
-    levels = module.layout == "levels"
-    names = [f"scores{i}" for i in range(len(STRIDES))] + [f"boxes{i}" for i in range(len(STRIDES))] \
-        if levels else ["detections"]
+    levels = module.layout in ("levels", "yunet")
+    parts = ("cls", "obj", "bbox", "kps") if module.layout == "yunet" else ("scores", "boxes")
+    names = [f"{part}{i}" for part in parts for i in range(len(STRIDES))] if levels else ["detections"]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -1,4 +1,4 @@
-"""The detection task on tiny torch detectors of the three layouts: layout, layers, per-box gradients, boxes."""
+"""The detection task on tiny torch detectors of every layout: layout, layers, per-box gradients, boxes."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def test_the_layout_is_recognised(detector):
     assert plans[0].task.name == "detection"
     explainer = Explainer(model)
     head = Head.from_json(explainer.contract.detection)
-    assert (head.layout, head.classes) == (module.layout, 3)
-    assert head.boxes == ("dfl" if module.layout in ("levels", "nanodet") else "cxcywh")
-    assert head.objectness == (4 if module.layout == "yolov5" else -1)
+    assert (head.layout, head.classes) == ({"yunet": "levels"}.get(module.layout, module.layout), 3)
+    assert head.boxes == {"levels": "dfl", "nanodet": "dfl", "yunet": "yolox"}.get(module.layout, "cxcywh")
+    assert head.objectness == {"yolov5": 4, "yunet": 0}.get(module.layout, -1)
 
 
 def test_automatic_layers_are_the_neck_outputs(detector):
@@ -68,7 +68,7 @@ def _torch_box_scores(module, images, boxes_per_image):
     results = []
     for n, boxes in enumerate(boxes_per_image):
         for a, c in zip(boxes.anchors, boxes.classes):
-            score = classes[n, a, c] + (objectness[n, a] if module.layout == "yolov5" else 0)
+            score = classes[n, a, c] + (objectness[n, a] if module.layout in ("yolov5", "yunet") else 0)
             grads = torch.autograd.grad(score, neck, retain_graph=True)
             results.append((float(score.detach()), [g[n].numpy() for g in grads]))
     return results
@@ -128,6 +128,17 @@ def _reference_boxes(module, images):
         elif module.layout == "yolov5":
             rows = outputs.numpy()
             cxcywh, confidence = rows[..., :4], rows[..., 5:] * rows[..., 4:5]
+        elif module.layout == "yunet":  # cls, obj, bbox per level: YOLOX's ((x, y) + cell)·s, exp(w, h)·s
+            levels = len(STRIDES)
+            confidence = (torch.cat(outputs[:levels], 1) * torch.cat(outputs[levels:2 * levels], 1)).numpy()
+            parts = []
+            for stride, raw in zip(STRIDES, outputs[2 * levels:3 * levels]):
+                side = 32 // stride
+                ys, xs = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+                cells = np.stack([xs.ravel(), ys.ravel()], 1)
+                raw = raw.numpy()
+                parts.append(np.concatenate([(raw[..., :2] + cells) * stride, np.exp(raw[..., 2:4]) * stride], -1))
+            cxcywh = np.concatenate(parts, 1)
         else:
             if module.layout == "nanodet":
                 classes = module.classes
