@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnxcam.contract import format_shape
 from onnxcam.errors import ModelError, OnnxCamError
 from onnxcam.graph import GraphView, node_attribute, size_fixed_by
 from onnxcam.detection.head import add_class_logits, add_end2end_outputs, add_level_scores, add_nms_outputs
@@ -147,9 +148,15 @@ def _type_name(view: GraphView, name: str) -> str:
 def _layout(view: GraphView, image: str, requested: str) -> str:
     if requested not in LAYOUT_CHOICES:
         raise OnnxCamError(f"unknown layout '{requested}'; choose one of {', '.join(LAYOUT_CHOICES)}")
-    if requested != "auto":
-        return requested
     shape = view.shape(image)
+    if requested != "auto":
+        axis, other = (1, 3) if requested == "NCHW" else (3, 1)
+        if shape[axis] is not None and shape[axis] not in _IMAGE_CHANNELS and shape[other] in _IMAGE_CHANNELS:
+            found = "NHWC" if requested == "NCHW" else "NCHW"
+            raise OnnxCamError(f"--layout {requested} does not fit input '{image}' {format_shape(shape)}: it would "
+                               f"have {shape[axis]} channels; it looks {found} (axis {other} holds {shape[other]}); "
+                               "drop --layout, or give the layout it has")
+        return requested
     if shape[1] in _IMAGE_CHANNELS and shape[3] not in _IMAGE_CHANNELS:
         return "NCHW"
     if shape[3] in _IMAGE_CHANNELS and shape[1] not in _IMAGE_CHANNELS:

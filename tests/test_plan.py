@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcam import ModelError, export
+from onnxcam import ModelError, OnnxCamError, export
 from onnxcam.graph import GraphView
 from onnxcam.plan import fix_input_shape
 
@@ -87,6 +87,13 @@ def _nhwc_model(head: str = "pool") -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def test_a_layout_the_input_cannot_have_is_refused_naming_the_one_it_looks_like():
+    with pytest.raises(OnnxCamError, match=r"--layout NCHW does not fit input 'image' \?x8x8x3: it would have 8 "
+                                           r"channels; it looks NHWC"):
+        export(_nhwc_model(), layout="NCHW")
+    assert export(_nhwc_model(), layout="NHWC").plan.layout == "NHWC"
 
 
 def test_an_input_shape_that_moves_the_channels_is_refused_naming_the_declared_shape():
