@@ -394,7 +394,9 @@ def level_outputs(view: GraphView) -> list[tuple[str, str, str]]:
     for anchors, names in sorted(by_anchors.items(), reverse=True):
         boxes = [n for n in names if view.shape(n)[2] % 4 == 0 and not _sigmoid_fed(view, n)]
         rest = [n for n in names if n not in boxes]
-        scores = [n for n in rest if _sigmoid_fed(view, n)] or rest  # the rest, Sigmoid-fed or not: landmarks
+        # Sigmoid-fed scores (a class output, maybe an objectness) beside others left alone (landmarks); a
+        # head without Sigmoids (logit scores) has just one other output per level
+        scores = [n for n in rest if _sigmoid_fed(view, n)] or (rest if len(rest) == 1 else [])
         level = _scores_and_objectness(view, scores) if len(boxes) == 1 else None
         if level is None:
             return []
