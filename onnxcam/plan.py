@@ -103,7 +103,8 @@ def make_plans(view: GraphView, layers, **options) -> tuple[Plan, ...]:
         return plans
     plan = plans[0]
     head = head_for(view, plan.score_tensor)
-    outputs = [*head.score_outputs, *head.objectness_outputs, *head.box_outputs] if head.score_outputs else [head.output]
+    outputs = [*head.score_outputs, *head.objectness_outputs, *head.box_outputs] if head.score_outputs \
+        else [head.output]
     levels = level_layers(view, list(plan.candidates), outputs, plan.image)
     return tuple(Plan(plan.image, plan.layout, plan.target, layer, plan.considered) for layer in levels) or plans
 

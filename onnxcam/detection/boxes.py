@@ -134,7 +134,8 @@ def _decode_levels(head: Head, outputs, input_hw) -> list[tuple[np.ndarray, np.n
             raise ModelError(f"cannot lay the levels' anchors {anchors} on grids of strides 4-128 of a "
                              f"{input_hw[0]}x{input_hw[1]} input; is the input size right (--input-shape)?")
         decoded = [_decode_dfl(m, s, input_hw) if head.boxes == "dfl" else
-                   np.stack([_xyxy(_offsets_level(sample, s, input_hw)) for sample in m]) for m, s in zip(box_maps, strides)]
+                   np.stack([_xyxy(_offsets_level(sample, s, input_hw)) for sample in m])
+                   for m, s in zip(box_maps, strides)]
         boxes = np.concatenate(decoded, axis=1)
     return [(boxes[n], confidence[n]) for n in range(len(confidence))]
 
@@ -198,7 +199,8 @@ def _end2end_rows(head: Head, outputs):
             k = int(np.argmax(closest))
             raise ModelError(f"the end-to-end head's row {k} (score {rows[k, 4]:.6g}, class {classes[k]}) equals no "
                              "anchor's probability of that class in the Sigmoid output before the rows, so onnxcam "
-                             "cannot tell which anchor it was picked from; explain a raw (N, 4+C, A) head export instead")
+                             "cannot tell which anchor it was picked from; explain a raw (N, 4+C, A) head export "
+                             "instead")
         boxes = np.zeros((len(confidence), 4), np.float32)
         boxes[anchors] = rows[:, :4]
         results.append((boxes, confidence, (anchors, classes)))

@@ -1,4 +1,5 @@
-"""Box selection (onnxcam.detection.boxes): NMS on the most confident candidates equals NMS on all."""
+"""Box selection (onnxcam.detection.boxes): NMS on the most confident candidates equals NMS on all; an
+end-to-end head's rows find their anchors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from onnxcam.detection.boxes import BoxOptions, select
+from onnxcam.detection.boxes import BoxOptions, decode, select
+from onnxcam.detection.head import Head
+from onnxcam.errors import ModelError
 
 
 def _scene(n: int, classes: int, seed: int):
@@ -46,3 +49,24 @@ def test_fewer_survivors_than_asked_for_are_all_found():
     found = select(boxes, confidence, options).anchors
     np.testing.assert_array_equal(found, _nms_on_all(boxes, confidence, options))
     assert 0 < len(found) < 50
+
+
+def _end2end(rows, probabilities):
+    head = Head("end2end", "detection_scores", "detection_scores", 2, 1, 0, -1, True, True, "rows", ("rows",),
+                ("detection_scores",))
+    return decode(head, {"rows": np.asarray(rows, np.float32)[None],
+                         "detection_scores": np.asarray(probabilities, np.float32)[None]}, (32, 32))
+
+
+def test_end_to_end_rows_find_their_anchors_and_skip_padding():
+    probabilities = [[0.1, 0.9, 0.3], [0.8, 0.2, 0.7]]  # (C, A): class 0 at anchor 1 is 0.9
+    (boxes, confidence, (anchors, classes)), = _end2end(
+        [[1, 2, 3, 4, 0.9, 0], [5, 6, 7, 8, 0.7, 1], [0, 0, 0, 0, 0.0, -1]], probabilities)
+    assert anchors.tolist() == [1, 2] and classes.tolist() == [0, 1]  # the class -1 padding row is dropped
+    np.testing.assert_array_equal(boxes[[1, 2]], [[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert confidence.shape == (3, 2)
+
+
+def test_end_to_end_rows_that_match_no_anchor_are_refused():
+    with pytest.raises(ModelError, match="row 0 .* equals no anchor's probability"):
+        _end2end([[1, 2, 3, 4, 0.5, 0]], [[0.1, 0.9, 0.3], [0.8, 0.2, 0.7]])

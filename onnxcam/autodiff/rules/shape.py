@@ -106,8 +106,8 @@ def depth_to_space(ctx: RuleContext):
     x = ctx.inputs[0]
     channels = _require_dim(ctx, x, 1)
     shape = e.shape(x)
-    blocks = e.op("Concat", e.slice(shape, [0], [1], [0]), e.ints([channels // block ** 2]), e.slice(shape, [2], [3], [0]),
-                  e.ints([block]), e.slice(shape, [3], [4], [0]), e.ints([block]), axis=0)
+    n, h, w = (e.slice(shape, [axis], [axis + 1], [0]) for axis in (0, 2, 3))
+    blocks = e.op("Concat", n, e.ints([channels // block ** 2]), h, e.ints([block]), w, e.ints([block]), axis=0)
     return [e.reshape_like(e.transpose(e.reshape(ctx.dy, blocks), [0, 1, 3, 5, 2, 4]), x)]
 
 
