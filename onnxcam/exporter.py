@@ -345,7 +345,8 @@ def _assemble(model: onnx.ModelProto, emit: Emitter, plan: Plan, outputs: dict[s
         graph.initializer.append(onnx.numpy_helper.from_array(unfed, contract.TARGET_WEIGHTS))
     batch = _batch_dim(emit.view, plan.image)
     for name, tensor in outputs.items():
-        if name == contract.CAM and emit.dtype(tensor) != np.float32:  # a half-precision model's map
+        # a half-precision model's map and score are float32 outputs (the score is summed in float32)
+        if name in (contract.CAM, contract.CAM_SCORE) and emit.dtype(tensor) != np.float32:
             graph.node.append(helper.make_node("Cast", [tensor], [name], name=f"onnxcam/output/{name}",
                                                to=onnx.TensorProto.FLOAT))
         else:
@@ -367,7 +368,7 @@ def _output_info(view: GraphView, name: str, batch, plan: Plan):
     if name == contract.CAM_TARGET:
         return helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [batch])
     if name == contract.CAM_SCORE:
-        return helper.make_tensor_value_info(name, view.elem_type(plan.score), [batch])
+        return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [batch])
     like = plan.score if name == contract.CAM_WEIGHTS else plan.layer.tensor
     shape = plan.score_tensor.shape if name == contract.CAM_WEIGHTS else view.shape(like)
     dims = [batch, *[d if d is not None else f"{name}_{i}" for i, d in enumerate(shape[1:], 1)]]

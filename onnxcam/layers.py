@@ -42,7 +42,7 @@ _NCHW_SOURCES = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "B
 _LAYOUT_PRESERVING = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
                       "Tanh", "Gelu", "Erf", "Softplus", "Mish", "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min",
                       "Identity", "Dropout", "Cast", "Pad", "Neg", "Abs", "Exp", "Sqrt", "Pow", "Where",
-                      "LayerNormalization"}
+                      "LayerNormalization", "QuantizeLinear", "DequantizeLinear"}  # QDQ: fake quantisation
 _PERMS = {(0, 2, 3, 1): {"NCHW": "NHWC"}, (0, 3, 1, 2): {"NHWC": "NCHW"}}
 
 
@@ -337,7 +337,8 @@ def prediction_head_input(view: GraphView, score: str, paths: ScorePaths | None 
     variable, to_score = paths.variable, paths.to_score
     tensor = score
     while (node := view.producers.get(tensor)) is not None and node.op_type not in ZERO_OPS:
-        inputs = [i for i in node.input if i in variable and view.is_float(i)]
+        # a DequantizeLinear's varying input is its QuantizeLinear's integer output (QDQ models)
+        inputs = [i for i in node.input if i in variable and (view.is_float(i) or node.op_type == "DequantizeLinear")]
         if len(inputs) != 1:
             break
         users = [n for n in view.consumers.get(inputs[0], []) if any(o in to_score for o in n.output)]

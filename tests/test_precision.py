@@ -112,3 +112,38 @@ def test_cli_runs_a_float16_model(float_model, tmp_path, demo_images):
                                        "--preset", "unit", "--size", "64x64"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "results.jsonl").is_file()
+
+
+def test_a_float16_detector_explains_its_boxes():
+    """explain_boxes feeds the features pass in the input's type (it fed float32 to a float16 input)."""
+    from onnxcam import Explainer
+    from tests.detection import detector_nets
+
+    model = detector_nets.export(detector_nets.TinyDetector("yolov8"))
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
+    full = Explainer(model).explain_boxes(images, min_score=0.0, max_boxes=4).images[0]
+    half = Explainer(convert_float_to_float16(model, keep_io_types=False)).explain_boxes(
+        images.astype(np.float16), min_score=0.0, max_boxes=4).images[0]
+    assert half.boxes.anchors.tolist() == full.boxes.anchors.tolist()
+    assert np.abs(half.maps - full.maps).max() < 0.05
+    # float32 outputs cast from the float16 head: the Sigmoid behind the Cast still makes it a detector head
+    wrapped = Explainer(convert_float_to_float16(model, keep_io_types=True)).explain_boxes(
+        images, min_score=0.0, max_boxes=4).images[0]
+    assert wrapped.boxes.anchors.tolist() == full.boxes.anchors.tolist()
+
+
+def test_a_float16_score_past_float16s_range_is_summed_in_float32():
+    """A dense map's logits summed over its pixels: 32·32 pixels at ~100 each pass float16's 65504."""
+    from onnxcam import Explainer
+    from tests.targets import task_nets
+
+    torch.manual_seed(0)
+    module = task_nets.DBLikeDetector(offset=100.0).eval()
+    model = task_nets.export(module, torch.randn(1, 3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = module.head(module.features(x)).sum(dim=(1, 2, 3)).numpy()  # every pixel fires
+    assert expected.min() > 65504
+    explain = Explainer(convert_float_to_float16(model, keep_io_types=False)).explain(x.numpy().astype(np.float16))
+    assert explain.scores.dtype == np.float32 and np.all(np.isfinite(explain.cam))
+    np.testing.assert_allclose(explain.scores, expected, rtol=2e-3)

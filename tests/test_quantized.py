@@ -294,3 +294,36 @@ def test_cli_runs_an_integer_model(models, tmp_path, demo_images):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
     assert record["status"] == "ok" and record["layer"] == "/3/Relu_output_0"
+
+
+def _qdq(module: nn.Module, folder: Path, name: str, shape=INPUT) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(float export, its static QDQ quantisation): Q → DQ pairs after every quantised tensor."""
+    torch.manual_seed(0)
+    path = folder / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save(nets.export_onnx(module.eval(), torch.randn(*shape)), path)
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(path, folder / f"{name}-qdq.onnx", _Calibration(shape), quant_format=QuantFormat.QDQ)
+    finally:
+        root.setLevel(level)
+    return onnx.load(path), onnx.load(folder / f"{name}-qdq.onnx")
+
+
+def test_a_qdq_model_is_planned_as_its_float_model(tmp_path):
+    """The final Softmax/Sigmoid behind a Q → DQ pair is still found (the logits are explained, not the
+    probabilities), and a dense model's automatic layer is still before its head (the head's walk passes
+    the pairs), as in the float model."""
+    from tests.targets import task_nets
+
+    torch.manual_seed(0)
+    classifier = nn.Sequential(_cnn(), nn.Softmax(dim=1))
+    float_plan, qdq_plan = (export(m).plan for m in _qdq(classifier, tmp_path, "softmax"))
+    assert float_plan.score_tensor.activation == qdq_plan.score_tensor.activation == "Softmax"
+    torch.manual_seed(0)
+    float_model, qdq_model = _qdq(task_nets.DBLikeDetector(), tmp_path, "db", (1, 3, 32, 32))
+    float_plan, qdq_plan = export(float_model).plan, export(qdq_model).plan
+    assert float_plan.score_tensor.activation == qdq_plan.score_tensor.activation == "Sigmoid"
+    assert qdq_plan.task.name == "dense" and qdq_plan.layer.shape[1:] == float_plan.layer.shape[1:] == (16, 8, 8)

@@ -63,6 +63,7 @@ def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
     if head is None:
         raise ModelError("this explain model carries no detector head description; export it again with this onnxcam")
     batch, decoded = explainer._as_batch(inputs)
+    batch = batch.astype(explainer._input_dtype, copy=False)  # float16 for a half-precision detector
     input_hw = tuple(batch.shape[2:4] if explainer.layout == "NCHW" else batch.shape[1:3])
     layers = explainer.contract.layers
     if explainer._box_plan is None:  # the same for every call

@@ -452,10 +452,14 @@ def add_level_scores(model: onnx.ModelProto, view: GraphView) -> bool:
     return True
 
 
+_VALUE_KEEPING = ("Cast", "QuantizeLinear", "DequantizeLinear")  # fp16 outputs cast to float32; QDQ pairs
+
+
 def _leaf_producers(view: GraphView, tensor: str) -> list[onnx.NodeProto]:
-    """The nodes where walking back from ``tensor`` through rearranging ops stops (a Sigmoid included)."""
+    """The nodes where walking back from ``tensor`` through rearranging and value-keeping ops stops (a
+    Sigmoid included)."""
     def passes(node):
-        return node.op_type in REARRANGING and node.op_type != "Sigmoid"
+        return node.op_type in _VALUE_KEEPING or node.op_type in REARRANGING and node.op_type != "Sigmoid"
 
     walked = view.ancestors([tensor], inputs=lambda node: (node.input if node.op_type == "Concat" else
                                                            node.input[:1]) if passes(node) else [])

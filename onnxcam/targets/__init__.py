@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import TARGET, TARGET_WEIGHTS
 from onnxcam.errors import ModelError, OnnxCamError
@@ -110,6 +112,14 @@ class EmittedTarget:
     index: str  # (N,) int64: the task's index explained, -1 where none (or where fed target_weights replace it)
 
 
+def _weighted_sum(e: Emitter, s: str, w: str, axes: list[int]) -> str:
+    """Σ w ⊙ S per sample, summed in float32 for a float16 S: a dense map's logits summed over its pixels
+    pass float16's largest value (65504) on a text page, and the score would read inf."""
+    if e.dtype(s) == np.float16:
+        s, w = e.cast(s, np.float32), e.cast(w, np.float32)
+    return e.reduce_sum(e.mul(s, w), axes, keepdims=False)
+
+
 def emit_target(e: Emitter, chosen: ChosenTarget, options: TaskOptions) -> EmittedTarget:
     """Build the task's default weighting, let fed ``target_weights`` override it, and seed S."""
     score, task = chosen.score, chosen.task
@@ -121,7 +131,7 @@ def emit_target(e: Emitter, chosen: ChosenTarget, options: TaskOptions) -> Emitt
     unfed = e.op("IsNaN", fed)
     weights = e.where(unfed, default.weights, fed)
     if task.score is None:
-        seed, total = weights, e.reduce_sum(e.mul(s, weights), list(range(1, score.rank)), keepdims=False)
+        seed, total = weights, _weighted_sum(e, s, weights, list(range(1, score.rank)))
     else:
         seed, total = task.score(ctx, weights)
     # the default's index wherever the default still counts somewhere (NaN entries: a region that keeps a

@@ -25,6 +25,8 @@ __all__ = ["ScoreTensor", "SeedContext", "Seed", "TaskOptions", "score_tensor", 
 SCORE_CHOICES = ("logit", "probability")
 FINAL_ACTIVATIONS = ("Softmax", "Sigmoid", "LogSoftmax")
 _RESHAPES = ("Flatten", "Reshape", "Squeeze")
+# ops after a final activation that keep its values (up to rounding): its output is still the probabilities
+_VALUE_KEEPING = ("Identity", "Cast", "QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,11 @@ class Seed:
 
 
 def final_activation(view: GraphView, output: str) -> onnx.NodeProto | None:
-    """The Softmax/Sigmoid/LogSoftmax node ``output`` comes from, through Identity (and, for
-    (batch, classes) outputs, reshapes), if any."""
+    """The Softmax/Sigmoid/LogSoftmax node ``output`` comes from, through Identity, value-keeping ops
+    (a float Cast: fp16 models with float32 outputs; QuantizeLinear → DequantizeLinear: QDQ models) and,
+    for (batch, classes) outputs, reshapes, if any."""
     node = view.producers.get(output)
-    while node is not None and (node.op_type == "Identity" or
+    while node is not None and (node.op_type in _VALUE_KEEPING or
                                 (node.op_type in _RESHAPES and view.rank(node.input[0]) == 2)):
         node = view.producers.get(node.input[0])
     return node if node is not None and node.op_type in FINAL_ACTIVATIONS else None
