@@ -327,3 +327,12 @@ def test_a_qdq_model_is_planned_as_its_float_model(tmp_path):
     float_plan, qdq_plan = export(float_model).plan, export(qdq_model).plan
     assert float_plan.score_tensor.activation == qdq_plan.score_tensor.activation == "Sigmoid"
     assert qdq_plan.task.name == "dense" and qdq_plan.layer.shape[1:] == float_plan.layer.shape[1:] == (16, 8, 8)
+
+
+def test_the_twin_check_compares_only_clear_top1s():
+    """A dense map of near-zero rows (a probe image): an arg-max among ties is no disagreement; a clear
+    one is."""
+    same = quantized_module._same_clear_top1
+    flat = np.array([[[1e-9, 0.0, 2e-9], [5.0, 1.0, 0.0]]])
+    assert same(flat, np.array([[[0.0, 3e-9, 1e-9], [5.0, 1.0, 0.0]]]))
+    assert not same(flat, np.array([[[1e-9, 0.0, 2e-9], [1.0, 5.0, 0.0]]]))
