@@ -185,8 +185,8 @@ class _Context:
         name, zp_name = self.input(q), self.input(zero_point)
         value = self.const(name)
         zp = self.per_axis(zp_name, self.view.rank(name), axis) if zp_name else None
-        if value is not None and (zp is None or isinstance(zp, np.ndarray)):
-            return value.astype(np.float32) - (np.float32(0) if zp is None else zp.astype(np.float32))
+        if value is not None and (zp is None or isinstance(zp, np.ndarray)):  # asarray: 0-d minus 0-d is a scalar
+            return np.asarray(value.astype(np.float32) - (np.float32(0) if zp is None else zp.astype(np.float32)))
         stored = self.stored(name)
         if zp is None or (isinstance(zp, np.ndarray) and not zp.any()):
             return stored
@@ -235,9 +235,10 @@ class _Context:
         return _clip(e, stored, float(low), float(high))
 
     def tensor(self, value: np.ndarray | str) -> str:
-        """A tensor name for a value: constants become float32 initializers."""
-        if isinstance(value, np.ndarray):
-            return self.emit.const(value.astype(np.float32), hint="twin")
+        """A tensor name for a value: constants (arrays, and the NumPy scalars 0-d arithmetic gives) become
+        float32 initializers."""
+        if not isinstance(value, str):
+            return self.emit.const(np.asarray(value, np.float32), hint="twin")
         return value
 
 
@@ -318,6 +319,15 @@ def _qlinear_unary(op_type: str, *drop: str) -> TwinRule:
     return rule
 
 
+def _qlinear_softmax(t: _Context):
+    """QLinearSoftmax: X, x_scale, x_zp, y_scale, y_zp; its ``opset`` attribute says whose Softmax it is
+    (before opset 13 Softmax flattens the axes from ``axis`` on into one)."""
+    if (int(t.attr("opset", t.emit.opset)) >= 13) != (t.emit.opset >= 13):
+        t.fail(f"it computes opset {t.attr('opset')}'s Softmax, whose axis means something else at the model's "
+               f"opset {t.emit.opset}")
+    return [t.requantize(t.emit.op("Softmax", t.real(0, 1, 2), axis=t.attr("axis", -1)), 3, 4)]
+
+
 def _qlinear_concat(t: _Context):
     parts = [t.real(k, k + 1, k + 2) for k in range(2, len(t.node.input), 3)]
     return [t.requantize(t.emit.op("Concat", *parts, axis=t.attr("axis")), 0, 1)]
@@ -372,6 +382,7 @@ TWIN_RULES: dict[tuple[str, str], TwinRule] = {
     (_MS, "QLinearAveragePool"): _qlinear_unary("AveragePool"),
     (_MS, "QLinearSigmoid"): _qlinear_unary("Sigmoid"),
     (_MS, "QLinearLeakyRelu"): _qlinear_unary("LeakyRelu"),
+    (_MS, "QLinearSoftmax"): _qlinear_softmax,
     (_MS, "QLinearConcat"): _qlinear_concat,
     (_MS, "QGemm"): _qgemm,
     (_MS, "DynamicQuantizeMatMul"): _dynamic_quantize_matmul,

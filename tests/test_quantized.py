@@ -99,7 +99,8 @@ def _cnn() -> nn.Module:
 SEQUENCE = (5, 1, 8)
 # network → its input shape and the int8 versions the tests write of it
 _NETWORKS = {"cnn": (_cnn, INPUT, ("dynamic", "qoperator", "qdq")), "branches": (_Branches, INPUT, ("dynamic", "qoperator")),
-             "lstm": (_Recurrent, SEQUENCE, ("dynamic",))}
+             "lstm": (_Recurrent, SEQUENCE, ("dynamic",)),
+             "softmax": (lambda: nn.Sequential(_cnn(), nn.Softmax(dim=1)), INPUT, ("qoperator",))}  # QLinearSoftmax
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def _shape(model: onnx.ModelProto) -> tuple[int, ...]:
     return tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
 
 
-TWINNED = ["cnn/dynamic", "cnn/qoperator", "branches/dynamic", "branches/qoperator", "lstm/dynamic"]
+TWINNED = ["cnn/dynamic", "cnn/qoperator", "branches/dynamic", "branches/qoperator", "lstm/dynamic", "softmax/qoperator"]
 
 
 @pytest.mark.parametrize("name", TWINNED)
@@ -281,8 +282,8 @@ def test_integer_op_without_a_twin_rule_is_named(models):
     model = onnx.ModelProto()
     model.CopyFrom(models["cnn/qoperator"])
     node = next(n for n in model.graph.node if n.op_type == "QGemm")
-    node.op_type = "QLinearSoftmax"
-    with pytest.raises(UnsupportedOpError, match="no float twin for com.microsoft:QLinearSoftmax"):
+    node.op_type = "QLinearReduceMean"
+    with pytest.raises(UnsupportedOpError, match="no float twin for com.microsoft:QLinearReduceMean"):
         export(model)
 
 
@@ -336,3 +337,28 @@ def test_the_twin_check_compares_only_clear_top1s():
     flat = np.array([[[1e-9, 0.0, 2e-9], [5.0, 1.0, 0.0]]])
     assert same(flat, np.array([[[0.0, 3e-9, 1e-9], [5.0, 1.0, 0.0]]]))
     assert not same(flat, np.array([[[1e-9, 0.0, 2e-9], [1.0, 5.0, 0.0]]]))
+
+
+def test_a_qlinear_op_with_a_scalar_constant_operand_gets_its_twin():
+    """QLinearAdd of a 0-d quantised constant (PP-OCR's QOperator export): 0-d NumPy arithmetic gives
+    scalars, which once reached the emitter as tensor names (a TypeError)."""
+    def scalar(name, value, dtype):
+        return numpy_helper.from_array(np.array(value, dtype), name)
+
+    init = [scalar("xs", 0.1, np.float32), scalar("xz", 128, np.uint8), scalar("bq", 140, np.uint8),
+            scalar("bs", 0.05, np.float32), scalar("bz", 128, np.uint8), scalar("ys", 0.1, np.float32),
+            scalar("yz", 128, np.uint8)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("QLinearAdd", ["xq", "xs", "xz", "bq", "bs", "bz", "ys", "yz"], ["yq"],
+                              domain="com.microsoft"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "scalar_add",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=8)
+    twin = float_twin(model)
+    assert twin.replaced["QLinearAdd"] == 1
+    x = np.array([[0.0, 1.0, -1.0, 2.5]], np.float32)
+    got = make_session(twin.model.SerializeToString(), "cpu").run(["y"], {"x": x})[0]
+    np.testing.assert_allclose(got, x + 0.6, atol=0.11)  # b = (140 − 128)·0.05; the twin skips the rounding
