@@ -353,6 +353,27 @@ class GraphView:
         return self.const_value(name) is not None
 
 
+TWIN_PREFIX = "onnxcam/twin"  # the names of the nodes a quantised model's float twin adds (onnxcam.quantized)
+_VALUE_KEEPING = ("Identity", "Cast", "QuantizeLinear", "DequantizeLinear")
+_REQUANTISING = ("Div", "Add", "Sub", "Mul", "Clip")
+
+
+def keeps_values(view: GraphView, node: onnx.NodeProto) -> bool:
+    """Whether ``node`` passes its one varying input on with its values (up to rounding): an Identity, a
+    float Cast (a float16 model's float32 outputs), a QuantizeLinear or DequantizeLinear (QDQ pairs), or
+    the float twin's own requantisation arithmetic (x/scale + zero point, clipped; and back)."""
+    if node.op_type in _VALUE_KEEPING:
+        return True
+    if not node.name.startswith(TWIN_PREFIX + "/") or node.op_type not in _REQUANTISING:
+        return False
+    if sum(not view.is_const(i) for i in node.input if i) == 1:
+        return True
+    # the twin's clip, x − ReLU(x − high) + ReLU(low − x): an Add or Sub of x and one of its ReLUs
+    clipped = view.producers.get(node.input[1]) if len(node.input) > 1 else None
+    return node.op_type in ("Add", "Sub") and clipped is not None and clipped.op_type == "Relu" \
+        and clipped.name.startswith(TWIN_PREFIX + "/")
+
+
 def node_attribute(node: onnx.NodeProto, name: str, default=None):
     """The value of ``node``'s attribute ``name`` (STRING attributes as text), or ``default``."""
     for attribute in node.attribute:

@@ -44,7 +44,7 @@ from onnx.reference import ReferenceEvaluator
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.rules.quantize import INTEGER_RANGES
 from onnxcam.errors import ModelError, UnsupportedOpError
-from onnxcam.graph import FLOAT_TYPES, GraphView, node_attribute, size_fixed_by
+from onnxcam.graph import FLOAT_TYPES, TWIN_PREFIX, GraphView, node_attribute, size_fixed_by
 from onnxcam.runtime import model_session
 
 __all__ = ["Twin", "Agreement", "float_twin", "checked_float_twin", "check_agreement", "TWIN_RULES", "DISAGREEMENT"]
@@ -415,7 +415,7 @@ def float_twin(model: onnx.ModelProto) -> Twin:
                                  f"'{node.name}', so this quantised model cannot be explained; explain the float model "
                                  "it was quantised from, or open an issue asking for this op")
     view = GraphView(model, complete=False)
-    emit = Emitter(view, prefix="onnxcam/twin")
+    emit = Emitter(view, prefix=TWIN_PREFIX)
     state = _State(set(), view.all_names())
     replaced: Counter = Counter()
     for node in model.graph.node:

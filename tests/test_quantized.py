@@ -362,3 +362,10 @@ def test_a_qlinear_op_with_a_scalar_constant_operand_gets_its_twin():
     x = np.array([[0.0, 1.0, -1.0, 2.5]], np.float32)
     got = make_session(twin.model.SerializeToString(), "cpu").run(["y"], {"x": x})[0]
     np.testing.assert_allclose(got, x + 0.6, atol=0.11)  # b = (140 − 128)·0.05; the twin skips the rounding
+
+
+def test_a_qoperator_models_final_softmax_is_found_through_its_twins_requantisation(models):
+    """QLinearSoftmax's twin is Softmax, requantised (÷ scale, + zero point, the clip's ReLUs) and
+    dequantised again: the logits before it are explained, as in the float model."""
+    plan = export(models["softmax/qoperator"]).plan
+    assert plan.score_tensor.activation == "Softmax" == export(models["softmax/float"]).plan.score_tensor.activation

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam.graph import GraphView, node_attribute
+from onnxcam.graph import GraphView, keeps_values, node_attribute
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_end2end_outputs", "add_class_logits",
            "level_outputs",
@@ -52,6 +52,9 @@ CLASS_LOGITS = "detection_logits"
 REARRANGING = ("Identity", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice",
                "Sigmoid")
 _MIN_ANCHORS = 16  # fewer rows than this is not a dense detector head
+# ops walked back from an output to find a Conv: a head is a few ops past its convolutions, but a
+# QOperator model's float twin writes each requantisation as several
+_CONV_DEPTH = 96
 
 
 @dataclass(frozen=True)
@@ -452,17 +455,20 @@ def add_level_scores(model: onnx.ModelProto, view: GraphView) -> bool:
     return True
 
 
-_VALUE_KEEPING = ("Cast", "QuantizeLinear", "DequantizeLinear")  # fp16 outputs cast to float32; QDQ pairs
-
-
 def _leaf_producers(view: GraphView, tensor: str) -> list[onnx.NodeProto]:
-    """The nodes where walking back from ``tensor`` through rearranging and value-keeping ops stops (a
-    Sigmoid included)."""
+    """The nodes where walking back from ``tensor`` through rearranging and value-keeping ops
+    (:func:`onnxcam.graph.keeps_values`) stops (a Sigmoid included)."""
     def passes(node):
-        return node.op_type in _VALUE_KEEPING or node.op_type in REARRANGING and node.op_type != "Sigmoid"
+        return keeps_values(view, node) or node.op_type in REARRANGING and node.op_type != "Sigmoid"
 
-    walked = view.ancestors([tensor], inputs=lambda node: (node.input if node.op_type == "Concat" else
-                                                           node.input[:1]) if passes(node) else [])
+    def followed(node):
+        if not passes(node):
+            return []
+        if node.op_type == "Concat":
+            return node.input
+        return [i for i in node.input if i and not view.is_const(i)][:1]
+
+    walked = view.ancestors([tensor], inputs=followed)
     producers = {id(node): node for name in walked if (node := view.producers.get(name)) is not None}
     return [node for node in producers.values() if not passes(node)]
 
@@ -479,7 +485,7 @@ def _columns_from_conv(view: GraphView, tensor: str) -> bool:
 def _comes_from_convolutions(view: GraphView, tensor: str) -> bool:
     """A detector head is built from convolution maps: a Conv lies within a few ops of the output."""
     frontier, seen = [tensor], set()
-    for _ in range(24):
+    for _ in range(_CONV_DEPTH):
         nodes = [view.producers.get(n) for n in frontier]
         if any(node is not None and node.op_type == "Conv" for node in nodes):
             return True

@@ -17,7 +17,7 @@ import onnx
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError
-from onnxcam.graph import GraphView
+from onnxcam.graph import GraphView, keeps_values
 
 __all__ = ["ScoreTensor", "SeedContext", "Seed", "TaskOptions", "score_tensor", "final_activation",
            "FINAL_ACTIVATIONS", "SCORE_CHOICES"]
@@ -25,8 +25,7 @@ __all__ = ["ScoreTensor", "SeedContext", "Seed", "TaskOptions", "score_tensor", 
 SCORE_CHOICES = ("logit", "probability")
 FINAL_ACTIVATIONS = ("Softmax", "Sigmoid", "LogSoftmax")
 _RESHAPES = ("Flatten", "Reshape", "Squeeze")
-# ops after a final activation that keep its values (up to rounding): its output is still the probabilities
-_VALUE_KEEPING = ("Identity", "Cast", "QuantizeLinear", "DequantizeLinear")
+
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,13 @@ class Seed:
 
 
 def final_activation(view: GraphView, output: str) -> onnx.NodeProto | None:
-    """The Softmax/Sigmoid/LogSoftmax node ``output`` comes from, through Identity, value-keeping ops
-    (a float Cast: fp16 models with float32 outputs; QuantizeLinear → DequantizeLinear: QDQ models) and,
+    """The Softmax/Sigmoid/LogSoftmax node ``output`` comes from, through ops that keep its values
+    (:func:`onnxcam.graph.keeps_values`: QDQ pairs, float Casts, a float twin's requantisation) and,
     for (batch, classes) outputs, reshapes, if any."""
     node = view.producers.get(output)
-    while node is not None and (node.op_type in _VALUE_KEEPING or
+    while node is not None and (keeps_values(view, node) or
                                 (node.op_type in _RESHAPES and view.rank(node.input[0]) == 2)):
-        node = view.producers.get(node.input[0])
+        node = view.producers.get(next(i for i in node.input if i and not view.is_const(i)))
     return node if node is not None and node.op_type in FINAL_ACTIVATIONS else None
 
 
