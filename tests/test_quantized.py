@@ -369,3 +369,21 @@ def test_a_qoperator_models_final_softmax_is_found_through_its_twins_requantisat
     dequantised again: the logits before it are explained, as in the float model."""
     plan = export(models["softmax/qoperator"]).plan
     assert plan.score_tensor.activation == "Softmax" == export(models["softmax/float"]).plan.score_tensor.activation
+
+
+def test_a_dynamically_quantised_yunet_keeps_its_raw_box_offsets(tmp_path):
+    """ConvInteger's twin is a Conv followed by the model's own Cast, scale and bias: the box outputs
+    still come straight from a convolution, so their offsets are decoded (they read as decoded boxes)."""
+    from onnxcam import Explainer
+    from onnxcam.detection.head import Head
+    from tests.detection import detector_nets
+
+    path = tmp_path / "yunet.onnx"
+    onnx.save(detector_nets.export(detector_nets.TinyDetector("yunet")), path)
+    quantize_dynamic(path, tmp_path / "yunet-dynamic.onnx", weight_type=QuantType.QInt8)
+    explainer = Explainer(str(tmp_path / "yunet-dynamic.onnx"))
+    assert Head.from_json(explainer.contract.detection).boxes == "yolox"
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
+    boxes = explainer.explain_boxes(images, min_score=0.0, max_boxes=3).images[0].boxes
+    reference = Explainer(str(path)).explain_boxes(images, min_score=0.0, max_boxes=3).images[0].boxes
+    np.testing.assert_allclose(boxes.xyxy, reference.xyxy, atol=1.0)  # int8 weights move them a little

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam.graph import GraphView, keeps_values, node_attribute
+from onnxcam.graph import TWIN_PREFIX, GraphView, keeps_values, node_attribute
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_end2end_outputs", "add_class_logits",
            "level_outputs",
@@ -478,8 +478,24 @@ def _sigmoid_fed(view: GraphView, tensor: str) -> bool:
 
 
 def _columns_from_conv(view: GraphView, tensor: str) -> bool:
-    """Some of the columns are a convolution's output as it is (raw box regressions)."""
-    return any(node.op_type == "Conv" for node in _leaf_producers(view, tensor))
+    """Some of the columns are a convolution's output as it is (raw box regressions) — or a
+    dynamically quantised one's, rescaled: its twin's Conv, then the model's Cast, scale and bias."""
+    return any(node.op_type == "Conv" or _rescales_a_twin_conv(view, node)
+               for node in _leaf_producers(view, tensor))
+
+
+def _rescales_a_twin_conv(view: GraphView, node, steps: int = 6) -> bool:
+    """``node`` ends a ConvInteger's dequantisation (Add(Mul(Cast(twin Conv), scale), bias)): without this,
+    a dynamically quantised YuNet's raw box offsets read as boxes decoded in the graph."""
+    for _ in range(steps):
+        if node is None:
+            return False
+        if node.op_type == "Conv":
+            return node.name.startswith(TWIN_PREFIX + "/")
+        if node.op_type not in ("Add", "Mul", "Cast", "Identity"):
+            return False
+        node = view.producers.get(node.input[0])
+    return False
 
 
 def _comes_from_convolutions(view: GraphView, tensor: str) -> bool:
