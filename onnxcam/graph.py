@@ -354,7 +354,7 @@ class GraphView:
 
 
 TWIN_PREFIX = "onnxcam/twin"  # the names of the nodes a quantised model's float twin adds (onnxcam.quantized)
-_VALUE_KEEPING = ("Identity", "Cast", "QuantizeLinear", "DequantizeLinear")
+_VALUE_KEEPING = ("Identity", "QuantizeLinear", "DequantizeLinear")
 _REQUANTISING = ("Div", "Add", "Sub", "Mul", "Clip")
 
 
@@ -362,7 +362,7 @@ def keeps_values(view: GraphView, node: onnx.NodeProto) -> bool:
     """Whether ``node`` passes its one varying input on with its values (up to rounding): an Identity, a
     float Cast (a float16 model's float32 outputs), a QuantizeLinear or DequantizeLinear (QDQ pairs), or
     the float twin's own requantisation arithmetic (x/scale + zero point, clipped; and back)."""
-    if node.op_type in _VALUE_KEEPING:
+    if node.op_type in _VALUE_KEEPING or node.op_type == "Cast" and node_attribute(node, "to") in FLOAT_TYPES:
         return True
     if not node.name.startswith(TWIN_PREFIX + "/") or node.op_type not in _REQUANTISING:
         return False
