@@ -123,4 +123,5 @@ def is_explain_model(model: onnx.ModelProto) -> bool:
 
 
 def format_shape(dims) -> str:
-    return "x".join("?" if d is None else str(d) for d in dims)
+    """1x3x224x224, with ? for a dynamic dim (unknown, or named)."""
+    return "x".join(str(d) if isinstance(d, int) else "?" for d in dims)

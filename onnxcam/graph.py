@@ -358,6 +358,12 @@ _VALUE_KEEPING = ("Identity", "QuantizeLinear", "DequantizeLinear")
 _REQUANTISING = ("Div", "Add", "Sub", "Mul", "Clip")
 
 
+def varying_input(view: GraphView, node: onnx.NodeProto) -> str:
+    """The node's first input that is not a constant ("" when all are): the data a scale, a zero
+    point or a shape is applied to."""
+    return next((i for i in node.input if i and not view.is_const(i)), "")
+
+
 def keeps_values(view: GraphView, node: onnx.NodeProto) -> bool:
     """Whether ``node`` passes its one varying input on with its values (up to rounding): an Identity, a
     float Cast (a float16 model's float32 outputs), a QuantizeLinear or DequantizeLinear (QDQ pairs), or

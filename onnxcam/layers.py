@@ -473,7 +473,7 @@ def _is_learned(node, variable: set[str]) -> bool:
     if node.op_type in _LEARNED and any(i and i not in variable for i in node.input[1:]):
         return True
     bodies = [g for a in node.attribute for g in ([a.g] if a.HasField("g") else list(a.graphs))]
-    return any(sub.op_type in _LEARNED or _is_learned(sub, variable) for body in bodies for sub in body.node)
+    return any(_is_learned(sub, variable) for body in bodies for sub in body.node)
 
 
 def _mixes_tokens(view: GraphView, node, variable: set[str]) -> bool:

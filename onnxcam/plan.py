@@ -198,7 +198,7 @@ def fix_input_shape(model: onnx.ModelProto, dims: list[int], layout: str = "auto
     if replaced:
         _check_size_free(view, {d for _, d, _ in replaced if d > 1}, image, old)
         log.warning("replacing the fixed size %s of input '%s' with %s (no constant shape in the graph holds it)",
-                    _dims_text(old), image, _dims_text(dims))
+                    format_shape(old), image, format_shape(dims))
     for i, (dim, value) in enumerate(zip(shape, dims)):
         if i == 0:
             if dim.HasField("dim_value") and (replaced or dim.dim_value != value):
@@ -227,14 +227,9 @@ def _check_channels_kept(view: GraphView, image: str, dims: list[int], layout: s
     height, width = declared[2:4] if layout == "NCHW" else declared[1:3]
     example = [1, height or "H", width or "W"]
     example.insert(axis, declared[axis])
-    raise ModelError(f"--input-shape {_dims_text(dims)} does not fit input '{image}', declared {_dims_text(declared)} "
+    raise ModelError(f"--input-shape {format_shape(dims)} does not fit input '{image}', declared {format_shape(declared)} "
                      f"({layout}): its channels are fixed at {declared[axis]}, not {dims[axis]}; give the shape in "
                      f"{layout} order, e.g. {'x'.join(map(str, example))}")
-
-
-def _dims_text(dims) -> str:
-    """1x3x224x224, with ? for a dynamic dim (unknown or named)."""
-    return "x".join(str(d) if isinstance(d, int) else "?" for d in dims)
 
 
 def check_input_size(view: GraphView, declared, fixed) -> None:
@@ -244,8 +239,8 @@ def check_input_size(view: GraphView, declared, fixed) -> None:
     found = _size_contradiction(view)
     if found is None:
         return
-    raise ModelError(f"input '{_image_input(view)}' at {_dims_text(fixed)} does not fit the model: {found}; give a "
-                     f"size its graph takes (the input is declared {_dims_text(declared)}) with {size_fixed_by()}")
+    raise ModelError(f"input '{_image_input(view)}' at {format_shape(fixed)} does not fit the model: {found}; give a "
+                     f"size its graph takes (the input is declared {format_shape(declared)}) with {size_fixed_by()}")
 
 
 def _size_contradiction(view: GraphView) -> str | None:
@@ -272,7 +267,7 @@ def _reshape_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
         fits = 0 in (values, kept) or values % kept == 0 or kept % values == 0
     if fits:
         return None
-    return f"reshapes {_dims_text(before)} ({values} values) to {_dims_text(after)} ({kept})"
+    return f"reshapes {format_shape(before)} ({values} values) to {format_shape(after)} ({kept})"
 
 
 def _matmul_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
@@ -284,7 +279,7 @@ def _matmul_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
     inner_b = b[-1] if transposed and node_attribute(node, "transB", 0) else b[-2] if len(b) > 1 else b[0]
     if inner_a is None or inner_b is None or inner_a == inner_b:
         return None
-    return f"multiplies {_dims_text(a)} by {_dims_text(b)} (inner dims {inner_a} and {inner_b})"
+    return f"multiplies {format_shape(a)} by {format_shape(b)} (inner dims {inner_a} and {inner_b})"
 
 
 def _broadcast_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
@@ -292,7 +287,7 @@ def _broadcast_contradiction(view: GraphView, node: onnx.NodeProto) -> str | Non
     if a is None or b is None:
         return None
     if any(x is not None and y is not None and x != y and 1 not in (x, y) for x, y in zip(a[::-1], b[::-1])):
-        return f"cannot broadcast {_dims_text(a)} with {_dims_text(b)}"
+        return f"cannot broadcast {format_shape(a)} with {format_shape(b)}"
     return None
 
 
@@ -303,7 +298,7 @@ def _concat_contradiction(view: GraphView, node: onnx.NodeProto) -> str | None:
     axis = node_attribute(node, "axis", 0) % len(shapes[0])
     for i in range(len(shapes[0])):
         if i != axis and len({shape[i] for shape in shapes} - {None}) > 1:
-            return f"joins {', '.join(map(_dims_text, shapes))} along axis {axis}"
+            return f"joins {', '.join(map(format_shape, shapes))} along axis {axis}"
     return None
 
 
@@ -322,6 +317,6 @@ def _check_size_free(view: GraphView, sizes: set[int], image: str, old) -> None:
             continue
         value = view.const_value(node.input[position])
         if value is not None and sizes & {int(v) for v in value.ravel()[1:]}:
-            raise ModelError(f"input '{image}' is fixed at {_dims_text(old)} and {node.op_type} node "
+            raise ModelError(f"input '{image}' is fixed at {format_shape(old)} and {node.op_type} node "
                              f"'{node.name}' has that size built in ({value.ravel().tolist()}); the model cannot "
                              "take another size: re-export it at the size you need")

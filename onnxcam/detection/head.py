@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam.graph import TWIN_PREFIX, GraphView, keeps_values, node_attribute
+from onnxcam.graph import TWIN_PREFIX, GraphView, keeps_values, node_attribute, varying_input
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_end2end_outputs", "add_class_logits",
            "level_outputs",
@@ -330,20 +330,15 @@ def _end2end_parts(view: GraphView) -> tuple[str, str] | None:
         shape = view.shape(output)
         if shape is None or len(shape) != 3 or shape[2] != _ROW_COLUMNS or not view.is_float(output):
             continue
-        probabilities, topk = None, False
-        frontier, seen = [output], {output}
-        for _ in range(_SELECTION_DEPTH):
-            nodes = [node for name in frontier if (node := view.producers.get(name)) is not None]
+        topk = False
+        for nodes in _upstream(view, output, _SELECTION_DEPTH):
             topk = topk or any(node.op_type == "TopK" for node in nodes)
             found = [node.output[0] for node in nodes
                      if node.op_type == "Sigmoid" and _probability_shape(view, node.output[0])]
             if found:
-                probabilities = found[0]
+                if topk:
+                    return output, found[0]
                 break
-            frontier = [i for node in nodes for i in node.input if i and i not in seen and not view.is_const(i)]
-            seen.update(frontier)
-        if topk and probabilities is not None:
-            return output, probabilities
     return None
 
 
@@ -464,9 +459,7 @@ def _leaf_producers(view: GraphView, tensor: str) -> list[onnx.NodeProto]:
     def followed(node):
         if not passes(node):
             return []
-        if node.op_type == "Concat":
-            return node.input
-        return [i for i in node.input if i and not view.is_const(i)][:1]
+        return node.input if node.op_type == "Concat" else [varying_input(view, node)]
 
     walked = view.ancestors([tensor], inputs=followed)
     producers = {id(node): node for name in walked if (node := view.producers.get(name)) is not None}
@@ -500,17 +493,20 @@ def _rescales_a_twin_conv(view: GraphView, node, steps: int = 6) -> bool:
 
 def _comes_from_convolutions(view: GraphView, tensor: str) -> bool:
     """A detector head is built from convolution maps: a Conv lies within a few ops of the output."""
-    frontier, seen = [tensor], set()
-    for _ in range(_CONV_DEPTH):
-        nodes = [view.producers.get(n) for n in frontier]
-        if any(node is not None and node.op_type == "Conv" for node in nodes):
-            return True
-        frontier = [i for node in nodes if node is not None for i in node.input if i and i not in seen
-                    and not view.is_const(i)]
+    return any(node.op_type == "Conv" for nodes in _upstream(view, tensor, _CONV_DEPTH) for node in nodes)
+
+
+def _upstream(view: GraphView, tensor: str, steps: int):
+    """The producers met walking back from ``tensor`` over non-constant inputs, one step at a time (each
+    step's nodes a list), for at most ``steps`` steps."""
+    frontier, seen = [tensor], {tensor}
+    for _ in range(steps):
+        nodes = [node for name in frontier if (node := view.producers.get(name)) is not None]
+        if not nodes:
+            return
+        yield nodes
+        frontier = [i for node in nodes for i in node.input if i and i not in seen and not view.is_const(i)]
         seen.update(frontier)
-        if not frontier:
-            return False
-    return False
 
 
 def grid_strides(input_hw: tuple[int, int], anchors: list[int], candidates=(4, 8, 16, 32, 64, 128),

@@ -21,17 +21,17 @@ from onnxcam.targets.score import Seed, SeedContext
 def weights(ctx: SeedContext) -> Seed:
     """w = (activation > threshold) per pixel of channel target (0); all its pixels where none is above it"""
     e, channels = ctx.emit, ctx.score.shape[1]
-    firing = e.op("Cast", e.op("Greater", ctx.p, e.scalar(ctx.options.threshold, ctx.p)), to=float_type(e, ctx.s),
-                  dtype_of=ctx.s)
-    if channels == 1:
-        fires = e.op("Greater", e.reduce("ReduceMax", firing, [1, 2, 3]), e.scalar(0.0, ctx.s))  # (N, 1, 1, 1)
-        return Seed(e.where(fires, firing, e.scalar(1.0, ctx.s)), no_index(ctx))
     if channels is None:
         raise ModelError(f"the number of channels of '{ctx.score.tensor}' is unknown; {e.view.unknown_shape_fix()}")
+    firing = e.op("Cast", e.op("Greater", ctx.p, e.scalar(ctx.options.threshold, ctx.p)), to=float_type(e, ctx.s),
+                  dtype_of=ctx.s)
     fires = e.op("Greater", e.reduce("ReduceMax", firing, [2, 3]), e.scalar(0.0, ctx.s))  # (N, C, 1, 1), per channel
+    mask = e.where(fires, firing, e.scalar(1.0, ctx.s))
+    if channels == 1:
+        return Seed(mask, no_index(ctx))
     chosen = pick(ctx, per_sample(ctx, e.const(0, dtype="int64")))  # channel 0 by default
     rows = e.unsqueeze(one_hot(e, chosen, e.ints([channels]), ctx.s), [2, 3])  # (N, C, 1, 1)
-    return Seed(e.mul(rows, e.where(fires, firing, e.scalar(1.0, ctx.s))), chosen)
+    return Seed(e.mul(rows, mask), chosen)
 
 
 def detect(view, score) -> bool:

@@ -17,7 +17,7 @@ import onnx
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError
-from onnxcam.graph import GraphView, keeps_values
+from onnxcam.graph import GraphView, keeps_values, varying_input
 
 __all__ = ["ScoreTensor", "SeedContext", "Seed", "TaskOptions", "score_tensor", "final_activation",
            "FINAL_ACTIVATIONS", "SCORE_CHOICES"]
@@ -25,7 +25,6 @@ __all__ = ["ScoreTensor", "SeedContext", "Seed", "TaskOptions", "score_tensor", 
 SCORE_CHOICES = ("logit", "probability")
 FINAL_ACTIVATIONS = ("Softmax", "Sigmoid", "LogSoftmax")
 _RESHAPES = ("Flatten", "Reshape", "Squeeze")
-
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def final_activation(view: GraphView, output: str) -> onnx.NodeProto | None:
     node = view.producers.get(output)
     while node is not None and (keeps_values(view, node) or
                                 (node.op_type in _RESHAPES and view.rank(node.input[0]) == 2)):
-        node = view.producers.get(next(i for i in node.input if i and not view.is_const(i)))
+        node = view.producers.get(varying_input(view, node))
     return node if node is not None and node.op_type in FINAL_ACTIVATIONS else None
 
 

@@ -99,9 +99,7 @@ def depth_to_space(ctx: RuleContext):
     """dX = SpaceToDepth(dY) in DCR mode (its inverse); in CRD mode dY viewed as (N, C/b², H, b, W, b),
     Transpose(0, 1, 3, 5, 2, 4), Reshape(Shape(X))"""
     e, block = ctx.emit, int(ctx.attr("blocksize"))
-    mode = ctx.attr("mode", "DCR")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode == "DCR":
+    if ctx.attr("mode", "DCR") == "DCR":
         return [e.op("SpaceToDepth", ctx.dy, blocksize=block)]
     x = ctx.inputs[0]
     channels = _require_dim(ctx, x, 1)
