@@ -18,7 +18,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -130,14 +129,15 @@ def model_session(model, provider: str = "auto", threads: int | None = None, ann
     more; scripts/bench_overheads.py). A model too large for one protobuf (over 2 GB) is written
     with external data, kept while the session is. ``binding``: ``io_binding``, ``cuda_options``."""
     from onnxcam.io.model_files import needs_external_data, save_model
+    from onnxcam.io.scratch import ScratchFolder
 
     if provider == "openvino":
         return make_session(model.SerializeToString(), provider, threads, announce, **binding)
     large = needs_external_data(model)
     try:
-        folder = tempfile.TemporaryDirectory(prefix="onnxcam-session-")
-        path = save_model(model, Path(folder.name) / "model.onnx", external=True) if large else \
-            _write(Path(folder.name) / "model.onnx", model.SerializeToString())
+        folder = ScratchFolder("onnxcam-session-")  # a large model's is kept with its session
+        path = save_model(model, folder.path / "model.onnx", external=True) if large else \
+            _write(folder.path / "model.onnx", model.SerializeToString())
     except OSError:  # no writable temporary folder: pay the memory
         if large:
             raise

@@ -9,25 +9,21 @@ same references — so ONNX Runtime reads the weights tensor by tensor, and no c
 made in Python again (scripts/bench_overheads.py). :meth:`HeldWeights.restored` reads them
 back into a copy of a model, for a complete model file.
 
-A process that dies without running its finalisers (SIGKILL, ``os._exit``, a Ray worker stopped
-at shutdown) cannot remove its folder, so each folder holds a lock file that its process keeps
-locked (``flock``; the kernel releases it when the process dies, however it dies), and
-:func:`hold_weights` first removes the folders whose lock nobody holds any more.
+The folder is a :class:`~onnxcam.io.scratch.ScratchFolder`: one left by a process that died is
+removed by the next explainer made on the machine.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
 from onnx.external_data_helper import set_external_data
 
 from onnxcam.io.model_files import EXTERNAL_THRESHOLD
+from onnxcam.io.scratch import ScratchFolder
 from onnxcam.runtime import Session, make_session
 
 __all__ = ["HeldWeights", "hold_weights"]
@@ -36,21 +32,14 @@ log = logging.getLogger(__name__)
 
 DATA_FILE = "weights.data"
 PREFIX = "onnxcam-weights-"
-LOCK_FILE = "owner.lock"
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no flock, so no sweep; folders go when their process exits
-    fcntl = None
 
 
 class HeldWeights:
     """The temporary folder holding a model's weights; it is removed when this object goes."""
 
-    def __init__(self, folder: tempfile.TemporaryDirectory, lock):
+    def __init__(self, folder: ScratchFolder):
         self._folder = folder
-        self._lock = lock  # the open, locked lock file: closed (unlocked) with this object, or by the kernel
-        self.path = Path(folder.name)
+        self.path = folder.path
 
     def session(self, model: onnx.ModelProto, provider: str, threads: int | None, announce: bool,
                 **binding) -> Session:
@@ -82,63 +71,19 @@ def hold_weights(model: onnx.ModelProto) -> HeldWeights | None:
     model keeps references to them), or return ``None`` and leave the model whole where no temporary
     file can be written."""
     moved = [t for t in model.graph.initializer if t.HasField("raw_data") and len(t.raw_data) >= EXTERNAL_THRESHOLD]
-    remove_abandoned_folders()
-    folder = lock = None
+    folder = None
     try:
-        folder = tempfile.TemporaryDirectory(prefix=PREFIX, ignore_cleanup_errors=True)
-        lock = _locked(Path(folder.name))
-        spans = _write_data(moved, Path(folder.name) / DATA_FILE)
+        folder = ScratchFolder(PREFIX)
+        spans = _write_data(moved, folder.path / DATA_FILE)
     except OSError as exc:  # no room or no writable temporary folder: the weights stay in memory
         log.debug("keeping the weights in memory: %s", exc)
-        if lock is not None:
-            lock.close()
         if folder is not None:
             folder.cleanup()
         return None
     for tensor, (offset, length) in zip(moved, spans):  # only once all of them are on disk
         set_external_data(tensor, DATA_FILE, offset, length)
         tensor.ClearField("raw_data")
-    return HeldWeights(folder, lock)
-
-
-def remove_abandoned_folders(parent: str | None = None) -> int:
-    """Remove the weight folders in ``parent`` (the temporary folder) whose process has died, that is
-    whose lock file can be locked; the number removed. Folders without a lock file (being made, or
-    left by versions before the locks) are left alone."""
-    if fcntl is None:
-        return 0
-    removed = 0
-    try:
-        entries = [e for e in os.scandir(parent or tempfile.gettempdir()) if e.name.startswith(PREFIX)]
-    except OSError:
-        return 0
-    for entry in entries:
-        try:
-            with open(Path(entry.path) / LOCK_FILE, "rb") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # no lock file, not ours to open, or its process holds it
-            continue
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed += 1
-    if removed:
-        log.debug("removed %d weight folder(s) left by processes that died", removed)
-    return removed
-
-
-def _locked(folder: Path):
-    """The folder's lock file, open and locked. Locked under another name first, then renamed, so that a
-    sweep never finds the lock file before it is locked."""
-    if fcntl is None:
-        return None
-    pending = folder / f".{LOCK_FILE}"
-    lock = open(pending, "wb")  # noqa: SIM115  (kept open, and locked, for the folder's life)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        pending.rename(folder / LOCK_FILE)
-    except OSError:
-        lock.close()
-        raise
-    return lock
+    return HeldWeights(folder)
 
 
 def _write_data(tensors: list[onnx.TensorProto], path: Path) -> list[tuple[int, int]]:
@@ -150,4 +95,3 @@ def _write_data(tensors: list[onnx.TensorProto], path: Path) -> list[tuple[int, 
             spans.append((file.tell(), len(data)))
             file.write(data)
     return spans
-

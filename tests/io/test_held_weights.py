@@ -3,9 +3,6 @@ sessions built from the file (whole model and cuts) compute what the complete mo
 the complete model comes back byte for byte."""
 
 import gc
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import torch
 from onnxcam import Explainer, export
 from onnxcam import explainer as explainer_module
 from onnxcam.headmodel import cut_model
-from onnxcam.io import held_weights
+from onnxcam.io import held_weights, scratch
 from onnxcam.io.held_weights import hold_weights
 from onnxcam.io.model_files import EXTERNAL_THRESHOLD
 from onnxcam.runtime import make_session
@@ -79,7 +76,7 @@ def test_sessions_of_the_held_model_and_of_its_cuts_compute_what_the_whole_model
     np.testing.assert_allclose(head.run(["logits"], {stem: activations})[0], _logits(whole, image), rtol=1e-5,
                                atol=1e-5)
     left = sorted(p.name for p in held.path.iterdir())
-    assert left == sorted([held_weights.DATA_FILE, held_weights.LOCK_FILE])  # graph files go at once
+    assert left == sorted([held_weights.DATA_FILE, scratch.LOCK_FILE])  # graph files go at once
 
 
 def test_without_a_writable_temporary_folder_the_model_stays_whole(plain_model, monkeypatch):
@@ -114,41 +111,3 @@ def test_multi_pass_cuts_of_the_held_model_give_the_maps_of_the_whole_one(plain_
     assert whole._held_weights is None
     np.testing.assert_allclose(held.explain(image).cam, whole.explain(image).cam, atol=1e-6)
 
-
-HOLD_THEN_WAIT = """
-import os, sys, onnx
-from onnxcam.io.held_weights import hold_weights
-held = hold_weights(onnx.load(sys.argv[1]))
-print(held.path, flush=True)
-sys.stdin.readline()  # until told
-os._exit(0)  # as a killed worker would: no finalisers, so the folder stays
-"""
-
-
-def _holder(model_file: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    """A process that holds a model's weights in ``tmp_path``, and its folder."""
-    child = subprocess.Popen([sys.executable, "-c", HOLD_THEN_WAIT, str(model_file)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
-    return child, Path(child.stdout.readline().strip())
-
-
-@pytest.mark.skipif(held_weights.fcntl is None, reason="no flock on this platform")
-def test_folders_of_processes_that_died_are_removed_and_those_of_live_ones_kept(plain_model, tmp_path, monkeypatch):
-    model_file = tmp_path / "plain.onnx"
-    onnx.save(plain_model, model_file)
-    dead, dead_folder = _holder(model_file, tmp_path)
-    live, live_folder = _holder(model_file, tmp_path)
-    dead.communicate("\n", timeout=60)
-    assert dead_folder.is_dir() and live_folder.is_dir()  # os._exit left it behind
-    old_style = tmp_path / f"{held_weights.PREFIX}without-lock"  # being made, or from before the locks
-    old_style.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    try:
-        held = hold_weights(_copy(plain_model))
-        assert not dead_folder.exists()
-        assert live_folder.is_dir() and (live_folder / held_weights.DATA_FILE).is_file()
-        assert old_style.is_dir() and held.path.is_dir()
-        assert held_weights.remove_abandoned_folders() == 0  # this process's own folder is locked too
-    finally:
-        live.communicate("\n", timeout=60)
-    assert held_weights.remove_abandoned_folders() == 1 and not live_folder.exists()
