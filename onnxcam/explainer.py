@@ -18,7 +18,7 @@ from onnxcam import contract
 from onnxcam.contract import Contract, is_explain_model
 from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
-from onnxcam.graph import GraphView, load_model, size_options
+from onnxcam.graph import GraphView, fed_inputs, load_model, size_options
 from onnxcam.io.files import write_atomically
 from onnxcam.io.held_weights import hold_weights
 from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
@@ -107,12 +107,10 @@ def _input_shape_from_size(model: onnx.ModelProto, size) -> list[int] | None:
 def _shape_at_size(model: onnx.ModelProto, size) -> list[int] | None:
     """(1, C, H, W) or (1, H, W, C) at ``size`` for an image input whose height and width alone are
     dynamic; ``None`` for any other input (a size cannot fix it)."""
-    initializers = {t.name for t in model.graph.initializer}
-    images = [i for i in model.graph.input if i.name not in initializers]
-    dims = images[0].type.tensor_type.shape.dim if len(images) == 1 else []
-    if len(dims) != 4:
+    inputs = fed_inputs(model)
+    static = inputs[0][1] if len(inputs) == 1 else ()
+    if len(static) != 4:
         return None
-    static = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
     height, width = size
     if static[1] in (1, 3, 4) and static[2] is None and static[3] is None:
         return [1, static[1], height, width]

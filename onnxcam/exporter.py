@@ -34,7 +34,7 @@ from onnxcam.autodiff import emit_backward
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.contract import Contract, format_shape
 from onnxcam.errors import ModelError, OnnxCamError
-from onnxcam.graph import (GraphView, check_attributes, load_model, load_model_and_origin, outer_names,
+from onnxcam.graph import (GraphView, check_attributes, fed_inputs, load_model, load_model_and_origin, outer_names,
                            sort_topologically, without_weights)
 from onnxcam.io.model_files import save_model
 from onnxcam.layers import nchw_view
@@ -221,10 +221,7 @@ def load_explainable(source, input_shape=None, layout: str = "auto") -> Loaded:
 def _declared_dims(model: onnx.ModelProto) -> tuple | None:
     """The image input's dims as the model declares them (``None`` for dynamic ones); ``None`` without
     a 4-D input (which fix_input_shape refuses)."""
-    initializers = {t.name for t in model.graph.initializer}
-    dims = next((i.type.tensor_type.shape.dim for i in model.graph.input
-                 if i.name not in initializers and len(i.type.tensor_type.shape.dim) == 4), None)
-    return None if dims is None else tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    return next((dims for _, dims in fed_inputs(model) if len(dims) == 4), None)
 
 
 def _declare_computed_output_shapes(model: onnx.ModelProto, view: GraphView) -> None:

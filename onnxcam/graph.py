@@ -380,6 +380,15 @@ def keeps_values(view: GraphView, node: onnx.NodeProto) -> bool:
         and clipped.name.startswith(TWIN_PREFIX + "/")
 
 
+def fed_inputs(model: onnx.ModelProto) -> list[tuple[onnx.ValueInfoProto, tuple]]:
+    """The inputs a caller feeds (graph inputs that are not initializers), each with its declared dims:
+    ``None`` for a dim that is symbolic, unset or not positive."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [(info, tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                         for d in info.type.tensor_type.shape.dim))
+            for info in model.graph.input if info.name not in initializers]
+
+
 def node_attribute(node: onnx.NodeProto, name: str, default=None):
     """The value of ``node``'s attribute ``name`` (STRING attributes as text), or ``default``."""
     for attribute in node.attribute:
@@ -530,19 +539,14 @@ def _fill_from_probe(graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
         import onnxruntime as ort
     except ImportError:
         return
-    initializers = {t.name for t in model.graph.initializer}
     feeds_by_batch = {}
     batch_symbols = {}
-    for info in model.graph.input:
-        if info.name in initializers:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+    for info, dims in fed_inputs(model):
         if not dims or None in dims[1:]:
-            return  # dynamic spatial dims: nothing to probe with (the size must be fixed)
+            return  # dynamic (or malformed) non-batch dims: nothing to probe with (the size must be fixed)
         first = info.type.tensor_type.shape.dim[0]
         batch_symbols[info.name] = first.dim_param or None
-        if any(d <= 0 for d in dims[1:]) or np.prod(dims[1:], dtype=np.float64) > _PROBE_ELEMENTS or \
-                (dims[0] is not None and not 1 <= dims[0] <= 64):
+        if np.prod(dims[1:], dtype=np.float64) > _PROBE_ELEMENTS or (dims[0] is not None and dims[0] > 64):
             return  # an input too large (or malformed) to probe with
         try:
             dtype = helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)

@@ -44,7 +44,7 @@ from onnx.reference import ReferenceEvaluator
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.rules.quantize import INTEGER_RANGES
 from onnxcam.errors import ModelError, UnsupportedOpError
-from onnxcam.graph import FLOAT_TYPES, TWIN_PREFIX, GraphView, node_attribute, size_fixed_by
+from onnxcam.graph import FLOAT_TYPES, TWIN_PREFIX, GraphView, fed_inputs, node_attribute, size_fixed_by
 from onnxcam.runtime import model_session
 
 __all__ = ["Twin", "Agreement", "float_twin", "checked_float_twin", "check_agreement", "TWIN_RULES", "DISAGREEMENT"]
@@ -548,12 +548,8 @@ def _same_clear_top1(expected: np.ndarray, got: np.ndarray) -> bool:
 
 def _probe_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray] | str:
     rng = np.random.default_rng(seed)
-    initializers = {t.name for t in model.graph.initializer}
     feeds = {}
-    for info in model.graph.input:
-        if info.name in initializers:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+    for info, dims in fed_inputs(model):
         if None in dims[1:]:
             return f"input '{info.name}' has dynamic dims {tuple(dims)}; give {size_fixed_by()} to check the twin"
         shape = [1 if dims and dims[0] is None else dims[0], *dims[1:]] if dims else []
