@@ -5,9 +5,9 @@ the tensors in ``inputs``, which become the new model's inputs. A graph input st
 on another path (a skip connection that bypasses the layer) stays an input too: the caller feeds
 it (``CutModel.inputs`` lists all, cut tensors first).
 
-A ``Shape`` of a tensor outside the cut whose size is known from shape inference — each dim static,
-or the size of a cut input's dim (the batch) — does not pull that tensor's graph in: it becomes a
-constant, read where needed from the cut inputs' own shapes. tf2onnx's flatten, the Shape of the
+A ``Shape`` (or ``Size``) of a tensor outside the cut whose size is known from shape inference —
+each dim static, or the size of a cut input's dim (the batch) — does not pull that tensor's graph
+in: it becomes a constant, read where needed from the cut inputs' own shapes. tf2onnx's flatten, the Shape of the
 tensor just before the layer, would otherwise put the whole backbone and the image into the head.
 """
 
@@ -102,17 +102,20 @@ def _info(view: GraphView, name: str) -> onnx.ValueInfoProto:
 
 
 def _shape_entries(view: GraphView, node: onnx.NodeProto, inputs: Sequence[str]) -> list | None:
-    """What the ``Shape`` ``node`` returns, entry by entry: a static size, or ``(input, axis)``, a cut
-    input's dim of the same size; ``None`` when ``node`` is no Shape or an entry is neither.
+    """What the ``Shape`` ``node`` returns, entry by entry (for a ``Size``: the entries it multiplies): a
+    static size, or ``(input, axis)``, a cut input's dim of the same size; ``None`` when ``node`` is
+    neither op or an entry is neither.
 
     Axis 0 is the batch wherever the cut inputs' axis 0 has its size (a name, or a fixed batch): it is
     read from them, since the cut is run at batch sizes of its own (ablated copies, boxes)."""
-    if node.op_type != "Shape" or node.domain not in ("", "ai.onnx") or node.input[0] in inputs:
+    if node.op_type not in ("Shape", "Size") or node.domain not in ("", "ai.onnx") or node.input[0] in inputs:
         return None
     dims = view.symbolic_shape(node.input[0])
     if dims is None:
         return None
     start, end = node_attribute(node, "start", 0), node_attribute(node, "end", None)
+    if node.op_type == "Size":
+        start, end = 0, None
     entries = []
     for axis in range(len(dims))[start:end]:  # Shape-15's start/end clamp as Python's slices do
         entry = _same_size(view, dims[axis], axis, inputs)
@@ -139,8 +142,14 @@ def _sources(entries: list) -> list[str]:
 
 def _entries_nodes(node: onnx.NodeProto, entries: list) -> list[onnx.NodeProto]:
     """Nodes computing ``node``'s output from ``entries``: runs of static sizes as constants, each
-    cut input's dim gathered from its Shape, concatenated."""
+    cut input's dim gathered from its Shape, concatenated (for a ``Size``, then multiplied)."""
     out, label = node.output[0], node.name or node.output[0]
+    if node.op_type == "Size":
+        if not _sources(entries):
+            return [_constant(f"{label}/onnxcam_static", out, np.prod(entries, dtype=np.int64))]
+        shape = helper.make_node("Shape", node.input, [f"{out}/onnxcam_dims"], name=f"{label}/onnxcam_dims")
+        return [*_entries_nodes(shape, entries),
+                helper.make_node("ReduceProd", [shape.output[0]], [out], name=label, keepdims=0)]
     if not _sources(entries):
         return [_constant(f"{label}/onnxcam_static", out, entries)]
     nodes = [helper.make_node("Shape", [source], [f"{out}/onnxcam_shape{i}"], name=f"{label}/onnxcam_shape{i}")
@@ -166,6 +175,6 @@ def _entries_nodes(node: onnx.NodeProto, entries: list) -> list[onnx.NodeProto]:
     return nodes
 
 
-def _constant(name: str, output: str, values: list[int]) -> onnx.NodeProto:
+def _constant(name: str, output: str, values) -> onnx.NodeProto:
     value = numpy_helper.from_array(np.array(values, np.int64), output)
     return helper.make_node("Constant", [], [output], name=name, value=value)

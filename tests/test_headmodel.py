@@ -95,3 +95,28 @@ def _with_keep(model: onnx.ModelProto, layer: str) -> onnx.ModelProto:
     model.graph.node.append(onnx.helper.make_node("Mul", [layer, "keep"], [f"{layer}.kept"]))
     model.graph.input.append(onnx.helper.make_tensor_value_info("keep", onnx.TensorProto.FLOAT, None))
     return model
+
+
+@pytest.mark.parametrize("batch", ["N", 2], ids=["dynamic-batch", "fixed-batch"])
+def test_a_size_of_a_tensor_before_the_cut_is_read_from_the_cut_input(batch):
+    """y = t / Size(r): the element count of the tensor before the cut, read off the cut input's batch
+    (or a constant), so that r's graph and the model's input stay out of the cut."""
+    nodes = [onnx.helper.make_node("Relu", ["x"], ["r"]),
+             onnx.helper.make_node("Mul", ["r", "two"], ["t"]),
+             onnx.helper.make_node("Size", ["r"], ["count"]),
+             onnx.helper.make_node("Cast", ["count"], ["count_f"], to=onnx.TensorProto.FLOAT),
+             onnx.helper.make_node("Div", ["t", "count_f"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [batch, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [batch, 4])],
+        initializer=[onnx.numpy_helper.from_array(np.array(2, np.float32), "two")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=8)
+    cut = cut_model(model, ["t"], "y")
+    assert cut.inputs == ["t"] and "Relu" not in {n.op_type for n in cut.model.graph.node}
+    onnx.checker.check_model(cut.model, full_check=True)
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    t, want = _run(model, {"x": x}, ["t", "y"])
+    np.testing.assert_allclose(_run(cut.model, {"t": t}, ["y"])[0], want, rtol=1e-6)
+    if batch == "N":  # three rows: the count follows the cut input's batch
+        t3 = np.concatenate([t, t[:1]])
+        np.testing.assert_allclose(_run(cut.model, {"t": t3}, ["y"])[0], t3 / 12, rtol=1e-6)
