@@ -45,8 +45,10 @@ def _shared_core():
     Each Core makes its own CPU plugin, and each plugin installs a signal stack of its own on the
     thread that first compiles (sigaltstack), unmapping it when the plugin goes and restoring the
     previous one only if its own is still current. Plugins released other than last-in first-out
-    (explain_boxes' sessions, when the explainer is collected) leave the thread on an unmapped
-    stack, and the next signal (a Ctrl-C) kills the process with SIGSEGV. One plugin never goes.
+    (a box explainer's sessions, when it is collected) leave the thread on an unmapped stack: the
+    older plugin unmaps its stack, which the younger one then restores as the previous one (gdb on
+    OpenVINO 2026.4.1). The next signal (a Ctrl-C) then kills the process with
+    SIGSEGV. One plugin never goes.
     """
     global _core
     with _core_lock:
