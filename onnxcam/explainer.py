@@ -163,7 +163,8 @@ class Explainer:
         path = model if isinstance(model, (str, Path)) else None
         export_options = {k: options.pop(k) for k in _EXPORT_OPTIONS if k in options}
         run_options = self._checked_options(passes_batch, options)
-        chosen = get_method(resolve_method(method, ""))  # "auto" resolves to an in-graph method for every task
+        # "auto" is in-graph, unless gradients reach no layer: the export then falls back to a runtime method
+        chosen = get_method(resolve_method(method, ""))
         self.preprocess = resolve_preprocess(path, preprocess)
         proto = load_model(model)
         if is_explain_model(proto):
@@ -176,7 +177,7 @@ class Explainer:
             fixes = "--size HxW or --input-shape" if _shape_at_size(proto, (1, 1)) else "--input-shape"
             with size_options(fixes):
                 exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
-                                  **export_options)
+                                  runtime_fallback=True, **export_options)
             proto, self.export_seconds = exported.model, exported.seconds
         self.model = proto
         self.contract = Contract.read(proto)

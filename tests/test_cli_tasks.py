@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from tests.exporter_quirk_nets import tf2onnx_loop_recogniser
 from tests.targets import task_nets as nets
 from tests.test_cli import assert_one_line_error, invoke
 
@@ -127,6 +128,22 @@ def test_a_dictionary_that_fits_no_layout_is_warned_about_once(tmp_path, images)
     warnings = [line for line in result.output.splitlines() if "labels" in line and "no text" in line]
     assert len(warnings) == 1 and "3 labels" in warnings[0] and "7 classes" in warnings[0], result.output
     assert not any("text" in record for record in _records(out))
+
+
+def test_auto_where_no_gradient_reaches_the_layer_says_which_method_it_uses(tmp_path, images):
+    model = tmp_path / "lstm.onnx"
+    onnx.save(tf2onnx_loop_recogniser(), str(model))
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out)
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.output.splitlines() if "method auto uses" in line]
+    assert len(notices) == 1 and "ablationcam" in notices[0] and "Loop node 'lstm_loop'" in notices[0], result.output
+    assert {r["method"] for r in _records(out)} == {"ablationcam"}
+    exported = invoke("export", model, "-o", tmp_path / "lstm.cam.onnx")
+    assert exported.exit_code == 0, exported.output
+    assert "method eigencam" in exported.output and "ignores the target" in exported.output
+    assert_one_line_error(invoke("run", model, images, "-o", tmp_path / "named", "--method", "gradcam"),
+                          "no gradient rule for Loop node 'lstm_loop'")
 
 
 def test_layers_says_why_a_tensor_is_not_eligible(tmp_path):
