@@ -146,6 +146,44 @@ def test_auto_where_no_gradient_reaches_the_layer_says_which_method_it_uses(tmp_
                           "no gradient rule for Loop node 'lstm_loop'")
 
 
+def _with_dictionary(path, text: str):
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"character": text})  # as paddle2onnx writes PaddleOCR's recognisers
+    onnx.save(model, str(path))
+    return path
+
+
+def test_sequence_text_from_the_models_own_dictionary_unless_labels_are_given(tmp_path, images):
+    model = _with_dictionary(_save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32)), "a\nb\n\u3000\nd\ne")
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out)
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.output.splitlines() if "model's own dictionary" in line]
+    assert len(notices) == 1 and "5 characters for 7 classes" in notices[0], result.output
+    characters = ["", "a", "b", "\u3000", "d", "e", " "]  # PaddleOCR's layout: the blank, the dictionary, a space
+    records = _records(out)
+    assert all(r["text"] == "".join(characters[i] for i in r["decoded"]) for r in records)
+    assert any(r["decoded"] for r in records)
+    labels = tmp_path / "dict.txt"
+    labels.write_text("\n".join("uvwxyz"))
+    given = tmp_path / "given"
+    result = invoke("run", model, images, "-o", given, "--labels", labels)
+    assert result.exit_code == 0 and "model's own dictionary" not in result.output, result.output
+    assert all(r["text"] == "".join("uvwxyz"[i - 1] for i in r["decoded"]) for r in _records(given))
+
+
+def test_a_models_dictionary_that_fits_no_layout_is_warned_about_and_gives_no_text(tmp_path, images):
+    model = _with_dictionary(_save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32)), "a\nb\nc")
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "no text" in line]
+    assert len(warnings) == 1, result.output
+    assert "the 3 lines of the model's own dictionary (metadata 'character')" in warnings[0]
+    assert "7 classes" in warnings[0] and "--labels FILE" in warnings[0]
+    assert not any("text" in record for record in _records(out))
+
+
 def test_layers_says_why_a_tensor_is_not_eligible(tmp_path):
     model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
     result = invoke("layers", model)
