@@ -184,7 +184,8 @@ def tf2onnx_loop_recogniser(classes: int = 5) -> onnx.ModelProto:
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("MatMul", ["columns", "fc"], ["step_logits"])], "lstm_body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("step_logits", TensorProto.FLOAT, None)])
     nodes = [

@@ -146,18 +146,21 @@ def test_auto_where_no_gradient_reaches_the_layer_says_which_method_it_uses(tmp_
                           "no gradient rule for Loop node 'lstm_loop'")
 
 
-def _with_dictionary(path, text: str):
+def _run_with_dictionary(tmp_path, images, text: str):
+    """A 7-class CTC recogniser whose metadata holds ``text`` as paddle2onnx writes PaddleOCR's dictionaries,
+    run without --labels: the model, the run's result and its output folder."""
+    path = _save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32))
     model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {"character": text})  # as paddle2onnx writes PaddleOCR's recognisers
+    onnx.helper.set_model_props(model, {"character": text})
     onnx.save(model, str(path))
-    return path
+    out = tmp_path / "out"
+    result = invoke("run", path, images, "-o", out)
+    assert result.exit_code == 0, result.output
+    return path, result, out
 
 
 def test_sequence_text_from_the_models_own_dictionary_unless_labels_are_given(tmp_path, images):
-    model = _with_dictionary(_save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32)), "a\nb\n\u3000\nd\ne")
-    out = tmp_path / "out"
-    result = invoke("run", model, images, "-o", out)
-    assert result.exit_code == 0, result.output
+    model, result, out = _run_with_dictionary(tmp_path, images, "a\nb\n\u3000\nd\ne")
     notices = [line for line in result.output.splitlines() if "model's own dictionary" in line]
     assert len(notices) == 1 and "5 characters for 7 classes" in notices[0], result.output
     characters = ["", "a", "b", "\u3000", "d", "e", " "]  # PaddleOCR's layout: the blank, the dictionary, a space
@@ -173,10 +176,7 @@ def test_sequence_text_from_the_models_own_dictionary_unless_labels_are_given(tm
 
 
 def test_a_models_dictionary_that_fits_no_layout_is_warned_about_and_gives_no_text(tmp_path, images):
-    model = _with_dictionary(_save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32)), "a\nb\nc")
-    out = tmp_path / "out"
-    result = invoke("run", model, images, "-o", out)
-    assert result.exit_code == 0, result.output
+    _, result, out = _run_with_dictionary(tmp_path, images, "a\nb\nc")
     warnings = [line for line in result.output.splitlines() if "no text" in line]
     assert len(warnings) == 1, result.output
     assert "the 3 lines of the model's own dictionary (metadata 'character')" in warnings[0]
