@@ -175,25 +175,31 @@ def paddle_loop_classifier(classes: int = 4, loop_between_stages: bool = False) 
                   [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])], init)
 
 
+def outer_scope_matmul_loop(outer: str, weights: str, out: str, name: str) -> onnx.NodeProto:
+    """A one-trip Loop ("trips" = 1) whose body reads ``outer`` from the outer scope, not as an input, and
+    stacks MatMul(``outer``, ``weights``) into ``out`` (1, ...): how tf2onnx writes a Keras LSTM's steps."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("MatMul", [outer, weights], ["step_out"])], f"{name}_body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("step_out", TensorProto.FLOAT, None)])
+    return helper.make_node("Loop", ["trips", ""], [out], body=body, name=name)
+
+
 def tf2onnx_loop_recogniser(classes: int = 5) -> onnx.ModelProto:
     """image (N, 3, 8, 16) → Conv, ReLU ("features", the layer) → mean over the height → columns (N, 16, 6) →
     a one-trip Loop whose body reads "columns" from the outer scope and applies the per-step MatMul →
     logits (N, 16, classes) → Softmax. No gradient reaches "features": the Loop has no gradient rule."""
     init = {**_weights(5, conv_w=(6, 3, 3, 3), fc=(6, classes)), "trips": np.array(1, np.int64),
             "axis0": np.array([0], np.int64)}
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("MatMul", ["columns", "fc"], ["step_logits"])], "lstm_body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("step_logits", TensorProto.FLOAT, None)])
     nodes = [
         helper.make_node("Conv", ["image", "conv_w"], ["conv"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["conv"], ["features"]),
         helper.make_node("ReduceMean", ["features"], ["pooled"], axes=[2], keepdims=0),  # (N, 6, 16)
         helper.make_node("Transpose", ["pooled"], ["columns"], perm=[0, 2, 1]),  # (N, 16, 6)
-        helper.make_node("Loop", ["trips", ""], ["stacked"], body=body, name="lstm_loop"),
+        outer_scope_matmul_loop("columns", "fc", "stacked", "lstm_loop"),
         helper.make_node("Squeeze", ["stacked", "axis0"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=2),
     ]
