@@ -158,7 +158,8 @@ def _dims(shape) -> str:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the explain model (*.cam.onnx).")
 @click.option("--method", type=click.Choice([AUTO, *method_names()]), default=AUTO, show_default=True,
-              help="CAM method; auto = gradcam, or hirescam for detectors.")
+              help="CAM method; auto = gradcam, or hirescam for detectors; where no gradient reaches the layer, "
+                   "eigencam (run: ablationcam).")
 @click.option("--expose", default="", metavar="activations,gradients",
               help="Also output the layer's activations and/or their gradients.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
@@ -190,7 +191,7 @@ def export(model, out, method, expose, overwrite, fuse, target_inputs, layer, ta
     if len(result.plans) > 1:
         click.echo(f"  fuse:   {fuse}")
     click.echo(f"  task:   {plan.task.name}; default target: {plan.task.default}")
-    click.echo(f"  score:  {plan.score_description}; method {method}")
+    click.echo(f"  score:  {plan.score_description}; method {result.method}")
     click.echo(f"  inputs: {plan.image} ({plan.layout}); target (int64 [N], {optional}, -1 = default); "
                f"target_weights ({_dims(plan.score_tensor.shape)}, {optional}, NaN = default)")
     extra = ", ".join(["cam [N,H,W]", "cam_target [N]", "cam_score [N]", *exposed])
@@ -230,7 +231,8 @@ def _without_spin_waits(command):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--method", type=click.Choice([AUTO, *method_names()]), default=AUTO, show_default=True,
-              help="CAM method; auto = gradcam, or hirescam for detectors.")
+              help="CAM method; auto = gradcam, or hirescam for detectors; where no gradient reaches the layer, "
+                   "ablationcam (eigencam for detectors).")
 @click.option("--target", type=int, default=None,
               help="The task's index for every image: a class (classification, segmentation), an output unit "
                    "(regression), a time step (sequence). Default: the task's default target.")

@@ -83,6 +83,8 @@ class Contract:
     twin_top1: str = ""
     twin_max_difference: float = 0.0
     precision: str = ""  # "" (float32), "float16", "bfloat16", or "bfloat16 upcast to float32" (onnxcam.precision)
+    # why method "auto" became a gradient-free method ("auto: gradients reach no target layer (...)"); "" otherwise
+    method_reason: str = ""
 
     @property
     def layers(self) -> list[str]:

@@ -21,7 +21,8 @@ from onnxcam.exporter import export
 from onnxcam.graph import GraphView, fed_inputs, load_model, size_options
 from onnxcam.io.files import write_atomically
 from onnxcam.io.held_weights import hold_weights
-from onnxcam.io.images import DEFAULT_MAX_PIXELS, decode_image, read_labels, resolve_preprocess, to_bgr8
+from onnxcam.io.images import (DEFAULT_MAX_PIXELS, decode_image, model_dictionary, read_labels, resolve_preprocess,
+                               to_bgr8)
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
@@ -149,6 +150,8 @@ class Explainer:
     ``io_binding``: "auto" runs CUDA sessions through ONNX Runtime's IO binding (pinned uploads, one
     stream per session), True the CPU's too, False none; ``cuda_options`` are CUDA execution provider
     options laid over onnxcam's (e.g. ``{"device_id": 1}``, ``{"use_tf32": 0}`` for FP32 convolutions).
+    ``explainer.labels`` are the labels file's (``preprocess``), else a sequence model's own CTC dictionary
+    from its metadata (``character``, as paddle2onnx writes PaddleOCR's; ``labels_in_model`` then).
     ``explainer.model`` is the explain model's graph; its weights wait in a temporary data file
     that the sessions read (:meth:`full_model` and :meth:`save` give the complete model).
     """
@@ -163,7 +166,8 @@ class Explainer:
         path = model if isinstance(model, (str, Path)) else None
         export_options = {k: options.pop(k) for k in _EXPORT_OPTIONS if k in options}
         run_options = self._checked_options(passes_batch, options)
-        chosen = get_method(resolve_method(method, ""))  # "auto" resolves to an in-graph method for every task
+        # "auto" is in-graph, unless gradients reach no layer: the export then falls back to a runtime method
+        chosen = get_method(resolve_method(method, ""))
         self.preprocess = resolve_preprocess(path, preprocess)
         proto = load_model(model)
         if is_explain_model(proto):
@@ -176,7 +180,7 @@ class Explainer:
             fixes = "--size HxW or --input-shape" if _shape_at_size(proto, (1, 1)) else "--input-shape"
             with size_options(fixes):
                 exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
-                                  **export_options)
+                                  runtime_fallback=True, **export_options)
             proto, self.export_seconds = exported.model, exported.seconds
         self.model = proto
         self.contract = Contract.read(proto)
@@ -206,7 +210,7 @@ class Explainer:
         if not self._method.in_graph and contract.ACTIVATIONS not in self.exposed:
             raise OnnxCamError(f"method '{self.method}' needs the layer's activations, which this explain model does not output")
         self.max_pixels = int(max_pixels)
-        self.labels = read_labels(self.preprocess.labels) if self.preprocess.labels else None
+        self.labels, self.labels_in_model = self._labels()
         self._held_weights = None if provider == "openvino" else hold_weights(proto)  # OpenVINO reads the model's bytes
         self._session = self._new_session(proto, announce=True)
         self.provider = self._session.provider
@@ -215,6 +219,14 @@ class Explainer:
         if not self._method.in_graph:
             log.info("%s costs %s per image; %d run per ONNX Runtime call (passes_batch)",
                      self._method.title, self._method.passes, self.run_options.passes_batch)
+
+    def _labels(self) -> tuple[list[str] | None, bool]:
+        """The labels file's (``preprocess.labels``), else a recogniser's own dictionary from its metadata;
+        and whether they are the model's."""
+        if self.preprocess.labels:
+            return read_labels(self.preprocess.labels), False
+        own = model_dictionary(self.model) if self.task == "sequence" else None
+        return own, own is not None
 
     @staticmethod
     def _checked_options(passes_batch, options: dict) -> RunOptions:

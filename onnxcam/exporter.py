@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -91,10 +91,14 @@ def export(
     blank: int = TaskOptions.blank,
     background: int = TaskOptions.background,
     for_runtime: bool = False,
+    runtime_fallback: bool = False,
 ) -> ExplainModel:
     """Rewrite ``source`` (path, bytes or ModelProto; never modified) into an explain model.
 
-    ``method`` is a name in :data:`onnxcam.methods.METHODS`, or "auto": Grad-CAM, HiResCAM for detectors.
+    ``method`` is a name in :data:`onnxcam.methods.METHODS`, or "auto": Grad-CAM, HiResCAM for detectors;
+    where gradients reach no target layer, Eigen-CAM, or with ``runtime_fallback`` (a caller that runs
+    multi-pass methods: :class:`onnxcam.Explainer`) Ablation-CAM, exported as ``for_runtime`` with the
+    layer's activations (see :func:`onnxcam.methods.resolve_method`).
 
     ``layer`` is one layer spec or a list of them (one backward pass; maps fused by ``fuse``).
     ``task`` is "auto" (detected from the output) or a name in :data:`onnxcam.targets.TASKS`;
@@ -108,7 +112,7 @@ def export(
     _check_options(expose, fuse, target_inputs)
     request = _Request(layer_specs(layer), method, tuple(expose), layout, score, output, task, fuse, target_inputs,
                        TaskOptions(threshold=float(threshold), blank=int(blank), background=int(background)),
-                       for_runtime)
+                       for_runtime, runtime_fallback)
     loaded = load_explainable(source, input_shape, layout)
     model, twin = loaded.model, loaded.twin
     half = precision.half_precision(model)
@@ -144,13 +148,13 @@ class _Request:
     target_inputs: str
     options: TaskOptions
     for_runtime: bool
+    runtime_fallback: bool = False  # "auto" without gradients may become a runtime method (the caller runs it)
 
 
 def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: str,
            resized: tuple | None = None) -> tuple[ExplainModel, int]:
     """Stages 2-8 on the loaded model (changed in place); returns the explain model and the nodes added.
     ``resized``: the input's declared and fixed shapes, when the size was fixed (it is checked)."""
-    expose = request.expose
     view = plan_view(model)
     if resized:
         check_input_size(view, *resized)
@@ -158,7 +162,8 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
     plans = make_plans(view, request.layers, score=request.score, layout=request.layout, output=request.output,
                        task=request.task)
     plan = plans[0]
-    chosen = get_method(resolve_method(request.method, plan.task.name))
+    chosen, request, method_reason = _resolved_method(request, plans)
+    expose = request.expose
     _check_method(chosen, request.for_runtime)
     tensors = [p.layer.tensor for p in plans]
     _check_layers(tensors, chosen, expose)
@@ -182,7 +187,7 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
     outputs.update({name: exposed[name] for name in expose})
 
     _assemble(model, emit, plan, outputs, request.target_inputs)
-    _contract(plans, request, chosen, twin, computes_in, view, gradients, layer_maps).write(model)
+    _contract(plans, request, chosen, method_reason, twin, computes_in, view, gradients, layer_maps).write(model)
     removed = prune_dead_nodes(model)
     _check(model)
     return ExplainModel(model, plan, chosen.name, 0.0, plans), len(emit.nodes) - removed
@@ -254,6 +259,47 @@ def _check_method(method: Method, for_runtime: bool) -> None:
 
 
 # --- stage 2: plan ------------------------------------------------------------------------------
+def _resolved_method(request: _Request, plans: Sequence[Plan]) -> tuple[Method, _Request, str]:
+    """The method, the request as it needs it, and why "auto" chose a gradient-free one ("" otherwise).
+    Ablation-CAM, a runtime method, needs the layer's activations exported for the caller's passes."""
+    plan = plans[0]
+    blocked = _gradient_blocked_by(plans) if request.method == AUTO else ""
+    in_graph_only = _why_in_graph_only(request, plans)
+    chosen = get_method(resolve_method(request.method, plan.task.name, not blocked, not in_graph_only))
+    if not blocked:
+        return chosen, request, ""
+    reason = f"gradients reach no target layer ({blocked} on the way has no gradient rule)"
+    if chosen.kind == "runtime":
+        log.warning("%s: method auto uses %s, which needs none and explains the target (%s per image); "
+                    "--method names another", reason, chosen.name, chosen.passes)
+        expose = tuple(dict.fromkeys((*request.expose, contract.ACTIVATIONS)))
+        request = replace(request, for_runtime=True, expose=expose)
+    else:
+        log.warning("%s: method auto uses %s, which needs none but ignores the target (one map for every target); "
+                    "ablationcam explains the target, but %s; --method names another", reason, chosen.name,
+                    in_graph_only)
+    return chosen, request, f"auto: {reason}"
+
+
+def _why_in_graph_only(request: _Request, plans: Sequence[Plan]) -> str:
+    """Why "auto" without gradients cannot be a runtime method here ("" where it can)."""
+    if not request.runtime_fallback:
+        return "an explain model on its own holds in-graph methods only (onnxcam run and onnxcam.Explainer run it)"
+    if len(plans) > 1:
+        return "it explains one layer at a time"
+    if plans[0].task.name == "detection":
+        return "per-box maps need an in-graph method"
+    if plans[0].task.score is not None:
+        return f"it needs a score linear in the outputs, and task {plans[0].task.name}'s is not"
+    return ""
+
+
+def _gradient_blocked_by(plans: Sequence[Plan]) -> str:
+    """The op with no gradient rule between a target layer and the score ("Loop node 'x'"); "" if none."""
+    blocked = {c.layer.tensor: c.gradient_blocked_by for c in plans[0].considered}
+    return next((blocked[p.layer.tensor] for p in plans if blocked.get(p.layer.tensor)), "")
+
+
 def _check_layers(tensors: list[str], method: Method, expose: Sequence[str]) -> None:
     if len(tensors) > 1 and method.kind == "runtime":
         raise OnnxCamError(f"method '{method.name}' explains one layer at a time; give a single layer")
@@ -372,8 +418,8 @@ def _output_info(view: GraphView, name: str, batch, plan: Plan):
     return helper.make_tensor_value_info(name, view.elem_type(like), dims)
 
 
-def _contract(plans: Sequence[Plan], request: _Request, method: Method, twin: Twin, computes_in: str,
-              view: GraphView, gradients: dict[str, str], layer_maps: list[str]) -> Contract:
+def _contract(plans: Sequence[Plan], request: _Request, method: Method, method_reason: str, twin: Twin,
+              computes_in: str, view: GraphView, gradients: dict[str, str], layer_maps: list[str]) -> Contract:
     plan, options, fuse = plans[0], request.options, request.fuse
     score = plan.score_tensor
     detection = plan.task.name == "detection"
@@ -381,7 +427,7 @@ def _contract(plans: Sequence[Plan], request: _Request, method: Method, twin: Tw
     per_layer = detection and gradients and len(layer_maps) == len(plans)  # what per-box maps on crops read
     layer_gradients = ",".join(gradients[p.layer.tensor] for p in plans) if per_layer else ""
     return Contract(
-        version=__version__, task=plan.task.name, method=method.name,
+        version=__version__, task=plan.task.name, method=method.name, method_reason=method_reason,
         layer=",".join(p.layer.tensor for p in plans), layer_layout=",".join(p.layer.layout_code for p in plans),
         input=plan.image, input_layout=plan.layout, output=plan.output, output_activation=score.activation,
         score=score.kind, score_tensor=score.tensor, score_shape=format_shape(score.shape),

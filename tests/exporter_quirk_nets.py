@@ -10,6 +10,8 @@
   *before* the Transpose to NHWC (the layer), as tf2onnx writes it;
 * ``paddle_loop_classifier``: a ``Loop`` (no gradient rule; paddle2onnx writes them for while-loops,
   as in PP-Structure's SLANet) between the maps and the classifier, or between two conv stages.
+* ``tf2onnx_loop_recogniser``: a CTC recogniser whose per-step classifier runs in a ``Loop`` body that
+  reads the conv features' columns by outer-scope name, as tf2onnx writes Keras LSTMs (mk8dx-table-reader).
 """
 
 from __future__ import annotations
@@ -171,3 +173,35 @@ def paddle_loop_classifier(classes: int = 4, loop_between_stages: bool = False) 
     ]
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
                   [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])], init)
+
+
+def outer_scope_matmul_loop(outer: str, weights: str, out: str, name: str) -> onnx.NodeProto:
+    """A one-trip Loop ("trips" = 1) whose body reads ``outer`` from the outer scope, not as an input, and
+    stacks MatMul(``outer``, ``weights``) into ``out`` (1, ...): how tf2onnx writes a Keras LSTM's steps."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("MatMul", [outer, weights], ["step_out"])], f"{name}_body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("step_out", TensorProto.FLOAT, None)])
+    return helper.make_node("Loop", ["trips", ""], [out], body=body, name=name)
+
+
+def tf2onnx_loop_recogniser(classes: int = 5) -> onnx.ModelProto:
+    """image (N, 3, 8, 16) → Conv, ReLU ("features", the layer) → mean over the height → columns (N, 16, 6) →
+    a one-trip Loop whose body reads "columns" from the outer scope and applies the per-step MatMul →
+    logits (N, 16, classes) → Softmax. No gradient reaches "features": the Loop has no gradient rule."""
+    init = {**_weights(5, conv_w=(6, 3, 3, 3), fc=(6, classes)), "trips": np.array(1, np.int64),
+            "axis0": np.array([0], np.int64)}
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["features"]),
+        helper.make_node("ReduceMean", ["features"], ["pooled"], axes=[2], keepdims=0),  # (N, 6, 16)
+        helper.make_node("Transpose", ["pooled"], ["columns"], perm=[0, 2, 1]),  # (N, 16, 6)
+        outer_scope_matmul_loop("columns", "fc", "stacked", "lstm_loop"),
+        helper.make_node("Squeeze", ["stacked", "axis0"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=2),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 16])],
+                  [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 16, classes])], init)

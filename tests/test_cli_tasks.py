@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from tests.exporter_quirk_nets import tf2onnx_loop_recogniser
 from tests.targets import task_nets as nets
 from tests.test_cli import assert_one_line_error, invoke
 
@@ -126,6 +127,60 @@ def test_a_dictionary_that_fits_no_layout_is_warned_about_once(tmp_path, images)
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if "labels" in line and "no text" in line]
     assert len(warnings) == 1 and "3 labels" in warnings[0] and "7 classes" in warnings[0], result.output
+    assert not any("text" in record for record in _records(out))
+
+
+def test_auto_where_no_gradient_reaches_the_layer_says_which_method_it_uses(tmp_path, images):
+    model = tmp_path / "lstm.onnx"
+    onnx.save(tf2onnx_loop_recogniser(), str(model))
+    out = tmp_path / "out"
+    result = invoke("run", model, images, "-o", out)
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.output.splitlines() if "method auto uses" in line]
+    assert len(notices) == 1 and "ablationcam" in notices[0] and "Loop node 'lstm_loop'" in notices[0], result.output
+    assert {r["method"] for r in _records(out)} == {"ablationcam"}
+    exported = invoke("export", model, "-o", tmp_path / "lstm.cam.onnx")
+    assert exported.exit_code == 0, exported.output
+    assert "method eigencam" in exported.output and "ignores the target" in exported.output
+    assert_one_line_error(invoke("run", model, images, "-o", tmp_path / "named", "--method", "gradcam"),
+                          "no gradient rule for Loop node 'lstm_loop'")
+
+
+def _run_with_dictionary(tmp_path, images, text: str):
+    """A 7-class CTC recogniser whose metadata holds ``text`` as paddle2onnx writes PaddleOCR's dictionaries,
+    run without --labels: the model, the run's result and its output folder."""
+    path = _save(tmp_path, "ctc", nets.CTCRecogniser(), (1, 3, 16, 32))
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"character": text})
+    onnx.save(model, str(path))
+    out = tmp_path / "out"
+    result = invoke("run", path, images, "-o", out)
+    assert result.exit_code == 0, result.output
+    return path, result, out
+
+
+def test_sequence_text_from_the_models_own_dictionary_unless_labels_are_given(tmp_path, images):
+    model, result, out = _run_with_dictionary(tmp_path, images, "a\nb\n\u3000\nd\ne")
+    notices = [line for line in result.output.splitlines() if "model's own dictionary" in line]
+    assert len(notices) == 1 and "5 characters for 7 classes" in notices[0], result.output
+    characters = ["", "a", "b", "\u3000", "d", "e", " "]  # PaddleOCR's layout: the blank, the dictionary, a space
+    records = _records(out)
+    assert all(r["text"] == "".join(characters[i] for i in r["decoded"]) for r in records)
+    assert any(r["decoded"] for r in records)
+    labels = tmp_path / "dict.txt"
+    labels.write_text("\n".join("uvwxyz"))
+    given = tmp_path / "given"
+    result = invoke("run", model, images, "-o", given, "--labels", labels)
+    assert result.exit_code == 0 and "model's own dictionary" not in result.output, result.output
+    assert all(r["text"] == "".join("uvwxyz"[i - 1] for i in r["decoded"]) for r in _records(given))
+
+
+def test_a_models_dictionary_that_fits_no_layout_is_warned_about_and_gives_no_text(tmp_path, images):
+    _, result, out = _run_with_dictionary(tmp_path, images, "a\nb\nc")
+    warnings = [line for line in result.output.splitlines() if "no text" in line]
+    assert len(warnings) == 1, result.output
+    assert "the 3 lines of the model's own dictionary (metadata 'character')" in warnings[0]
+    assert "7 classes" in warnings[0] and "--labels FILE" in warnings[0]
     assert not any("text" in record for record in _records(out))
 
 

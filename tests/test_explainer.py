@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from onnxcam import Explainer, InputError, TargetError, export, load_explain_model
+from onnxcam import Explainer, InputError, TargetError, UnsupportedOpError, export, load_explain_model
 from onnxcam.io.images import PRESETS
+from tests.exporter_quirk_nets import tf2onnx_loop_recogniser
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,22 @@ def test_device_outputs_refused_where_the_maps_are_made_on_the_host(demo_model, 
     with pytest.raises(InputError, match="batch is fixed at 2: give 2 images at a time, not 3"):
         fixed.explain(np.stack([image] * 3), device_outputs=True)
     assert isinstance(fixed.explain(np.stack([image] * 2), device_outputs=True).cam.numpy(), np.ndarray)
+
+
+def test_auto_where_no_gradient_reaches_the_layer_runs_ablation_cam_for_the_target(tmp_path):
+    """An LSTM recogniser whose Loop reads the conv features by name: no gradient reaches them, so auto is
+    Ablation-CAM (target-aware), the same maps as asking for it; a gradient method asked for still fails."""
+    model = tf2onnx_loop_recogniser()
+    auto = Explainer(model, provider="cpu")
+    assert auto.method == "ablationcam"
+    assert auto.contract.method_reason.startswith("auto: gradients reach no target layer (Loop node 'lstm_loop'")
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 8, 16)).astype(np.float32)
+    maps = auto.explain(x).cam
+    np.testing.assert_allclose(maps, Explainer(model, method="ablationcam", provider="cpu").explain(x).cam, atol=1e-6)
+    first, last = (auto.explain(x, target=step).cam for step in (0, 15))
+    assert np.abs(first - last).max() > 0.1  # the time step explained changes the map
+    auto.save(tmp_path / "loop.cam.onnx")
+    saved = Explainer(tmp_path / "loop.cam.onnx", provider="cpu")
+    assert saved.method == "ablationcam" and np.allclose(saved.explain(x).cam, maps, atol=1e-6)
+    with pytest.raises(UnsupportedOpError, match="no gradient rule for Loop node 'lstm_loop'"):
+        Explainer(model, method="gradcam", provider="cpu")

@@ -1,5 +1,6 @@
 """The explain model: its interface, its numbers against a NumPy Grad-CAM, and its independence."""
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import torch
 from onnxcam import LayerError, ModelError, UnsupportedOpError, export
 from onnxcam.contract import Contract
 from tests import nets
-from tests.exporter_quirk_nets import paddle_loop_classifier
+from tests.exporter_quirk_nets import paddle_loop_classifier, tf2onnx_loop_recogniser
 from tests.methods.reference_methods import cams, raw_eigencam
 from tests.reference import gradcam
 
@@ -208,6 +209,37 @@ def test_gradient_free_methods_build_no_backward_pass():
     x = _batch((2, 3, 8, 8))
     cam, activations = _session(explain.model).run(["cam", "activations"], {"x": x})
     np.testing.assert_allclose(cam, cams(raw_eigencam(activations, None), 8, 8), rtol=0, atol=1e-4)
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_auto_where_no_gradient_reaches_the_layer_exports_eigencam_and_says_why(caplog):
+    """The LSTM's Loop reads the features by name and has no gradient rule: auto falls back to Eigen-CAM (an
+    explain model on its own holds in-graph methods only), once in the log and in the metadata."""
+    model = tf2onnx_loop_recogniser()
+    with caplog.at_level(logging.WARNING, logger="onnxcam"):
+        explain = export(model)
+    reason = "gradients reach no target layer (Loop node 'lstm_loop' on the way has no gradient rule)"
+    assert explain.method == "eigencam" and explain.contract.method_reason == f"auto: {reason}"
+    (warning,) = _warnings(caplog)
+    assert reason in warning and "method auto uses eigencam" in warning and "ignores the target" in warning
+    x = _batch((2, 3, 8, 16))
+    (cam,) = _session(explain.model).run(["cam"], {"image": x})
+    (named,) = _session(export(model, method="eigencam").model).run(["cam"], {"image": x})
+    np.testing.assert_array_equal(cam, named)
+    with pytest.raises(UnsupportedOpError, match="no gradient rule for Loop node 'lstm_loop'"):
+        export(model, method="gradcam")  # a method asked for by name is not replaced
+
+
+def test_auto_falls_back_only_where_the_chosen_layer_is_cut_off(caplog):
+    model = paddle_loop_classifier(loop_between_stages=True)  # the Loop sits between "early" and "late"
+    with caplog.at_level(logging.WARNING, logger="onnxcam"):
+        reached = export(model, layer="late")
+    assert (reached.method, reached.contract.method_reason, _warnings(caplog)) == ("gradcam", "", [])
+    cut_off = export(model, layer="early")
+    assert cut_off.method == "eigencam" and "Loop node 'stage_loop'" in cut_off.contract.method_reason
 
 
 @pytest.mark.parametrize("between_stages, layer, hint", [

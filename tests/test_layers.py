@@ -7,6 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcam import export
 from onnxcam.errors import UnsupportedOpError
+from tests.exporter_quirk_nets import outer_scope_matmul_loop
 
 
 def _line_recogniser() -> onnx.ModelProto:
@@ -35,13 +36,6 @@ def _classifier_with_a_loop_reading_its_features_by_name() -> onnx.ModelProto:
     """Conv → Relu → global average → Flatten, then a one-trip Loop whose body reads the pooled features
     from the outer scope, as tf2onnx's LSTMs do, and applies the classifier's MatMul."""
     rng = np.random.default_rng(0)
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("MatMul", ["flat", "fc"], ["step_logits"])], "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("step_logits", TensorProto.FLOAT, None)])
     weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
                for name, shape in (("w", (8, 3, 3, 3)), ("fc", (8, 5)))]
     weights += [numpy_helper.from_array(np.array(1, np.int64), "trips"),
@@ -50,7 +44,7 @@ def _classifier_with_a_loop_reading_its_features_by_name() -> onnx.ModelProto:
              helper.make_node("Relu", ["features"], ["relu"], name="relu"),
              helper.make_node("GlobalAveragePool", ["relu"], ["pooled"], name="pool"),
              helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
-             helper.make_node("Loop", ["trips", ""], ["stacked"], body=body, name="loop"),
+             outer_scope_matmul_loop("flat", "fc", "stacked", "loop"),
              helper.make_node("Squeeze", ["stacked", "axis0"], ["logits"], name="squeeze")]
     graph = helper.make_graph(nodes, "looped",
                               [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],

@@ -26,7 +26,8 @@ import numpy as np
 
 from onnxcam.errors import InputError, OnnxCamError
 
-__all__ = ["Preprocess", "PRESETS", "decode_image", "to_bgr8", "header_size", "find_sidecar", "read_labels", "IMAGE_SUFFIXES",
+__all__ = ["Preprocess", "PRESETS", "decode_image", "to_bgr8", "header_size", "find_sidecar", "read_labels",
+           "model_dictionary", "DICTIONARY_KEY", "IMAGE_SUFFIXES",
            "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
 
 log = logging.getLogger(__name__)
@@ -328,7 +329,22 @@ def read_labels(path: str | Path) -> list[str]:
                          "one per line") from None
     if "\x00" in text:
         raise InputError(f"labels file '{path}' is binary, not text; give a text file of class names, one per line")
+    return _labels_from_text(text)
+
+
+def _labels_from_text(text: str) -> list[str]:
+    """Labels, one a line, as a labels file holds them: empty lines left out (see :func:`_label`)."""
     return [_label(line) for line in text.split("\n") if line not in ("", "\r")]
+
+
+DICTIONARY_KEY = "character"  # paddle2onnx's metadata entry (PaddleOCR, RapidOCR): the CTC dictionary, one a line
+
+
+def model_dictionary(model) -> list[str] | None:
+    """The character list a recogniser carries in its metadata (``character``), read as a labels file is;
+    ``None`` where it has none."""
+    text = next((p.value for p in model.metadata_props if p.key == DICTIONARY_KEY), "")
+    return _labels_from_text(text) or None
 
 
 def _label(line: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxcam.io.files import write_atomically, write_staged
+from onnxcam.io.images import DICTIONARY_KEY
 from onnxcam.methods.multipass import softmax
 from onnxcam.io.render import draw_boxes, encode_png, fitted, heatmap16, overlay
 
@@ -42,10 +43,14 @@ class TaskOutputs:
 
     @staticmethod
     def _sequence_characters(explainer) -> list[str] | None:
-        classes = explainer.score_shape[-1]
-        characters = sequence_labels(explainer.labels, classes, explainer.contract.blank)
-        if explainer.labels and characters is None:
-            _warn_unfit_dictionary(len(explainer.labels), classes)
+        classes, labels = explainer.score_shape[-1], explainer.labels
+        characters = sequence_labels(labels, classes, explainer.contract.blank)
+        source = f"the model's own dictionary (metadata '{DICTIONARY_KEY}')" if explainer.labels_in_model else ""
+        if labels and characters is None:
+            _warn_unfit_dictionary(len(labels), classes, source)
+        elif characters is not None and source:
+            log.info("text from %s: %d characters for %d classes (--labels FILE replaces it)", source, len(labels),
+                     classes)
         return characters
 
     def files(self, stem: str) -> list[str]:
@@ -207,12 +212,15 @@ def sequence_labels(labels: list[str] | None, classes: int | None, blank: int = 
     return None
 
 
-def _warn_unfit_dictionary(count: int, classes: int | None) -> None:
-    log.warning("the %d labels do not fit the model's %s classes as a CTC dictionary (it lists every class, "
+def _warn_unfit_dictionary(count: int, classes: int | None, source: str = "") -> None:
+    """``source``: where the labels came from, when not from a labels file (the model's metadata)."""
+    log.warning("%s do not fit the model's %s classes as a CTC dictionary (it lists every class, "
                 "every class but the blank, or, as PaddleOCR's, every class but the blank and a last space class: "
-                "%s lines); the records get no text: give the model's own dictionary", count,
+                "%s lines); the records get no text: give the model's own dictionary%s",
+                f"the {count} lines of {source}" if source else f"the {count} labels",
                 "?" if classes is None else classes,
-                "?" if classes is None else f"{classes}, {classes - 1} or {classes - 2}")
+                "?" if classes is None else f"{classes}, {classes - 1} or {classes - 2}",
+                " with --labels FILE" if source else "")
 
 
 def _probabilities(scores: np.ndarray, activation: str) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 import cv2
 import numpy as np
+import onnx
+from onnx import helper
 
-from onnxcam.io.images import Preprocess, read_labels
+from onnxcam.io.images import Preprocess, model_dictionary, read_labels
 
 
 def test_a_one_channel_model_gets_grey_images_normalised_with_the_average_mean_and_std():
@@ -29,3 +31,11 @@ def test_labels_keep_whitespace_only_lines_as_labels_and_drop_empty_ones(tmp_pat
     names = tmp_path / "names.txt"
     names.write_text("cat \n\n dog\n\n")  # blank lines between and after, stray spaces around names
     assert read_labels(names) == ["cat", "dog"]
+
+
+def test_a_models_metadata_dictionary_reads_as_a_labels_file_does():
+    model = helper.make_model(helper.make_graph([], "empty", [], []))
+    assert model_dictionary(model) is None
+    text = "a\r\n\u3000\r\nb\n \n"
+    onnx.helper.set_model_props(model, {"character": text, "other": "x\ny"})
+    assert model_dictionary(model) == ["a", "\u3000", "b", " "]
