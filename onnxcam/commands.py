@@ -382,7 +382,7 @@ def _report(summary: RunSummary, seconds, explainer, out, as_json) -> None:
             "results": str(out / "results.jsonl"), "seconds": round(seconds, 3),
             "ms_per_image": round(1000 * seconds / images, 2), "provider": explainer.provider,
             "task": explainer.task, "layer": explainer.layer, "method": explainer.method,
-            "all_zero": summary.all_zero, "failures": failed}))
+            "all_zero": summary.all_zero, "failures": failed, **({"twin": summary.twin} if summary.twin else {})}))
         return
     boxes = f" | {summary.boxes} box(es)" if explainer.task == "detection" else ""
     click.echo(f"explained {done} of {images} image(s){boxes} in {seconds:.2f} s "

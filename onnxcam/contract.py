@@ -78,10 +78,12 @@ class Contract:
     layer_maps: str = ""  # detection: each layer's finished map before they are fused, comma-separated
     # A quantised model with integer ops is explained through its float twin (onnxcam.quantized): the
     # ops replaced ("ConvInteger:2,MatMulInteger:1"; "" = the model as it is), whether the twin's top-1
-    # equals the model's on the probe input ("equal", "differs", "unchecked") and their largest difference.
+    # equals the model's on the probe input ("equal", "differs", "unchecked", "not compared"), their largest
+    # difference, and their relative (RMS) difference (onnxcam.quantized.Agreement).
     float_twin: str = ""
     twin_top1: str = ""
     twin_max_difference: float = 0.0
+    twin_relative_difference: float = 0.0
     precision: str = ""  # "" (float32), "float16", "bfloat16", or "bfloat16 upcast to float32" (onnxcam.precision)
     # why method "auto" became a gradient-free method ("auto: gradients reach no target layer (...)"); "" otherwise
     method_reason: str = ""

@@ -26,6 +26,7 @@ from onnxcam.io.images import (DEFAULT_MAX_PIXELS, decode_image, model_dictionar
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
+from onnxcam.quantized import Agreement, check_first_batch
 from onnxcam.runtime import check_single_runtime, memory_budget, model_session
 from onnxcam.targets import requests
 
@@ -170,6 +171,7 @@ class Explainer:
         chosen = get_method(resolve_method(method, ""))
         self.preprocess = resolve_preprocess(path, preprocess)
         proto = load_model(model)
+        self._quantized = None  # an integer-op model exported here: checked against its twin on the first batch
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
             self.export_seconds = 0.0
@@ -181,9 +183,10 @@ class Explainer:
             with size_options(fixes):
                 exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
                                   runtime_fallback=True, **export_options)
-            proto, self.export_seconds = exported.model, exported.seconds
+            proto, self.export_seconds, self._quantized = exported.model, exported.seconds, exported.quantized
         self.model = proto
         self.contract = Contract.read(proto)
+        self.twin_check: Agreement | None = None  # the quantised model vs its twin on the first batch
         self.task = self.contract.task
         self.layer = self.contract.layer
         self.method = self.contract.method
@@ -458,15 +461,48 @@ class Explainer:
         return joined
 
     def _run_session(self, names, batch, targets, weights, device_outputs=()):
+        feeds = self._feeds(batch, targets, weights)
         try:
-            if device_outputs:
-                return self._session.run(names, self._feeds(batch, targets, weights), device_outputs)
-            return self._session.run(names, self._feeds(batch, targets, weights))
+            values = self._session.run(names, feeds, device_outputs) if device_outputs else self._session.run(names, feeds)
         except OnnxCamError:
             raise
         except Exception as exc:  # ORT raises its own types for bad feeds
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise InputError(f"ONNX Runtime could not run the explain model on this input: {message}") from None
+        if self._quantized is not None:
+            self.check_twin(feeds[self.input_name], dict(zip(names, values)))
+        return values
+
+    def check_twin(self, images: np.ndarray, outputs: dict) -> None:
+        """Once, on the first batch the explain model ran: the quantised model it was exported from, in a
+        plain session, against the twin's outputs the explain model just computed (``twin_check``; a
+        warning when they disagree). Then the quantised model is let go."""
+        if self._quantized is None:
+            return
+        quantized, self._quantized = self._quantized, None
+        wanted = set(self.model_outputs)
+        host = {name: value.numpy() if isinstance(value, ort.OrtValue) else value
+                for name, value in outputs.items() if name in wanted}
+        classes = {self.contract.output} if self.task in ("classification", "sequence") else set()
+        self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, classes, self._threads)
+
+    @property
+    def twin_facts(self) -> dict | None:
+        """A run's record of the float twin (None for a model explained as it is): the ops it replaced, its
+        check on the probe input at export, and against the quantised model on the first batch."""
+        meta = self.contract
+        if not meta.float_twin:
+            return None
+        probe = {"top1": meta.twin_top1, "relative_difference": round(meta.twin_relative_difference, 4),
+                 "max_difference": float(f"{meta.twin_max_difference:.4g}")}
+        if self.twin_check is not None:
+            first = self.twin_check.as_record()
+        elif self._quantized is None:
+            first = {"top1": "unchecked", "reason": "an explain model holds only the twin; give the quantised model "
+                                                    "itself to check them against each other"}
+        else:
+            first = {"top1": "unchecked", "reason": "no batch explained yet"}
+        return {"replaced": meta.float_twin, "probe": probe, "first_batch": first}
 
     def _describe(self, target, region, mask, reference, weights) -> str:
         if weights is not None:

@@ -63,6 +63,9 @@ class ExplainModel:
     seconds: float
     plans: tuple[Plan, ...] = field(default=())  # one per target layer (``plan`` is the first)
     external_data: bool = False  # the source kept its weights in external data files: so does the saved model
+    # an integer-op model explained through its float twin: the model itself, for the explainer to check the
+    # twin against on its first batch (None for any other model)
+    quantized: onnx.ModelProto | None = field(default=None, repr=False)
 
     @property
     def contract(self) -> Contract:
@@ -129,6 +132,7 @@ def export(
                     "included)", precision.HALF_TYPES[half], reason)
         explain, added = _build(precision.upcast(model), request, twin, precision.describe(model, half), loaded.resized)
     explain.seconds, explain.external_data = time.perf_counter() - started, loaded.external_data
+    explain.quantized = loaded.quantized
     log.info("explain model built in %.2f s (%d nodes added)", explain.seconds, added)
     return explain
 
@@ -202,6 +206,7 @@ class Loaded:
     twin: Twin  # ``twin.modified`` is false for a float or QDQ model
     external_data: bool  # the file kept its weights in external data files
     resized: tuple | None = None  # the image input's declared and fixed shapes, when input_shape fixed it
+    quantized: onnx.ModelProto | None = None  # the integer-op model ``model`` is the float twin of
 
 
 def load_explainable(source, input_shape=None, layout: str = "auto") -> Loaded:
@@ -220,7 +225,7 @@ def load_explainable(source, input_shape=None, layout: str = "auto") -> Loaded:
         model = fix_input_shape(model, dims, layout)
         resized = (declared, tuple(dims))
     twin = checked_float_twin(model)
-    return Loaded(twin.model, twin, external, resized)
+    return Loaded(twin.model, twin, external, resized, model if twin.modified else None)
 
 
 def _declared_dims(model: onnx.ModelProto) -> tuple | None:
@@ -435,7 +440,8 @@ def _contract(plans: Sequence[Plan], request: _Request, method: Method, method_r
         target_inputs=request.target_inputs, threshold=options.threshold, blank=options.blank,
         background=options.background, fuse=fuse if len(plans) > 1 else "", passes=str(method.passes),
         exposed=",".join(request.expose), float_twin=twin.describe(), twin_top1=twin.top1,
-        twin_max_difference=twin.agreement.max_difference if twin.agreement else 0.0, precision=computes_in,
+        twin_max_difference=twin.agreement.max_difference if twin.agreement else 0.0,
+        twin_relative_difference=twin.agreement.relative_difference if twin.agreement else 0.0, precision=computes_in,
         detection=head, layer_gradients=layer_gradients, layer_maps=",".join(layer_maps) if per_layer else "")
 
 

@@ -287,14 +287,74 @@ def test_integer_op_without_a_twin_rule_is_named(models):
         export(model)
 
 
-def test_cli_runs_an_integer_model(models, tmp_path, demo_images):
-    path = tmp_path / "dynamic.onnx"
-    onnx.save(models["cnn/dynamic"], path)
-    result = CliRunner().invoke(cli, ["run", str(path), str(demo_images[0]), "-o", str(tmp_path / "out"),
+def _run_cli(model: onnx.ModelProto, folder: Path, images) -> tuple[dict, list[dict], str]:
+    """``onnxcam run --json`` on ``images``: (the summary, the records, stderr)."""
+    path = folder / "model.onnx"
+    onnx.save(model, path)
+    result = CliRunner().invoke(cli, ["run", str(path), *map(str, images), "-o", str(folder / "out"),
                                       "--preset", "unit", "--size", "16x16", "--json"])
-    assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
-    assert record["status"] == "ok" and record["layer"] == "/3/Relu_output_0"
+    assert result.exit_code == 0, result.output + result.stderr
+    records = [json.loads(line) for line in (folder / "out" / "results.jsonl").read_text().splitlines()]
+    return json.loads(result.stdout), records, result.stderr
+
+
+def test_cli_runs_an_integer_model_and_checks_its_twin_on_the_first_batch(models, tmp_path, demo_images):
+    summary, records, stderr = _run_cli(models["cnn/dynamic"], tmp_path, demo_images[:2])
+    assert records[0]["status"] == "ok" and records[0]["layer"] == "/3/Relu_output_0"
+    first = summary["twin"]["first_batch"]
+    assert first["agrees"] and first["top1"] == "equal", first
+    assert 0 < first["relative_difference"] < quantized_module.DISAGREEMENT
+    assert summary["twin"]["replaced"].startswith("ConvInteger:2") and summary["twin"]["probe"]["top1"] == "equal"
+    assert all(r["twin"] == summary["twin"] for r in records)
+    assert "DISAGREE" not in stderr
+
+
+def _coarse_requantisation(model: onnx.ModelProto, factor: float = 300.0) -> onnx.ModelProto:
+    """``model`` (QOperator) with its first convolution's output scale ``factor`` times coarser, as a quantiser
+    given a far too wide range would write: the integer model rounds that layer's values to a few steps,
+    while the twin (which keeps the stored values unrounded, read back with the same scale) still computes
+    the float model. The next convolution's int32 bias is in units of that scale, so it is divided too."""
+    coarse = onnx.ModelProto()
+    coarse.CopyFrom(model)
+    convolutions = [n for n in coarse.graph.node if n.op_type == "QLinearConv"]
+    values = {t.name: t for t in coarse.graph.initializer}
+
+    def rescale(name: str, by: float, dtype) -> None:
+        values[name].CopyFrom(numpy_helper.from_array(np.round(numpy_helper.to_array(values[name]) * by).astype(dtype)
+                                                      if dtype == np.int32 else
+                                                      (numpy_helper.to_array(values[name]) * by).astype(dtype), name))
+
+    rescale(convolutions[0].input[6], factor, np.float32)
+    rescale(convolutions[1].input[8], 1 / factor, np.int32)
+    return coarse
+
+
+def test_a_twin_that_disagrees_with_its_model_on_the_first_batch_is_warned_about_and_recorded(models, tmp_path,
+                                                                                               demo_images):
+    model = _coarse_requantisation(models["cnn/qoperator"])
+    summary, records, stderr = _run_cli(model, tmp_path, demo_images[:2])
+    first = summary["twin"]["first_batch"]
+    assert not first["agrees"] and first["relative_difference"] > quantized_module.DISAGREEMENT, first
+    assert records[0]["twin"]["first_batch"] == first
+    warning = next(line for line in stderr.splitlines() if "DISAGREE on the first batch" in line)
+    assert "(2 image(s))" in warning and f"relative output difference {first['relative_difference']:.2g}" in warning
+
+
+def test_the_first_batch_check_runs_once_and_costs_nothing_without_a_twin(models, monkeypatch):
+    from onnxcam import Explainer
+
+    checks = []
+    real_check = quantized_module.check_first_batch
+    monkeypatch.setattr("onnxcam.explainer.check_first_batch", lambda *a, **k: checks.append(1) or real_check(*a, **k))
+    images = 3 * _probe(3, (2, 3, 16, 16)) - 1
+    float_explainer = Explainer(models["cnn/float"])
+    float_explainer.explain(images)
+    assert not checks and float_explainer.twin_facts is None
+    explainer = Explainer(models["cnn/qoperator"])
+    assert explainer.twin_facts["first_batch"]["reason"] == "no batch explained yet"
+    explainer.explain(images)
+    explainer.explain(images)
+    assert len(checks) == 1 and explainer.twin_check.checked and not explainer.twin_check.large
 
 
 def _qdq(module: nn.Module, folder: Path, name: str, shape=INPUT) -> tuple[onnx.ModelProto, onnx.ModelProto]:
@@ -385,5 +445,6 @@ def test_a_dynamically_quantised_yunet_keeps_its_raw_box_offsets(tmp_path):
     assert Head.from_json(explainer.contract.detection).boxes == "yolox"
     images = np.random.default_rng(1).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
     boxes = explainer.explain_boxes(images, min_score=0.0, max_boxes=3).images[0].boxes
+    assert explainer.twin_check.checked and not explainer.twin_check.large  # its level outputs, on this batch
     reference = Explainer(str(path)).explain_boxes(images, min_score=0.0, max_boxes=3).images[0].boxes
     np.testing.assert_allclose(boxes.xyxy, reference.xyxy, atol=1.0)  # int8 weights move them a little

@@ -126,6 +126,7 @@ def _run_features(explainer, batch: np.ndarray, wanted: list[str], selected: str
     n = len(batch)
     calls = list(padded_chunks(n, explainer.input_shape[0] or n))
     parts = [session.run(wanted, {explainer.input_name: batch[rows]}) for _, _, rows in calls]
+    explainer.check_twin(batch[calls[0][2]], dict(zip(wanted, parts[0])))  # once: a quantised model vs its twin
     joined = {}
     for i, name in enumerate(wanted):
         if name == selected:

@@ -93,8 +93,7 @@ class TaskOutputs:
         if image_overlay:
             everything = detection.maps.max(axis=0) if len(boxes) else np.zeros(input_hw, np.float32)
             self._write_overlay(staging / image_overlay["image_overlay"], image, everything, xyxy, captions)
-        common = {"image": image_path, "task": self.task, **image_overlay, "boxes": len(boxes),
-                  "layer": result.layer, "method": result.method, "provider": result.provider}
+        common = {"image": image_path, "task": self.task, **image_overlay, "boxes": len(boxes), **self._run_facts(result)}
         if not len(boxes):
             return [{**common, "box_index": None, **{"overlay": name for name in image_overlay.values()}}]
         records = []
@@ -132,14 +131,18 @@ class TaskOutputs:
             "target": int(result.target[i]),
             "target_description": result.target_description,
             "target_score": _number(result.scores[i]),
-            "layer": result.layer,
-            "method": result.method,
-            "provider": result.provider,
+            **self._run_facts(result),
         }
         record.update(getattr(self, f"_{self.task}")(staging, stem, output, int(result.target[i]), (height, width)))
         if self.task == "embedding":
             record["similarity"] = record["target_score"]
         return record
+
+    def _run_facts(self, result) -> dict:
+        """What every record repeats of the run: the layer, method and provider, and a quantised model's twin."""
+        twin = self.explainer.twin_facts
+        return {"layer": result.layer, "method": result.method, "provider": result.provider,
+                **({"twin": twin} if twin else {})}
 
     def _sample_output(self, result, i: int) -> np.ndarray:
         output = result.outputs[self.contract.output]

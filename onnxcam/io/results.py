@@ -15,11 +15,13 @@ __all__ = ["ResultsFile", "RunSummary"]
 
 
 class RunSummary:
-    """What the summary line needs from a run's records: images, failures, all-zero maps, boxes."""
+    """What the summary line needs from a run's records: images, failures, all-zero maps, boxes, and a
+    quantised model's twin facts (the first record's: its check on the first batch)."""
 
     def __init__(self):
         self.images = self.all_zero = self.boxes = 0
         self.failures: list[dict] = []
+        self.twin: dict | None = None
         self._last_image = None
 
     @classmethod
@@ -37,6 +39,7 @@ class RunSummary:
             self.failures.append({"image": record["image"], "error": record["error"]})
         self.all_zero += bool(record.get("all_zero"))
         self.boxes += record.get("box_index") is not None
+        self.twin = self.twin or record.get("twin")
 
     @property
     def explained(self) -> int:
