@@ -6,6 +6,7 @@ Runtime session once, and is safe to call from several threads (ORT sessions are
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from onnxcam.io.files import write_atomically
 from onnxcam.io.held_weights import hold_weights
 from onnxcam.io.images import (DEFAULT_MAX_PIXELS, decode_image, model_dictionary, read_labels, resolve_preprocess,
                                to_bgr8)
+from onnxcam.io.records import same_greedy_text
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
@@ -484,7 +486,9 @@ class Explainer:
         host = {name: value.numpy() if isinstance(value, ort.OrtValue) else value
                 for name, value in outputs.items() if name in wanted}
         classes = {self.contract.output} if self.task in ("classification", "sequence") else set()
-        self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, classes, self._threads)
+        same = functools.partial(same_greedy_text, batch_axis=self.contract.score_batch_axis,
+                                 blank=self.contract.blank) if self.task == "sequence" else None
+        self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, classes, self._threads, same)
 
     @property
     def twin_facts(self) -> dict | None:

@@ -560,12 +560,16 @@ def check_agreement(quantized: onnx.ModelProto, twin: onnx.ModelProto, seed: int
 
 
 def check_first_batch(quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], twin_outputs: dict,
-                      class_outputs: set[str], threads: int | None = None) -> Agreement:
+                      class_outputs: set[str], threads: int | None = None,
+                      same_prediction: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> Agreement:
     """Run the quantised model (a plain CPU session, dropped after) on the feeds an explain model was just
     run on, and compare its outputs with the twin's the explain model returned (``twin_outputs``, by
-    name); top-1 only along the last axis of ``class_outputs``. Logged: a warning when they disagree."""
+    name); top-1 only along the last axis of ``class_outputs``, or by ``same_prediction`` (model's, twin's)
+    where the prediction is more than an arg-max (a recogniser's decoded text). Logged: a warning when
+    they disagree."""
     names = [o.name for o in quantized.graph.output if o.name in twin_outputs]
-    agreement = _compared_on(quantized, feeds, names, twin_outputs, class_outputs, threads) if names else \
+    agreement = _compared_on(quantized, feeds, names, twin_outputs, class_outputs, threads, same_prediction) if names \
+        else \
         Agreement(None, reason="the explain model returned none of the quantised model's outputs")
     images = next(iter(feeds.values())).shape[0] if feeds else 0
     if agreement.large:
@@ -579,23 +583,24 @@ def check_first_batch(quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], 
 
 
 def _compared_on(quantized: onnx.ModelProto, feeds: dict, names: list[str], twin_outputs: dict, class_outputs: set[str],
-                 threads: int | None) -> Agreement:
+                 threads: int | None, same_prediction=None) -> Agreement:
     try:
         expected = model_session(quantized, "cpu", threads=threads, announce=False).run(names, feeds)
     except Exception as exc:  # a check must not stop the run: ORT raises its own types
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return Agreement(None, reason=f"ONNX Runtime could not run the quantised model on the batch: {message}")
-    return compare_outputs(dict(zip(names, expected)), twin_outputs, class_outputs)
+    return compare_outputs(dict(zip(names, expected)), twin_outputs, class_outputs, same_prediction)
 
 
-def compare_outputs(expected: dict, got: dict, class_outputs: set[str]) -> Agreement:
-    """The agreement of the float outputs of ``got`` (the twin's) with ``expected`` (the model's), by name."""
+def compare_outputs(expected: dict, got: dict, class_outputs: set[str], same_prediction=None) -> Agreement:
+    """The agreement of the float outputs of ``got`` (the twin's) with ``expected`` (the model's), by name;
+    the class outputs' predictions compared by ``same_prediction`` (default: the clear arg-maxes)."""
     pairs = {name: (np.asarray(a, np.float64), np.asarray(got[name], np.float64)) for name, a in expected.items()
              if name in got and np.asarray(a).dtype.kind == "f" and np.shape(a) == np.shape(got[name])}
     if not pairs:
         return Agreement(None, reason="the model has no float output to compare")
     ranked = [pair for name, pair in pairs.items() if name in class_outputs and pair[0].ndim and pair[0].shape[-1] > 1]
-    top1 = all(_same_clear_top1(a, b) for a, b in ranked)
+    top1 = all((same_prediction or _same_clear_top1)(a, b) for a, b in ranked)
     difference = max(float(np.abs(a - b).max(initial=0.0)) for a, b in pairs.values())
     largest = max(float(np.abs(a).max(initial=0.0)) for a, _ in pairs.values())
     relative = max(_relative_difference(a, b) for a, b in pairs.values())

@@ -20,7 +20,7 @@ from onnxcam.io.images import DICTIONARY_KEY
 from onnxcam.methods.multipass import softmax
 from onnxcam.io.render import draw_boxes, encode_png, fitted, heatmap16, overlay
 
-__all__ = ["TaskOutputs", "ctc_decode", "sequence_labels"]
+__all__ = ["TaskOutputs", "ctc_decode", "same_greedy_text", "sequence_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,15 @@ def ctc_decode(best: np.ndarray, blank: int) -> list[int]:
             out.append(int(index))
         previous = index
     return out
+
+
+def same_greedy_text(expected: np.ndarray, got: np.ndarray, batch_axis: int, blank: int) -> bool:
+    """Whether two recogniser outputs ((N, T, C) or (T, N, C)) read the same text, sample by sample: their
+    greedy-decoded paths, so a step whose arg-max flips between the blank and a repeat of its
+    neighbour's character is no difference."""
+    paths = [[ctc_decode(np.argmax(sample, -1), blank) for sample in np.moveaxis(steps, batch_axis, 0)]
+             for steps in (expected, got)]
+    return paths[0] == paths[1]
 
 
 def sequence_labels(labels: list[str] | None, classes: int | None, blank: int = 0) -> list[str] | None:
