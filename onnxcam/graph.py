@@ -380,6 +380,15 @@ def keeps_values(view: GraphView, node: onnx.NodeProto) -> bool:
         and clipped.name.startswith(TWIN_PREFIX + "/")
 
 
+def value_origin(view: GraphView, tensor: str, also=None) -> str:
+    """The tensor whose values ``tensor`` carries: walking back from it through ops that keep values
+    (:func:`keeps_values`), and those ``also(node)`` accepts, the output of the first op that does not —
+    ``tensor`` itself where its producer is one. A QDQ or float16 model's head reads as its float model's."""
+    while (node := view.producers.get(tensor)) is not None and (keeps_values(view, node) or also and also(node)):
+        tensor = varying_input(view, node)
+    return tensor
+
+
 def fed_inputs(model: onnx.ModelProto) -> list[tuple[onnx.ValueInfoProto, tuple]]:
     """The inputs a caller feeds (graph inputs that are not initializers), each with its declared dims:
     ``None`` for a dim that is symbolic, unset or not positive."""

@@ -17,7 +17,7 @@ import onnx
 
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.errors import ModelError
-from onnxcam.graph import GraphView, keeps_values, varying_input
+from onnxcam.graph import GraphView, value_origin
 
 __all__ = ["ScoreTensor", "SeedContext", "Seed", "TaskOptions", "score_tensor", "final_activation",
            "FINAL_ACTIVATIONS", "SCORE_CHOICES"]
@@ -91,10 +91,8 @@ def final_activation(view: GraphView, output: str) -> onnx.NodeProto | None:
     """The Softmax/Sigmoid/LogSoftmax node ``output`` comes from, through ops that keep its values
     (:func:`onnxcam.graph.keeps_values`: QDQ pairs, float Casts, a float twin's requantisation) and,
     for (batch, classes) outputs, reshapes, if any."""
-    node = view.producers.get(output)
-    while node is not None and (keeps_values(view, node) or
-                                (node.op_type in _RESHAPES and view.rank(node.input[0]) == 2)):
-        node = view.producers.get(varying_input(view, node))
+    node = view.producers.get(value_origin(view, output, lambda n: n.op_type in _RESHAPES and
+                                           view.rank(n.input[0]) == 2))
     return node if node is not None and node.op_type in FINAL_ACTIVATIONS else None
 
 
