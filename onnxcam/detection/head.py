@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam.graph import TWIN_PREFIX, GraphView, keeps_values, node_attribute, varying_input
+from onnxcam.graph import TWIN_PREFIX, GraphView, keeps_values, node_attribute, value_origin, varying_input
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_end2end_outputs", "add_class_logits",
            "level_outputs",
@@ -197,22 +197,30 @@ def _yolov8_head(view: GraphView, output: str, classes: int) -> Head:
 
 
 def _class_logits(view: GraphView, output: str, classes: int) -> str | None:
-    """The input of the Sigmoid that gives a yolov8 output's class rows, if it is one."""
-    node = view.producers.get(output)
+    """The input of the Sigmoid that gives a yolov8 output's class rows, if it is one (through ops that
+    keep values: a QDQ, QOperator or float16 model's output is its float model's, requantised or cast)."""
+    node = _origin_node(view, output)
     if node is None or node.op_type != "Concat" or len(node.input) < 2 or node_attribute(node, "axis", 0) != 1:
         return None
-    last = view.producers.get(node.input[-1])
+    last = _origin_node(view, node.input[-1])
     if last is None or last.op_type != "Sigmoid" or view.shape(node.input[-1]) is None \
             or view.shape(node.input[-1])[1] != classes:
         return None
     return last.input[0]
 
 
+def _origin_node(view: GraphView, tensor: str) -> onnx.NodeProto | None:
+    """The node whose values ``tensor`` carries (:func:`onnxcam.graph.value_origin`), if any."""
+    return view.producers.get(value_origin(view, tensor))
+
+
 def _level_class_maps(view: GraphView, logits: str) -> list[str] | None:
     """The per-level class maps that ``logits`` (N, C, A) is cut from, where the head concatenates each
     level's box and class maps, flattens and joins the levels, then splits the classes off again
-    (ultralytics' YOLOv8/v11 exports): Split(Concat_levels(Reshape(Concat(box_l, class_l))))."""
-    split = view.producers.get(logits)
+    (ultralytics' YOLOv8/v11 exports): Split(Concat_levels(Reshape(Concat(box_l, class_l)))), each step
+    read through ops that keep values (a quantised model's requantisations)."""
+    cut = value_origin(view, logits)
+    split = view.producers.get(cut)
     if split is None or split.op_type != "Split" or node_attribute(split, "axis", 0) != 1:
         return None
     sizes = node_attribute(split, "split", None)
@@ -221,15 +229,15 @@ def _level_class_maps(view: GraphView, logits: str) -> list[str] | None:
         sizes = None if value is None else [int(v) for v in value.ravel()]
     if not sizes or len(sizes) != len(split.output):
         return None
-    k = list(split.output).index(logits)
+    k = list(split.output).index(cut)
     start, width = sum(sizes[:k]), sizes[k]
-    levels = view.producers.get(split.input[0])
+    levels = _origin_node(view, split.input[0])
     if levels is None or levels.op_type != "Concat" or node_attribute(levels, "axis", 0) != 2:
         return None
     maps = []
     for flat in levels.input:
-        reshape = view.producers.get(flat)
-        joined = view.producers.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
+        reshape = _origin_node(view, flat)
+        joined = _origin_node(view, reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
         if joined is None or joined.op_type != "Concat" or node_attribute(joined, "axis", 0) != 1:
             return None
         offset, found = 0, None

@@ -13,6 +13,10 @@ convolution (its ReLU output feeds both the box and the class branch) and a head
   offsets (N, A_l, 4) straight from a convolution (YOLOX's decoding) and raw landmarks (N, A_l, 10) —
   YuNet's layout (its cls, obj, bbox, kps outputs).
 
+``joined=True`` (yolov8 only) writes the head as ultralytics' exports do: per level Concat(DFL box bins,
+class logits), flattened and joined over the levels, then split again; the bins' expectation is a fixed
+1×1 Conv over their Softmax (ultralytics' DFL), the class logits go through the Sigmoid.
+
 ``squeeze=True`` gives each class branch a squeeze-and-excitation gate (its input times the Sigmoid of
 its mean over the map): a head whose box scores read the whole map, not a window of it.
 
@@ -36,20 +40,21 @@ BINS = 4  # R + 1
 
 
 class TinyDetector(nn.Module):
-    def __init__(self, layout: str, classes: int = 3, seed: int = 0, squeeze: bool = False):
+    def __init__(self, layout: str, classes: int = 3, seed: int = 0, squeeze: bool = False, joined: bool = False):
         super().__init__()
         torch.manual_seed(seed)
-        self.layout, self.classes, self.squeeze = layout, classes, squeeze
+        self.layout, self.classes, self.squeeze, self.joined = layout, classes, squeeze, joined
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 12, 3, 2, 1), nn.ReLU())
         self.down = nn.Sequential(nn.Conv2d(12, 16, 3, 2, 1), nn.ReLU())
         self.neck = nn.ModuleList([nn.Conv2d(12, 12, 3, 1, 1), nn.Conv2d(16, 12, 3, 1, 1)])
-        box_channels = 4 * BINS if layout in ("levels", "nanodet") else 4
+        box_channels = 4 * BINS if layout in ("levels", "nanodet") or joined else 4
         self.box = nn.ModuleList([nn.Sequential(nn.Conv2d(12, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, box_channels, 1))
                                   for _ in STRIDES])
         self.cls = nn.ModuleList([nn.Sequential(*([_Squeeze()] if squeeze else []), nn.Conv2d(12, 8, 3, 1, 1),
                                                 nn.ReLU(), nn.Conv2d(8, classes, 1)) for _ in STRIDES])
         self.obj = nn.ModuleList([nn.Conv2d(12, 1, 1) for _ in STRIDES])
         self.kps = nn.ModuleList([nn.Conv2d(12, 10, 1) for _ in STRIDES])
+        self.register_buffer("bin_values", torch.arange(BINS, dtype=torch.float32).view(1, BINS, 1, 1))
         self.eval()
 
     def features(self, x):
@@ -66,16 +71,24 @@ class TinyDetector(nn.Module):
 
     def _boxes(self, t, level: int):
         """(N, 4, h·w) cx, cy, w, h in input pixels: distances to the cell centre, softplus × stride."""
-        stride = STRIDES[level]
-        distances = F.softplus(self.box[level](t)).flatten(2) * stride  # (N, 4, h·w): l, t, r, b
-        h, w = t.shape[2:]
-        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        centre = (torch.stack([xs.flatten(), ys.flatten()]).float() + 0.5) * stride  # (2, h·w)
-        x0y0, x1y1 = centre - distances[:, :2], centre + distances[:, 2:]
-        return torch.cat([(x0y0 + x1y1) / 2, x1y1 - x0y0], 1)
+        centre, stride = _cells(t.shape[2:], STRIDES[level])
+        return _cxcywh(F.softplus(self.box[level](t)).flatten(2) * stride, centre)
+
+    def _joined_head(self, neck):
+        """ultralytics' layout: Split(Concat_levels(Flatten(Concat(bins_l, class_l)))), the bins' expectation
+        (the DFL Conv over their Softmax) × the anchor's stride as the distances to its centre."""
+        maps = torch.cat([torch.cat([b(t), c(t)], 1).flatten(2) for b, c, t in zip(self.box, self.cls, neck)], 2)
+        bins, classes = maps.split([4 * BINS, self.classes], 1)
+        softmax = bins.view(bins.shape[0], 4, BINS, -1).transpose(2, 1).softmax(1)
+        expected = F.conv2d(softmax, self.bin_values).view(bins.shape[0], 4, -1)
+        cells = [_cells(t.shape[2:], stride) for t, stride in zip(neck, STRIDES)]
+        centre, stride = (torch.cat(parts, -1) for parts in zip(*cells))
+        return torch.cat([_cxcywh(expected * stride, centre), classes.sigmoid()], 1)
 
     def forward(self, x):
         neck = self.features(x)
+        if self.layout == "yolov8" and self.joined:
+            return self._joined_head(neck)
         if self.layout == "yolov8":
             boxes = torch.cat([self._boxes(t, i) for i, t in enumerate(neck)], 2)
             classes = torch.cat([c(t).flatten(2) for c, t in zip(self.cls, neck)], 2)
@@ -94,6 +107,19 @@ class TinyDetector(nn.Module):
             landmarks = [k(t).flatten(2).transpose(1, 2) for k, t in zip(self.kps, neck)]
             return (*scores, *objectness, *boxes, *landmarks)
         return (*scores, *boxes)
+
+
+def _cells(hw, stride: int):
+    """(centres (2, h·w), strides (1, h·w)) of a level's cells in input pixels."""
+    ys, xs = torch.meshgrid(torch.arange(hw[0]), torch.arange(hw[1]), indexing="ij")
+    centre = (torch.stack([xs.flatten(), ys.flatten()]).float() + 0.5) * stride
+    return centre, torch.full((1, centre.shape[1]), float(stride))
+
+
+def _cxcywh(distances, centre):
+    """(N, 4, A) cx, cy, w, h from distances l, t, r, b to the cells' centres (2, A), in input pixels."""
+    x0y0, x1y1 = centre - distances[:, :2], centre + distances[:, 2:]
+    return torch.cat([(x0y0 + x1y1) / 2, x1y1 - x0y0], 1)
 
 
 class _Squeeze(nn.Module):
