@@ -31,7 +31,7 @@ import onnx
 from onnxcam.autodiff import ZERO_OPS, carries_gradient, lookup
 from onnxcam.contract import format_shape
 from onnxcam.errors import LayerError
-from onnxcam.graph import GraphView, outer_names
+from onnxcam.graph import GraphView, node_attribute, outer_names, value_origin
 
 __all__ = ["Layer", "Candidate", "ScorePaths", "considered_layers", "resolve_layer", "automatic_layer",
            "prediction_head_input", "level_layers", "tensor_layouts", "parse_layout", "nchw_view", "nchw_array", "native_array"]
@@ -353,8 +353,9 @@ def level_layers(view: GraphView, candidates: list[Layer], outputs: list[str], i
     the image to the level's prediction maps passes through — the neck output feeding the level's
     head, or the head's stem where it has one (the last tensor the level's box and class branches
     share). The prediction maps are where walking back from the head's ``outputs`` first meets a 4-D
-    map laid on a grid of the input; grouped by size they are the levels, the largest first. Empty
-    when the head is not made of such maps."""
+    map laid on a grid of the input — the maps a channel Concat joins, where it joins some (a YOLOv8
+    level's box and class maps: the joined map would dominate itself); grouped by size they are the
+    levels, the largest first. Empty when the head is not made of such maps."""
     image_hw = _image_size(view, {image: "NCHW"}) or _image_size(view, {image: "NHWC"})
     levels: dict[tuple, list[str]] = {}
     stack, seen = list(outputs), set()
@@ -365,7 +366,11 @@ def level_layers(view: GraphView, candidates: list[Layer], outputs: list[str], i
         seen.add(name)
         shape = view.shape(name)
         if shape is not None and len(shape) == 4 and _on_input_grid(shape[2:], image_hw):
-            levels.setdefault(tuple(shape[2:]), []).append(name)
+            joined = _joined_maps(view, name)
+            if joined:
+                stack.extend(joined)
+            else:
+                levels.setdefault(tuple(shape[2:]), []).append(name)
         elif (node := view.producers.get(name)) is not None and node.op_type not in ZERO_OPS:
             stack.extend(i for i in node.input if i)
     order = {layer.tensor: i for i, layer in enumerate(candidates)}
@@ -379,6 +384,15 @@ def level_layers(view: GraphView, candidates: list[Layer], outputs: list[str], i
             return []
         chosen.append(found)
     return sorted(dict.fromkeys(chosen), key=lambda layer: order[layer.tensor]) if len(chosen) > 1 else []
+
+
+def _joined_maps(view: GraphView, tensor: str) -> list[str]:
+    """The maps a Concat over channels joins into ``tensor`` (through ops that keep values: a QDQ pair, a
+    twin's requantisation), else []: a YOLOv8 level's box and class maps, each its own branch's output."""
+    node = view.producers.get(value_origin(view, tensor))
+    if node is None or node.op_type != "Concat" or node_attribute(node, "axis", 0) not in (1, -3):
+        return []
+    return [i for i in node.input if i]
 
 
 def _on_input_grid(hw, image_hw) -> bool:

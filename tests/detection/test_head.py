@@ -88,7 +88,7 @@ def test_the_class_logits_are_rebuilt_from_the_class_maps(yolov8, kind):
     assert _relative_error(got, expected) < (1e-6 if kind == "float" else QUANTISATION_ERROR)
 
 
-@pytest.mark.parametrize("score", ["logit"])
+@pytest.mark.parametrize("score", ["logit", "probability"])
 @pytest.mark.parametrize("kind", ["float", *DEPLOYED])
 def test_the_automatic_layers_are_the_neck_outputs(yolov8, kind, score):
     """One layer per level, holding the neck's output (or its dequantised copy) — never the level's joined
