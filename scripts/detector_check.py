@@ -26,16 +26,23 @@ scenes of ``shapes_data.validation_scenes``: a detected box matched to a true ob
 is a hit when its map's maximum lies inside the object's box; with ``--repeats``, the K = 10 cost
 on one demo scene too.
 
-Usage: ``python scripts/detector_check.py [--method hirescam] [--repeats 10] [--demo N] [MODEL ...]``
+``--deployed`` checks copies of the models as deployers ship them instead (:func:`write_deployments`:
+int8 from ONNX Runtime's static QDQ and QOperator and dynamic quantisers, float16 with float32 inputs and
+outputs): their automatic layers, their boxes against the package's post-processing of the copy's own
+output, and their maps' correlation with the float model's for the same boxes.
+
+Usage: ``python scripts/detector_check.py [--method hirescam] [--repeats 10] [--demo N] [--deployed] [MODEL ...]``
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import statistics
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -54,7 +61,7 @@ from onnxcam.runtime import make_session  # noqa: E402
 
 PRESETS = {
     "nudenet-yolov8n": dict(preprocess={"size": [320, 320], "color": "RGB", "scale": 1 / 255}, input_shape="1x3x320x320",
-                            min_score=0.2),
+                            min_score=0.25),  # _postprocess keeps scores >= 0.2, then its NMSBoxes those >= 0.25
     "ddddocr-det": dict(preprocess={"size": [416, 416], "color": "BGR", "scale": 1.0}, min_score=0.001),
     "layout-cdla": dict(preprocess={"size": [800, 608], "color": "BGR", "scale": 1 / 255,
                                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, min_score=0.4),
@@ -196,6 +203,18 @@ def isbnx_reference(rows: np.ndarray, min_score: float, iou: float = 0.45) -> np
     return rows[sorted(kept, key=lambda i: -rows[i, 4]), :4]
 
 
+def yolov8_reference(output: np.ndarray, min_score: float, iou: float = 0.45) -> np.ndarray:
+    """nudenet's ``_postprocess`` written out with the threshold as a parameter: per anchor of a (4+C, A)
+    output its best class, those at or above ``min_score``, then ``cv2.dnn.NMSBoxes`` (class-agnostic)."""
+    rows = output.T
+    scores = rows[:, 4:].max(1)
+    kept = np.flatnonzero(scores >= min_score)
+    xywh = np.concatenate([rows[kept, :2] - rows[kept, 2:4] / 2, rows[kept, 2:4]], 1)
+    chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores[kept].tolist(), min_score, iou)
+    boxes = xywh[np.asarray(chosen, np.int64).reshape(-1)]
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
+
+
 def yolox_reference(out: np.ndarray, input_hw, min_score: float, iou: float = 0.45) -> np.ndarray:
     """YOLOX's documented decoding and single-class NMS (ddddocr's get_bbox), written out."""
     grids, strides = [], []
@@ -217,6 +236,12 @@ def yolox_reference(out: np.ndarray, input_hw, min_score: float, iou: float = 0.
         kept.append(best)
         order = [j for j in order if iou_of(xyxy[best], xyxy[j]) <= iou]
     return xyxy[kept[:10]]
+
+
+def min_matched_iou(boxes: np.ndarray, theirs: np.ndarray) -> float | None:
+    """The smallest, over ``boxes``, of the best IoU with a box of ``theirs`` (None without boxes)."""
+    matched = [max((iou_of(b, t) for t in theirs), default=0.0) for b in boxes]
+    return round(min(matched), 3) if matched else None
 
 
 def iou_of(a, b) -> float:
@@ -296,17 +321,15 @@ def check(key: str, method: str, repeats: int) -> dict:
     result = explainer.explain_boxes([image], min_score=preset["min_score"], max_boxes=10)
     det = result.images[0]
     head = Head.from_json(explainer.contract.detection)
-    outputs = [result.outputs[name] for name in ([*head.score_outputs, *head.box_outputs]
-                                                 if head.layout in ("levels", "end2end") else [head.output])]
+    outputs = [result.outputs[name] for name in head_outputs(head)]
     theirs = package_boxes(key, outputs, result.input_size, preset["min_score"])
-    matched = [max((iou_of(b, t) for t in theirs), default=0.0) for b in det.boxes.xyxy]
     weights = box_weights(head, det.boxes, result.anchors)
     errors = fd_errors(explainer, head, batch, weights[:5], path, preset.get("input_shape"))
     whole = [explainer.explain(batch, target_weights=w[None]).cam[0] for w in weights[:5]]
     found = {"model": key, "boxes": len(det.boxes), "package_boxes": len(theirs),
              "crops": explainer._box_plan[0] is not None,
              "vs_whole_model": float(max(np.abs(m - w).max() for m, w in zip(det.maps, whole))) if whole else None,
-             "min_iou": round(min(matched), 3) if matched else None,
+             "min_iou": min_matched_iou(det.boxes.xyxy, theirs),
              "fd_max": round(max(errors), 5) if errors else None,
              "peaked": sum(peaked_inside(det.maps, det.boxes.xyxy)),
              "constant_maps": int(sum(float(m.max() - m.min()) == 0.0 for m in det.maps))}
@@ -315,6 +338,109 @@ def check(key: str, method: str, repeats: int) -> dict:
         ratio, plain_ms = cost_ratio(explainer, plain, batch, repeats)
         found.update(k10_over_plain=round(ratio, 2), plain_ms=round(plain_ms, 1))
     return found
+
+
+def head_outputs(head: Head) -> list[str]:
+    """The outputs a package's post-processing reads, in its order."""
+    return [*head.score_outputs, *head.box_outputs] if head.layout in ("levels", "end2end") else [head.output]
+
+
+# --- deployed variants: int8 and float16 copies of a zoo detector --------------------------------------------
+DEPLOYMENTS = ("qdq", "qoperator", "qdq-conv", "qoperator-conv", "dynamic", "float16")
+LOW_SCORE = 0.1  # a second box check, below the package's fixed threshold, against its steps written out
+
+
+def calibration_images(key: str) -> list[np.ndarray]:
+    """Eight pictures drawn here: the model's test image, mirrored, darker and brighter, and four others."""
+    image = IMAGES[key]()
+    others = [draw() for name, draw in IMAGES.items() if name != key][:4]
+    return [image, image[:, ::-1].copy(), cv2.convertScaleAbs(image, alpha=0.7),
+            cv2.convertScaleAbs(image, alpha=1.1, beta=20), *others]
+
+
+def write_deployments(key: str, explainer: Explainer, folder: Path) -> dict[str, Path]:
+    """The zoo model at its preset's fixed size ("float"), and as deployers ship it: int8 by ONNX Runtime's
+    ``quantize_static`` (QDQ and QOperator, per-channel weights, calibrated on ``calibration_images``;
+    every op it quantises, or the convolutions only: ``-conv``) and ``quantize_dynamic`` (uint8
+    weights), and float16 with float32 inputs and outputs (``onnxruntime.transformers.float16``,
+    ``keep_io_types``)."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    source = folder / "float.onnx"
+    onnx.save(_sized(fetch_zoo.cached_path(key), PRESETS[key]), source)
+    batches = [{explainer.input_name: explainer.prepare([image])[0]} for image in calibration_images(key)]
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    paths = {kind: folder / f"{kind}.onnx" for kind in DEPLOYMENTS}
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # the quantiser's advice and shape-inference notes, on the root logger
+    try:
+        for kind, format_ in (("qdq", QuantFormat.QDQ), ("qoperator", QuantFormat.QOperator)):
+            quantize_static(source, paths[kind], Calibration(), quant_format=format_, per_channel=True)
+            quantize_static(source, paths[f"{kind}-conv"], Calibration(), quant_format=format_, per_channel=True,
+                            op_types_to_quantize=["Conv"])
+        quantize_dynamic(source, paths["dynamic"], weight_type=QuantType.QUInt8)
+    finally:
+        root.setLevel(level)
+    onnx.save(convert_float_to_float16(onnx.load(source), keep_io_types=True), paths["float16"])
+    return {"float": source, **paths}
+
+
+def check_deployed(key: str, method: str) -> list[dict]:
+    """Per deployed variant: its automatic layers, its boxes through onnxcam against the package's
+    post-processing of the variant's own output (ONNX Runtime on the variant itself: the integer model,
+    not onnxcam's float twin), and how its maps correlate with the float model's (Pearson, min and
+    median) for the float model's 10 most confident boxes, each fed to both as ``target_weights``."""
+    preset = PRESETS[key]
+    path = fetch_zoo.cached_path(key) or fetch_zoo.fetch([key])[key]
+    options = dict(method=method, provider="cpu", preprocess=preset["preprocess"])
+    reference = Explainer(path, input_shape=preset.get("input_shape"), **options)
+    image = IMAGES[key]()
+    batch, _ = reference.prepare([image])
+    float_boxes = reference.explain_boxes([image], min_score=0.0, max_boxes=10)
+    float_maps = float_boxes.images[0].maps
+    weights = box_weights(Head.from_json(reference.contract.detection), float_boxes.images[0].boxes,
+                          float_boxes.anchors)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for kind, variant in write_deployments(key, reference, Path(folder)).items():
+            explainer = Explainer(str(variant), **options)
+            result = explainer.explain_boxes([image], min_score=preset["min_score"], max_boxes=10)
+            boxes = result.images[0].boxes
+            own = own_outputs(explainer, variant, batch)
+            theirs = package_boxes(key, own, result.input_size, preset["min_score"])
+            low = explainer.explain_boxes([image], min_score=LOW_SCORE, max_boxes=10).images[0].boxes
+            written_out = yolov8_reference(own[0][0], LOW_SCORE) if head_layout(explainer) == "yolov8" else None
+            maps = [explainer.explain(batch, target_weights=w[None]).cam[0] for w in weights]
+            correlations = [float(np.corrcoef(m.ravel(), f.ravel())[0, 1]) for m, f in zip(maps, float_maps)]
+            rows.append({"model": key, "variant": kind, "layers": explainer.contract.layers,
+                         "score": explainer.contract.score_tensor, "boxes": len(boxes), "package_boxes": len(theirs),
+                         "min_iou": min_matched_iou(boxes.xyxy, theirs),
+                         "box_scores": [round(float(v), 3) for v in boxes.scores],
+                         f"at_{LOW_SCORE}": None if written_out is None else
+                         (len(low), len(written_out), min_matched_iou(low.xyxy, written_out)),
+                         "maps_vs_float": (round(min(correlations), 3), round(statistics.median(correlations), 3))})
+    return rows
+
+
+def head_layout(explainer: Explainer) -> str:
+    return Head.from_json(explainer.contract.detection).layout
+
+
+def own_outputs(explainer: Explainer, path: Path, batch: np.ndarray) -> list[np.ndarray]:
+    """The outputs a package's post-processing reads, as ONNX Runtime computes them on the model at ``path``."""
+    session = make_session(str(path), "cpu")
+    names = head_outputs(Head.from_json(explainer.contract.detection))
+    return session.run(names, {explainer.input_name: batch})
 
 
 def _sized(path, preset):
@@ -363,8 +489,15 @@ def main() -> None:
     parser.add_argument("--method", default="hirescam")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--demo", type=int, default=0, metavar="N", help="pointing game on N demo scenes")
+    parser.add_argument("--deployed", action="store_true",
+                        help="check int8 (QDQ, QOperator, dynamic) and float16 copies of the models instead")
     parser.add_argument("models", nargs="*", default=list(PRESETS))
     args = parser.parse_args()
+    if args.deployed:
+        for key in args.models:
+            for row in check_deployed(key, args.method):
+                print(row, flush=True)
+        return
     if args.demo:
         hits, total = demo_pointing_game(args.demo, args.method)
         print(f"demo detector, {args.method}: pointing game {hits}/{total} = {hits / total:.3f}")
