@@ -396,7 +396,8 @@ def write_deployments(key: str, explainer: Explainer, folder: Path) -> dict[str,
 
 
 def check_deployed(key: str, method: str) -> list[dict]:
-    """Per deployed variant: its automatic layers, its boxes through onnxcam against the package's
+    """Per deployed variant: its automatic layers and their largest difference from the float model's
+    (a fraction of the float layer's largest value), its boxes through onnxcam against the package's
     post-processing of the variant's own output (ONNX Runtime on the variant itself: the integer model,
     not onnxcam's float twin), and how its maps correlate with the float model's (Pearson, min and
     median) for the float model's 10 most confident boxes, each fed to both as ``target_weights``."""
@@ -411,9 +412,11 @@ def check_deployed(key: str, method: str) -> list[dict]:
     weights = box_weights(Head.from_json(reference.contract.detection), float_boxes.images[0].boxes,
                           float_boxes.anchors)
     rows = []
+    float_layers = layer_values(path, batch, reference.input_name, preset.get("input_shape"))
     with tempfile.TemporaryDirectory() as folder:
         for kind, variant in write_deployments(key, reference, Path(folder)).items():
             explainer = Explainer(str(variant), **options)
+            layers = layer_values(variant, batch, explainer.input_name)
             result = explainer.explain_boxes([image], min_score=preset["min_score"], max_boxes=10)
             boxes = result.images[0].boxes
             own = own_outputs(explainer, variant, batch)
@@ -428,8 +431,20 @@ def check_deployed(key: str, method: str) -> list[dict]:
                          "box_scores": [round(float(v), 3) for v in boxes.scores],
                          f"at_{LOW_SCORE}": None if written_out is None else
                          (len(low), len(written_out), min_matched_iou(low.xyxy, written_out)),
-                         "maps_vs_float": (round(min(correlations), 3), round(statistics.median(correlations), 3))})
+                         "maps_vs_float": (round(min(correlations), 3), round(statistics.median(correlations), 3)),
+                         "layers_vs_float": [round(float(np.abs(a - f).max() / np.abs(f).max()), 3)
+                                             for a, f in zip(layers, float_layers)]})
     return rows
+
+
+def layer_values(path, batch: np.ndarray, input_name: str, input_shape=None) -> list[np.ndarray]:
+    """The automatic layers' values on ``batch``: the explain model cut at them."""
+    from onnxcam.exporter import export
+
+    exported = export(path, input_shape=input_shape)
+    layers = exported.contract.layers
+    cut = cut_model(exported.model, [input_name], layers)
+    return make_session(cut.model.SerializeToString(), "cpu").run(layers, {input_name: batch})
 
 
 def head_layout(explainer: Explainer) -> str:
