@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from onnxcam import contract
 from onnxcam.contract import Contract, is_explain_model
+from onnxcam.detection.head import Head, score_and_box_columns
 from onnxcam.errors import InputError, ModelError, OnnxCamError, TargetError
 from onnxcam.exporter import export
 from onnxcam.graph import GraphView, fed_inputs, load_model, size_options
@@ -28,7 +29,7 @@ from onnxcam.io.records import same_greedy_text
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
-from onnxcam.quantized import Agreement, check_first_batch
+from onnxcam.quantized import Agreement, Predictions, check_first_batch
 from onnxcam.runtime import check_single_runtime, memory_budget, model_session
 from onnxcam.targets import requests
 
@@ -485,10 +486,20 @@ class Explainer:
         wanted = set(self.model_outputs)
         host = {name: value.numpy() if isinstance(value, ort.OrtValue) else value
                 for name, value in outputs.items() if name in wanted}
-        classes = {self.contract.output} if self.task in ("classification", "sequence") else set()
-        same = functools.partial(same_greedy_text, batch_axis=self.contract.score_batch_axis,
-                                 blank=self.contract.blank) if self.task == "sequence" else None
-        self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, classes, self._threads, same)
+        self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, self._predictions(),
+                                            self._threads)
+
+    def _predictions(self) -> Predictions:
+        """What the twin check compares as this task's predictions."""
+        if self.task == "classification":
+            return Predictions(frozenset({self.contract.output}))
+        if self.task == "sequence":
+            return Predictions(frozenset({self.contract.output}), functools.partial(
+                same_greedy_text, batch_axis=self.contract.score_batch_axis, blank=self.contract.blank))
+        head = Head.from_json(self.contract.detection) if self.task == "detection" else None
+        if head is not None and head.layout in ("yolov8", "yolov5"):
+            return Predictions(parts=functools.partial(score_and_box_columns, head))
+        return Predictions()
 
     @property
     def twin_facts(self) -> dict | None:

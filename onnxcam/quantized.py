@@ -49,7 +49,7 @@ from onnxcam.errors import ModelError, UnsupportedOpError
 from onnxcam.graph import FLOAT_TYPES, TWIN_PREFIX, GraphView, fed_inputs, node_attribute, size_fixed_by
 from onnxcam.runtime import model_session
 
-__all__ = ["Twin", "Agreement", "float_twin", "checked_float_twin", "check_agreement", "check_first_batch",
+__all__ = ["Twin", "Agreement", "Predictions", "float_twin", "checked_float_twin", "check_agreement", "check_first_batch",
            "TWIN_RULES", "DISAGREEMENT"]
 
 log = logging.getLogger(__name__)
@@ -547,6 +547,18 @@ def _ensure(twin: onnx.ModelProto) -> None:
 
 
 # --- agreement -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Predictions:
+    """What of a model's outputs its predictions are, for comparing a twin with its model: the outputs
+    holding classes on their last axis (compared by ``same``: the clear arg-maxes unless given, e.g. a
+    recogniser's decoded text), and ``parts``, which splits an output into parts compared on their own
+    (a detector's box coordinates would otherwise drown its probabilities in one difference)."""
+
+    class_outputs: frozenset[str] = frozenset()
+    same: Callable[[np.ndarray, np.ndarray], bool] | None = None  # (model's, twin's) -> the same prediction
+    parts: Callable[[str, np.ndarray], dict[str, np.ndarray]] | None = None  # (name, values) -> {label: values}
+
+
 def check_agreement(quantized: onnx.ModelProto, twin: onnx.ModelProto, seed: int = 0) -> Agreement:
     """Run both on one probe input (uniform in [0, 1), batch 1) and compare their float outputs (top-1
     along the last axis of each)."""
@@ -556,20 +568,16 @@ def check_agreement(quantized: onnx.ModelProto, twin: onnx.ModelProto, seed: int
     names = [o.name for o in quantized.graph.output]
     expected = model_session(quantized, "cpu").run(names, feeds)
     got = model_session(twin, "cpu").run(names, feeds)
-    return compare_outputs(dict(zip(names, expected)), dict(zip(names, got)), set(names))
+    return compare_outputs(dict(zip(names, expected)), dict(zip(names, got)), Predictions(frozenset(names)))
 
 
 def check_first_batch(quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], twin_outputs: dict,
-                      class_outputs: set[str], threads: int | None = None,
-                      same_prediction: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> Agreement:
+                      predictions: Predictions = Predictions(), threads: int | None = None) -> Agreement:
     """Run the quantised model (a plain CPU session, dropped after) on the feeds an explain model was just
     run on, and compare its outputs with the twin's the explain model returned (``twin_outputs``, by
-    name); top-1 only along the last axis of ``class_outputs``, or by ``same_prediction`` (model's, twin's)
-    where the prediction is more than an arg-max (a recogniser's decoded text). Logged: a warning when
-    they disagree."""
+    name). Logged: a warning when they disagree."""
     names = [o.name for o in quantized.graph.output if o.name in twin_outputs]
-    agreement = _compared_on(quantized, feeds, names, twin_outputs, class_outputs, threads, same_prediction) if names \
-        else \
+    agreement = _compared_on(quantized, feeds, names, twin_outputs, predictions, threads) if names else \
         Agreement(None, reason="the explain model returned none of the quantised model's outputs")
     images = next(iter(feeds.values())).shape[0] if feeds else 0
     if agreement.large:
@@ -582,25 +590,28 @@ def check_first_batch(quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], 
     return agreement
 
 
-def _compared_on(quantized: onnx.ModelProto, feeds: dict, names: list[str], twin_outputs: dict, class_outputs: set[str],
-                 threads: int | None, same_prediction=None) -> Agreement:
+def _compared_on(quantized: onnx.ModelProto, feeds: dict, names: list[str], twin_outputs: dict,
+                 predictions: Predictions, threads: int | None) -> Agreement:
     try:
         expected = model_session(quantized, "cpu", threads=threads, announce=False).run(names, feeds)
     except Exception as exc:  # a check must not stop the run: ORT raises its own types
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return Agreement(None, reason=f"ONNX Runtime could not run the quantised model on the batch: {message}")
-    return compare_outputs(dict(zip(names, expected)), twin_outputs, class_outputs, same_prediction)
+    return compare_outputs(dict(zip(names, expected)), twin_outputs, predictions)
 
 
-def compare_outputs(expected: dict, got: dict, class_outputs: set[str], same_prediction=None) -> Agreement:
-    """The agreement of the float outputs of ``got`` (the twin's) with ``expected`` (the model's), by name;
-    the class outputs' predictions compared by ``same_prediction`` (default: the clear arg-maxes)."""
+def compare_outputs(expected: dict, got: dict, predictions: Predictions) -> Agreement:
+    """The agreement of the float outputs of ``got`` (the twin's) with ``expected`` (the model's), by name."""
     pairs = {name: (np.asarray(a, np.float64), np.asarray(got[name], np.float64)) for name, a in expected.items()
              if name in got and np.asarray(a).dtype.kind == "f" and np.shape(a) == np.shape(got[name])}
     if not pairs:
         return Agreement(None, reason="the model has no float output to compare")
-    ranked = [pair for name, pair in pairs.items() if name in class_outputs and pair[0].ndim and pair[0].shape[-1] > 1]
-    top1 = all((same_prediction or _same_clear_top1)(a, b) for a, b in ranked)
+    ranked = [pair for name, pair in pairs.items()
+              if name in predictions.class_outputs and pair[0].ndim and pair[0].shape[-1] > 1]
+    top1 = all((predictions.same or _same_clear_top1)(a, b) for a, b in ranked)
+    if predictions.parts:
+        pairs = {label: (part, predictions.parts(name, b)[label]) for name, (a, b) in pairs.items()
+                 for label, part in predictions.parts(name, a).items()}
     difference = max(float(np.abs(a - b).max(initial=0.0)) for a, b in pairs.values())
     largest = max(float(np.abs(a).max(initial=0.0)) for a, _ in pairs.values())
     relative = max(_relative_difference(a, b) for a, b in pairs.values())

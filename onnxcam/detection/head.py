@@ -43,7 +43,7 @@ from onnxcam.graph import TWIN_PREFIX, GraphView, keeps_values, node_attribute, 
 
 __all__ = ["Head", "find_head", "add_level_scores", "add_nms_outputs", "add_end2end_outputs", "add_class_logits",
            "level_outputs",
-           "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS"]
+           "LEVEL_SCORES", "NMS_BOXES", "CLASS_LOGITS", "score_and_box_columns"]
 
 LEVEL_SCORES = "detection_scores"
 NMS_BOXES = "detection_boxes"
@@ -528,3 +528,16 @@ def grid_strides(input_hw: tuple[int, int], anchors: list[int], candidates=(4, 8
             return []
         strides.append(found[0])
     return strides
+
+
+def score_and_box_columns(head: Head, name: str, values: np.ndarray) -> dict[str, np.ndarray]:
+    """A YOLOv8/YOLOv5 head's output, (N, 4+C, A) or (N, A, 5+C), as its box columns, its scored columns
+    (the objectness and the classes) and any columns after them (masks, keypoints), labelled; any other
+    output whole."""
+    axis = {"yolov8": 1, "yolov5": 2}.get(head.layout)
+    scores_end = (5 if head.objectness >= 0 else 4) + head.classes  # as boxes.decode reads the output
+    if name != head.output or axis is None or values.ndim != 3 or values.shape[axis] < scores_end:
+        return {name: values}
+    parts = np.split(values, [4, scores_end], axis=axis)
+    labels = [f"{name} (boxes)", f"{name} (scores)", f"{name} (other columns)"]
+    return {label: part for label, part in zip(labels, parts) if part.size}

@@ -126,3 +126,26 @@ def test_a_deployed_yolov8_explains_its_boxes_as_the_float_model_does(yolov8, ki
         for cam, w in zip(found.maps, weights):
             float_cam = reference.explain(images[n:n + 1], target_weights=w[None]).cam[0]
             assert np.corrcoef(cam.ravel(), float_cam.ravel())[0, 1] > 0.9
+
+
+def test_the_twin_check_weighs_a_deployed_heads_scores_apart_from_its_boxes(yolov8, tmp_path):
+    """The integer model's output joins box pixels and probabilities under one scale; made 8x coarser, its
+    probabilities round to 0 or 1 while its boxes move by a pixel at most. Over the whole output the
+    boxes drown that (a relative difference under 0.1); the scored columns alone show it."""
+    _, paths = yolov8
+    model = onnx.load(paths["qoperator"])
+    scale = next(t for t in model.graph.initializer if t.name == "detections_scale")
+    scale.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(scale) * 8, scale.name))
+    coarse = tmp_path / "coarse.onnx"
+    onnx.save(model, coarse)
+    images = _images(2, seed=1)
+    explainer = Explainer(str(coarse))
+    explainer.explain_boxes(images, min_score=0.5, max_boxes=2)
+    check = explainer.twin_check
+    assert check.checked and check.large and check.relative_difference > 0.3
+    session = ort.InferenceSession(str(coarse), providers=["CPUExecutionProvider"])
+    integer = session.run(["detections"], {"image": images})[0]
+    twin = ort.InferenceSession(explainer.full_model().SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["detections"], {"image": images})[0]
+    whole = np.sqrt(np.mean((integer - twin) ** 2)) / np.sqrt(np.mean(twin ** 2))
+    assert whole < 0.1  # what the check saw before it split the columns
