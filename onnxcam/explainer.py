@@ -569,16 +569,21 @@ class Explainer:
         """``model`` (the explain model or a cut of it) with its weights in memory, to rewrite it."""
         return model if self._held_weights is None else self._held_weights.restored(model)
 
-    def _batch_first(self, scores: np.ndarray) -> np.ndarray:
+    def batch_first(self, scores: np.ndarray) -> np.ndarray:
+        """A batch of S (or of the output it is read from) in S's batch-first shape: the batch axis
+        first, and an (N, C, 1, 1) head's 1×1 map dropped."""
         axis = self.contract.score_batch_axis
-        return scores if axis == 0 else np.moveaxis(scores, axis, 0)
+        scores = scores if axis == 0 else np.moveaxis(scores, axis, 0)
+        if scores.ndim == len(self.score_shape):
+            return scores
+        return scores.reshape(len(scores), *(-1 if d is None else d for d in self.score_shape[1:]))
 
     def _head(self, activations: np.ndarray, rows: np.ndarray, batch: np.ndarray, native: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("head")
         activations = native_array(activations, self.contract.layer_layout, native[rows])
         feeds = {cut.inputs[0]: np.ascontiguousarray(activations)}
         feeds.update({name: batch[rows] for name in cut.inputs[1:]})  # the image, where a skip bypasses the layer
-        return self._batch_first(session.run([cut.output], feeds)[0])
+        return self.batch_first(session.run([cut.output], feeds)[0])
 
     def forward_scores(self, batch: np.ndarray) -> np.ndarray:
         """The score tensor S (batch first) for a pre-processed batch, from the plain forward model
@@ -587,7 +592,7 @@ class Explainer:
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         cut, session = self._sub_session("forward")
-        return self._batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(
+        return self.batch_first(session.run([cut.output], {self.input_name: np.ascontiguousarray(
             images, dtype=self._input_dtype)})[0])
 
     def _explain_batch(self, images: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:

@@ -511,7 +511,11 @@ def _settle_output_shapes(graph: onnx.GraphProto, declared: dict[str, onnx.Value
             misdeclared.append(output.name)
             continue
         for dim, claimed_dim in zip(dims, claimed):
-            if not dim.HasField("dim_value") and (claimed_dim.HasField("dim_value") or claimed_dim.dim_param):
+            # a dim the graph ties to a name (the input's batch) keeps it: a torch export declared a
+            # (T, N, C) output's dims as (batch_size, Addoutput_dim_1, C), which put the batch first
+            renames = dim.dim_param and not claimed_dim.HasField("dim_value")
+            if not dim.HasField("dim_value") and not renames and (claimed_dim.HasField("dim_value") or
+                                                                  claimed_dim.dim_param):
                 dim.CopyFrom(claimed_dim)
     return tuple(misdeclared)
 

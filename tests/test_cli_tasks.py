@@ -35,6 +35,15 @@ def _records(out):
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
+def test_an_n_c_1_1_classifier_records_its_top_k(tmp_path, images):
+    model = _save(tmp_path, "squeeze", nets.PooledMapClassifier(), (1, 3, 16, 16))
+    out = tmp_path / "out"
+    assert invoke("run", model, images, "-o", out, "--topk", "2").exit_code == 0
+    for record in _records(out):
+        assert record["task"] == "classification" and len(record["topk"]) == 2
+        assert record["target"] == record["topk"][0]["class"]
+
+
 def test_dense_writes_the_models_own_map(tmp_path, images):
     model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
     out = tmp_path / "out"

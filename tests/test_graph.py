@@ -74,7 +74,7 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
     assert numpy_helper.to_array(model.graph.initializer[0]).sum() == 1000
 
 
-def _ctc_model_declaring(declared, computed_reshape: bool):
+def _ctc_model_declaring(declared, computed_reshape: bool, batch=1):
     """image (1, 1, 4, 6) → Conv (8 channels, height 1) → (W=6 steps, N, 8) → MatMul → (6, N, 5) logits,
     whose output is declared ``declared``, as ddddocr's recogniser declares [1, seqlen] for (T, 1, C).
 
@@ -97,7 +97,7 @@ def _ctc_model_declaring(declared, computed_reshape: bool):
         nodes.append(helper.make_node("Squeeze", ["relu", "height"], ["sequence"]))
     nodes += [helper.make_node("Transpose", ["sequence"], ["steps"], perm=[2, 0, 1]),
               helper.make_node("MatMul", ["steps", "classifier"], ["logits"])]
-    graph = helper.make_graph(nodes, "ctc", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 4, 6])],
+    graph = helper.make_graph(nodes, "ctc", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 1, 4, 6])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, declared)], init)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
@@ -114,6 +114,20 @@ def test_a_computed_output_shape_wins_over_a_declaration_it_contradicts(computed
 def test_a_declaration_completes_what_the_graph_leaves_open_and_agrees_with():
     view = GraphView(_ctc_model_declaring(["steps", 1, 5], computed_reshape=True), complete=False)
     assert view.shape("logits") == (None, 1, 5) and view.misdeclared_outputs == ()
+
+
+def test_a_declared_dim_name_does_not_rename_the_batch_the_graph_computes():
+    """A torch export declared its (T, N, C) output (batch_size, Addoutput_dim_1, C): the declaration
+    put the input's batch name first, and the batch axis was taken for 0."""
+    from onnxcam import export
+
+    model = _ctc_model_declaring(["batch", "steps", 5], computed_reshape=False, batch="batch")
+    assert GraphView(model).symbolic_shape("logits") == (6, "batch", 5)
+    explained = export(model)
+    assert explained.contract.score_batch_axis == 1 and explained.contract.score_shape == "?x6x5"
+    session = ort.InferenceSession(explained.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits, cam = session.run(["logits", "cam"], {"image": np.random.default_rng(1).random((2, 1, 4, 6), np.float32)})
+    assert logits.shape == (6, 2, 5) and cam.shape == (2, 4, 6) and np.isfinite(cam).all()
 
 
 def test_a_model_lying_about_its_output_is_explained_as_the_sequence_it_computes():

@@ -145,8 +145,7 @@ class TaskOutputs:
                 **({"twin": twin} if twin else {})}
 
     def _sample_output(self, result, i: int) -> np.ndarray:
-        output = result.outputs[self.contract.output]
-        return np.moveaxis(output, self.contract.score_batch_axis, 0)[i]
+        return self.explainer.batch_first(result.outputs[self.contract.output])[i]
 
     # --- per task ------------------------------------------------------------------------------------
     def _classification(self, staging, stem, scores, target, size) -> dict:

@@ -37,7 +37,8 @@ class ScoreTensor:
     activation: str  # the final activation's op type, "" when the output is raw scores
     activation_output: str  # the activation's output (S itself when there is none)
     batch_axis: int  # where the batch is in S (1 for (T, N, C) sequences)
-    shape: tuple  # S's shape, batch first (None for unknown dims)
+    shape: tuple  # S's shape, batch first (None for unknown dims), without the ``squeezed`` axes
+    squeezed: tuple = ()  # batch-first axes of S dropped: the 1×1 map of an (N, C, 1, 1) classifier head
 
     @property
     def rank(self) -> int:
@@ -107,12 +108,22 @@ def score_tensor(view: GraphView, output: str, kind: str, batch_axis: int = 0) -
         raise ModelError(f"the rank of the score tensor '{tensor}' is unknown; {view.unknown_shape_fix()}, or "
                          "choose another --output")
     dims = [shape[batch_axis], *[d for i, d in enumerate(shape) if i != batch_axis]]
-    return ScoreTensor(output, tensor, kind, op_type, activated, batch_axis, tuple(dims))
+    squeezed = _SPATIAL if len(dims) == 4 and dims[2:] == [1, 1] else ()
+    dims = [d for i, d in enumerate(dims) if i not in squeezed]
+    return ScoreTensor(output, tensor, kind, op_type, activated, batch_axis, tuple(dims), squeezed)
+
+
+# SqueezeNet's and DenseNet's (N, 1000, 1, 1) probabilities are a classifier's (N, C): read as a map,
+# they were a segmentation whose class 0 was the background and whose records had no top-k
+_SPATIAL = (2, 3)
 
 
 def batch_first(e: Emitter, score: ScoreTensor, tensor: str) -> str:
-    return e.transpose(tensor, score.perm)
+    first = e.transpose(tensor, score.perm)
+    return e.squeeze(first, list(score.squeezed)) if score.squeezed else first
 
 
 def from_batch_first(e: Emitter, score: ScoreTensor, tensor: str) -> str:
+    if score.squeezed:
+        tensor = e.unsqueeze(tensor, list(score.squeezed))
     return e.transpose(tensor, list(np.argsort(score.perm)))

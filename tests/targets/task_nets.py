@@ -119,6 +119,20 @@ class Embedder(Split):
         return self.fc(a.mean(dim=(2, 3)))
 
 
+class PooledMapClassifier(nn.Module):
+    """SqueezeNet's head: a 1×1 Conv to the classes, global average pooling and a Softmax, kept 4-D:
+    (N, C, 1, 1) probabilities (``flat``: flattened to (N, C) instead)."""
+
+    def __init__(self, classes: int = 4, flat: bool = False):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, classes, 1), nn.ReLU())
+        self.flat = flat
+
+    def forward(self, x):
+        pooled = F.adaptive_avg_pool2d(self.features(x), 1)
+        return torch.softmax(pooled.flatten(1) if self.flat else pooled, dim=1)
+
+
 def export(module: nn.Module, example: torch.Tensor, output_batch_axis: int = 0, opset: int = 17) -> onnx.ModelProto:
     buffer = io.BytesIO()
     with warnings.catch_warnings():

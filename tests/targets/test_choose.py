@@ -108,3 +108,23 @@ def test_a_layer_reached_only_through_shape_ops_is_not_eligible():
     assert result.plan.layer.tensor != side
     with pytest.raises(LayerError, match="non-differentiable"):
         export(model, layer=side)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_an_n_c_1_1_head_is_a_classifier_explained_as_its_flattened_twin(method):
+    """SqueezeNet's (N, 1000, 1, 1) probabilities were a segmentation (class 0 its background);
+    scorecam reads S back in Python (head passes), gradcam only in the graph."""
+    import numpy as np
+
+    from onnxcam import Explainer
+
+    torch.manual_seed(0)
+    pooled, flat = nets.PooledMapClassifier(), nets.PooledMapClassifier(flat=True)
+    flat.load_state_dict(pooled.state_dict())
+    models = [nets.export(m.eval(), torch.randn(1, 3, 16, 16)) for m in (pooled, flat)]
+    explained = export(models[0])
+    assert explained.plan.task.name == "classification" and explained.contract.score_shape == "?x4"
+    images = np.random.default_rng(0).random((3, 3, 16, 16), np.float32)
+    four_d, two_d = (Explainer(m, method=method, provider="cpu").explain(images, target=[0, 1, -1]) for m in models)
+    np.testing.assert_allclose(four_d.cam, two_d.cam, atol=1e-5)
+    np.testing.assert_array_equal(four_d.target, two_d.target)
