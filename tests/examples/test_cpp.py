@@ -19,18 +19,19 @@ import pytest
 from onnxcam import Explainer, InputError, overlay
 from onnxcam.io.render import encode_png
 from tests.conftest import ROOT
+from tests.examples.build_folders import build_folder
 
 SOURCE = ROOT / "examples" / "cpp"
 
 
 @pytest.fixture(scope="module")
-def demo_program(pytestconfig) -> Path:
+def demo_program(pytestconfig, tmp_path_factory) -> Path:
     missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not found: the C++ example needs CMake and a C++17 compiler")
     pytest.importorskip("pybind11", reason="pybind11 is not installed: pip install 'onnxcam[cpp]'")
     key = hashlib.sha1(str(SOURCE).encode()).hexdigest()[:12]  # one build folder per checkout
-    build = Path(pytestconfig.cache.mkdir(f"onnxcam-cpp-{key}"))
+    build = build_folder(pytestconfig, tmp_path_factory, f"onnxcam-cpp-{key}")
     for step in (["cmake", "-S", str(SOURCE), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}",
                   "-DCMAKE_BUILD_TYPE=Release"],
                  ["cmake", "--build", str(build), "-j2"]):

@@ -21,18 +21,19 @@ from click.testing import CliRunner
 from onnxcam import Explainer
 from onnxcam.cli import cli
 from tests.conftest import ROOT
+from tests.examples.build_folders import build_folder
 
 EXAMPLE = ROOT / "examples" / "node"
 _OFFLINE = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ENETUNREACH", "network")
 
 
 @pytest.fixture(scope="module")
-def node_modules(pytestconfig) -> Path:
+def node_modules(pytestconfig, tmp_path_factory) -> Path:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not found: the Node.js example needs Node.js and npm")
     manifest = (EXAMPLE / "package.json").read_bytes()
-    folder = Path(pytestconfig.cache.mkdir(f"onnxcam-node-{hashlib.sha1(manifest).hexdigest()[:12]}"))
+    folder = build_folder(pytestconfig, tmp_path_factory, f"onnxcam-node-{hashlib.sha1(manifest).hexdigest()[:12]}")
     if not (folder / "node_modules" / "onnxruntime-node").is_dir():
         shutil.copy(EXAMPLE / "package.json", folder)
         done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=folder, capture_output=True,
