@@ -72,7 +72,7 @@ def preprocess_options(func):
     options = [
         click.option("--labels", type=click.Path(dir_okay=False), default=None,
                      help="Labels file, one class name per line (sequence: the CTC dictionary, with or without the "
-                          "blank)."),
+                          "blank). Default: the names or dictionary in the model's metadata, where it has them."),
         click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
                      help="Pre-processing preset (default: the sidecar MODEL.json, else imagenet)."),
         click.option("--size", default=None, metavar="HxW", help="Resize images to this size (default: the model's)."),

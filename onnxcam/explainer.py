@@ -23,8 +23,8 @@ from onnxcam.exporter import export
 from onnxcam.graph import GraphView, fed_inputs, load_model, size_options
 from onnxcam.io.files import write_atomically
 from onnxcam.io.held_weights import hold_weights
-from onnxcam.io.images import (DEFAULT_MAX_PIXELS, decode_image, model_dictionary, read_labels, resolve_preprocess,
-                               to_bgr8)
+from onnxcam.io.images import (DEFAULT_MAX_PIXELS, decode_image, model_class_names, model_dictionary, read_labels,
+                               resolve_preprocess, to_bgr8)
 from onnxcam.io.records import same_greedy_text
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
@@ -154,8 +154,10 @@ class Explainer:
     ``io_binding``: "auto" runs CUDA sessions through ONNX Runtime's IO binding (pinned uploads, one
     stream per session), True the CPU's too, False none; ``cuda_options`` are CUDA execution provider
     options laid over onnxcam's (e.g. ``{"device_id": 1}``, ``{"use_tf32": 0}`` for FP32 convolutions).
-    ``explainer.labels`` are the labels file's (``preprocess``), else a sequence model's own CTC dictionary
-    from its metadata (``character``, as paddle2onnx writes PaddleOCR's; ``labels_in_model`` then).
+    ``explainer.labels`` are the labels file's (``preprocess``), else the model's own from its metadata
+    (``labels_in_model`` then): a sequence model's CTC dictionary (``character``, as paddle2onnx writes
+    PaddleOCR's), or a classifier's, segmenter's or detector's class names, one per class (ultralytics'
+    ``names``, or a ``character`` list).
     ``explainer.model`` is the explain model's graph; its weights wait in a temporary data file
     that the sessions read (:meth:`full_model` and :meth:`save` give the complete model).
     """
@@ -227,12 +229,26 @@ class Explainer:
                      self._method.title, self._method.passes, self.run_options.passes_batch)
 
     def _labels(self) -> tuple[list[str] | None, bool]:
-        """The labels file's (``preprocess.labels``), else a recogniser's own dictionary from its metadata;
-        and whether they are the model's."""
+        """The labels file's (``preprocess.labels``), else the model's own from its metadata: a recogniser's
+        dictionary, or one name per class; and whether they are the model's."""
         if self.preprocess.labels:
             return read_labels(self.preprocess.labels), False
-        own = model_dictionary(self.model) if self.task == "sequence" else None
-        return own, own is not None
+        if self.task == "sequence":
+            own = model_dictionary(self.model)
+            return own, own is not None
+        found = model_class_names(self.model, self._class_count())
+        if found is None:
+            return None, False
+        names, key = found
+        log.info("class names from the model's metadata ('%s'): %d classes (--labels FILE replaces them)", key,
+                 len(names))
+        return names, True
+
+    def _class_count(self) -> int | None:
+        if self.task == "detection":
+            head = Head.from_json(self.contract.detection)
+            return head.classes if head is not None else None
+        return self.num_classes if self.task in ("classification", "segmentation") else None
 
     @staticmethod
     def _checked_options(passes_batch, options: dict) -> RunOptions:

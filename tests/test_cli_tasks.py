@@ -44,6 +44,36 @@ def test_an_n_c_1_1_classifier_records_its_top_k(tmp_path, images):
         assert record["target"] == record["topk"][0]["class"]
 
 
+@pytest.mark.parametrize("key, value", [("names", "{0: 'cat', 1: 'dog', 2: 'bird', 3: 'fish'}"),
+                                        ("character", "cat\ndog\nbird\nfish")], ids=["ultralytics", "paddle2onnx"])
+def test_a_classifier_labels_its_classes_with_the_names_in_its_metadata(tmp_path, images, key, value):
+    model = _save(tmp_path, "named", nets.PooledMapClassifier(flat=True), (1, 3, 16, 16))
+    proto = onnx.load(str(model))
+    onnx.helper.set_model_props(proto, {key: value})
+    onnx.save(proto, str(model))
+    names = ["cat", "dog", "bird", "fish"]
+    result = invoke("run", model, images, "-o", tmp_path / "own")
+    assert result.exit_code == 0 and f"class names from the model's metadata ('{key}'): 4 classes" in result.output
+    for record in _records(tmp_path / "own"):
+        assert record["target_label"] == names[record["target"]]
+        assert [t["label"] for t in record["topk"]] == [names[t["class"]] for t in record["topk"]]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\nd\n")
+    result = invoke("run", model, images, "-o", tmp_path / "given", "--labels", labels)
+    assert result.exit_code == 0 and "class names from the model's metadata" not in result.output
+    assert all(r["target_label"] == "abcd"[r["target"]] for r in _records(tmp_path / "given"))
+
+
+def test_metadata_names_that_are_not_one_per_class_are_not_used(tmp_path, images):
+    model = _save(tmp_path, "misnamed", nets.PooledMapClassifier(flat=True), (1, 3, 16, 16))
+    proto = onnx.load(str(model))
+    onnx.helper.set_model_props(proto, {"names": "{0: 'cat', 1: 'dog'}", "character": "cat\ndog\nbird"})
+    onnx.save(proto, str(model))
+    result = invoke("run", model, images, "-o", tmp_path / "out")
+    assert result.exit_code == 0 and "class names from the model's metadata" not in result.output
+    assert all(r["target_label"] == str(r["target"]) for r in _records(tmp_path / "out"))
+
+
 def test_dense_writes_the_models_own_map(tmp_path, images):
     model = _save(tmp_path, "db", nets.DBLikeDetector(), (1, 3, 32, 32))
     out = tmp_path / "out"

