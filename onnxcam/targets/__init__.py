@@ -72,8 +72,18 @@ def choose_target(view: GraphView, image: str, task: str = "auto", output: str |
         "onnxcam explains outputs shaped (N, C), (N, T, C) with a Softmax, (N, 1, H, W), (N, C, H, W) or raw " \
         "detector heads ((N, 4+C, A), (N, A, 5+C), per-level scores and boxes, (N, K, 6) end-to-end rows)"
     if output and requested is None:
-        raise ModelError(f"output '{output}' {_shape(view, output)} fits no task: {wanted}; pick one with --task")
+        raise ModelError(f"output '{output}' {_shape(view, output)} fits no task: {wanted}; "
+                         f"{_tasks_on_request(view, image, output, kind)}")
     raise ModelError(f"no output fits: {wanted} (outputs: {listing}); name one with --output, or pick --task")
+
+
+def _tasks_on_request(view: GraphView, image: str, output: str, kind: str) -> str:
+    """What to do about an output no task detects: the tasks that explain it when asked, if any."""
+    score = score_tensor(view, output, kind, _batch_axis(view, image, output))
+    asked = [t.name for t in TASKS.values() if t.fits(view, score)]
+    if asked:
+        return f"--task {' or --task '.join(asked)} explains it"
+    return "no task explains an output of this shape"
 
 
 def _located(task: Task, view: GraphView, score: ScoreTensor) -> ScoreTensor:

@@ -61,8 +61,9 @@ def test_raw_ctc_logits_are_a_sequence_and_detector_heads_are_detectors():
     assert '"sigmoid":true' in detector.contract.detection
 
 
-def test_a_named_output_that_fits_no_task_says_so_and_asks_for_a_task():
-    """Before, naming it with --output still ended in "name one with --output"."""
+def test_a_named_output_that_fits_no_task_says_so_and_whether_a_task_takes_it():
+    """Before, naming it with --output still ended in "name one with --output", then in "pick one with
+    --task" where no task would take it either."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -73,7 +74,8 @@ def test_a_named_output_that_fits_no_task_says_so_and_asks_for_a_task():
                               [numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w"),
                                numpy_helper.from_array(np.array([1], np.int64), "axis")])
     view = GraphView(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    with pytest.raises(ModelError, match=r"^output 'volume' \(1, 1, 2, 4, 4\) fits no task: .*; pick one with --task$"):
+    with pytest.raises(ModelError, match=r"^output 'volume' \(1, 1, 2, 4, 4\) fits no task: .*; no task explains an "
+                                         r"output of this shape$"):
         choose_target(view, "input", output="volume")
 
 
