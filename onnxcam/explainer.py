@@ -507,8 +507,10 @@ class Explainer:
 
     def _predictions(self) -> Predictions:
         """What the twin check compares as this task's predictions."""
-        if self.task == "classification":
-            return Predictions(frozenset({self.contract.output}))
+        if self.task == "classification":  # top-1 over the classes, batch first (an (N, C, 1, 1) head's too)
+            output = self.contract.output
+            return Predictions(frozenset({output}), parts=lambda name, values: {
+                name: self.batch_first(values) if name == output else values})
         if self.task == "sequence":
             return Predictions(frozenset({self.contract.output}), functools.partial(
                 same_greedy_text, batch_axis=self.contract.score_batch_axis, blank=self.contract.blank))

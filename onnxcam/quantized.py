@@ -552,7 +552,8 @@ class Predictions:
     """What of a model's outputs its predictions are, for comparing a twin with its model: the outputs
     holding classes on their last axis (compared by ``same``: the clear arg-maxes unless given, e.g. a
     recogniser's decoded text), and ``parts``, which splits an output into parts compared on their own
-    (a detector's box coordinates would otherwise drown its probabilities in one difference)."""
+    (a detector's box coordinates would otherwise drown its probabilities in one difference) or
+    reshapes it (a class output named as itself: an (N, C, 1, 1) classifier's as (N, C))."""
 
     class_outputs: frozenset[str] = frozenset()
     same: Callable[[np.ndarray, np.ndarray], bool] | None = None  # (model's, twin's) -> the same prediction
@@ -606,12 +607,12 @@ def compare_outputs(expected: dict, got: dict, predictions: Predictions) -> Agre
              if name in got and np.asarray(a).dtype.kind == "f" and np.shape(a) == np.shape(got[name])}
     if not pairs:
         return Agreement(None, reason="the model has no float output to compare")
-    ranked = [pair for name, pair in pairs.items()
-              if name in predictions.class_outputs and pair[0].ndim and pair[0].shape[-1] > 1]
-    top1 = all((predictions.same or _same_clear_top1)(a, b) for a, b in ranked)
     if predictions.parts:
         pairs = {label: (part, predictions.parts(name, b)[label]) for name, (a, b) in pairs.items()
                  for label, part in predictions.parts(name, a).items()}
+    ranked = [pair for name, pair in pairs.items()
+              if name in predictions.class_outputs and pair[0].ndim and pair[0].shape[-1] > 1]
+    top1 = all((predictions.same or _same_clear_top1)(a, b) for a, b in ranked)
     difference = max(float(np.abs(a - b).max(initial=0.0)) for a, b in pairs.values())
     largest = max(float(np.abs(a).max(initial=0.0)) for a, _ in pairs.values())
     relative = max(_relative_difference(a, b) for a, b in pairs.values())

@@ -30,6 +30,7 @@ from onnxcam.headmodel import cut_model
 from onnxcam.quantized import TWIN_RULES, float_twin
 from onnxcam.runtime import make_session
 from tests import nets
+from tests.targets import task_nets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import zoo_report  # noqa: E402
@@ -100,7 +101,8 @@ SEQUENCE = (5, 1, 8)
 # network → its input shape and the int8 versions the tests write of it
 _NETWORKS = {"cnn": (_cnn, INPUT, ("dynamic", "qoperator", "qdq")), "branches": (_Branches, INPUT, ("dynamic", "qoperator")),
              "lstm": (_Recurrent, SEQUENCE, ("dynamic",)),
-             "softmax": (lambda: nn.Sequential(_cnn(), nn.Softmax(dim=1)), INPUT, ("qoperator",))}  # QLinearSoftmax
+             "softmax": (lambda: nn.Sequential(_cnn(), nn.Softmax(dim=1)), INPUT, ("qoperator",)),  # QLinearSoftmax
+             "pooled": (lambda: task_nets.PooledMapClassifier(), INPUT, ("dynamic",))}  # (N, C, 1, 1) probabilities
 
 
 @pytest.fixture(scope="module")
@@ -357,6 +359,15 @@ def test_the_first_batch_check_runs_once_and_costs_nothing_without_a_twin(models
     assert len(checks) == 1 and explainer.twin_check.checked and not explainer.twin_check.large
 
 
+def test_the_first_batch_check_compares_an_n_c_1_1_classifiers_top1_over_its_classes(models):
+    from onnxcam import Explainer
+
+    explainer = Explainer(models["pooled/dynamic"])
+    assert explainer.task == "classification"
+    explainer.explain(3 * _probe(3, (2, 3, 16, 16)) - 1)
+    assert explainer.twin_check.checked and explainer.twin_check.top1_compared  # over C, not the 1x1 map's last axis
+
+
 def _qdq(module: nn.Module, folder: Path, name: str, shape=INPUT) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """(float export, its static QDQ quantisation): Q → DQ pairs after every quantised tensor."""
     torch.manual_seed(0)
@@ -377,8 +388,6 @@ def test_a_qdq_model_is_planned_as_its_float_model(tmp_path):
     """The final Softmax/Sigmoid behind a Q → DQ pair is still found (the logits are explained, not the
     probabilities), and a dense model's automatic layer is still before its head (the head's walk passes
     the pairs), as in the float model."""
-    from tests.targets import task_nets
-
     torch.manual_seed(0)
     classifier = nn.Sequential(_cnn(), nn.Softmax(dim=1))
     float_plan, qdq_plan = (export(m).plan for m in _qdq(classifier, tmp_path, "softmax"))
