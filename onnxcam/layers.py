@@ -225,6 +225,8 @@ def considered_layers(view: GraphView, score: str, input_layouts: dict[str, str]
 def _why_not(layer: Layer, paths: ScorePaths) -> str:
     if layer.tensor not in paths.to_score:
         return "the score depends on it only through non-differentiable ops (its gradient is zero)"
+    if any(d == 0 for d in (*(layer.spatial or ()), layer.channels)):
+        return "a side of size 0 (an empty map)"
     if not _has_spatial_extent(layer):
         return "no spatial extent (1x1)"
     if layer.channels == 1:

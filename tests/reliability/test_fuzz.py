@@ -47,3 +47,12 @@ def test_valid_inputs_pass():
              fuzz.Case(-3, SEED, "image", "none", "small.png", fuzz.image_bases()["small.png"])]
     results = fuzz.run_cases(valid, timeout_s=TIMEOUT_S, workers=1)
     assert [r.outcome for r in results] == ["ok"] * 3, [(r.case.detail, r.outcome, r.error_type, r.message) for r in results]
+
+
+def test_a_layer_declared_with_a_zero_size_side_is_refused():
+    """Found with seed 20261201: a value_info giving the layer a zero dim ended in a ZeroDivisionError in the
+    map's resize; the layer is now not eligible ("a side of size 0")."""
+    case = fuzz.make_case(20261201, 99)
+    assert (case.mutation, case.detail) == ("odd_dim", "tiny: value_info 'r1': zero dim 2")
+    [result] = fuzz.run_cases([case], timeout_s=TIMEOUT_S, workers=1)
+    assert result.outcome == "refused", (result.outcome, result.error_type, result.message)
