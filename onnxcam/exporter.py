@@ -42,7 +42,8 @@ from onnxcam.methods import AUTO, METHODS, Method, get_method, resolve_method
 from onnxcam.methods.context import GraphContext, LayerContext
 from onnxcam.methods.fusion import check_fuse, fuse_maps
 from onnxcam.methods.head import finish_cam
-from onnxcam.plan import Plan, check_input_size, fix_input_shape, layer_specs, make_plans, parse_input_shape, plan_view
+from onnxcam.plan import (Plan, check_input_size, check_rows_per_image, fix_input_shape, layer_specs, make_plans,
+                          parse_input_shape, plan_view)
 from onnxcam.quantized import Twin, checked_float_twin
 from onnxcam.targets import EmittedTarget, TaskOptions, emit_target
 from onnxcam.targets.detection import head_for
@@ -166,6 +167,8 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
     plans = make_plans(view, request.layers, score=request.score, layout=request.layout, output=request.output,
                        task=request.task)
     plan = plans[0]
+    if resized:
+        check_rows_per_image(model, plan, *resized)
     chosen, request, method_reason = _resolved_method(request, plans)
     expose = request.expose
     _check_method(chosen, request.for_runtime)

@@ -25,7 +25,7 @@ from onnxcam.targets.score import ScoreTensor
 log = logging.getLogger(__name__)
 
 __all__ = ["Plan", "make_plan", "make_plans", "layer_specs", "plan_view", "fix_input_shape", "parse_input_shape",
-           "check_input_size", "SCORE_CHOICES", "LAYOUT_CHOICES"]
+           "check_input_size", "check_rows_per_image", "SCORE_CHOICES", "LAYOUT_CHOICES"]
 
 LAYOUT_CHOICES = ("auto", "NCHW", "NHWC")
 _IMAGE_CHANNELS = (1, 3, 4)
@@ -241,6 +241,42 @@ def check_input_size(view: GraphView, declared, fixed) -> None:
         return
     raise ModelError(f"input '{_image_input(view)}' at {format_shape(fixed)} does not fit the model: {found}; give a "
                      f"size its graph takes (the input is declared {format_shape(declared)}) with {size_fixed_by()}")
+
+
+def check_rows_per_image(model: onnx.ModelProto, plan: Plan, declared, fixed) -> None:
+    """Refuse an input size at which the score tensor no longer has one row per image: a Reshape to -1
+    rows folds a map larger than the graph was built for into the batch (a classifier fed 256² instead
+    of 224² then gives four rows per image), which inferred shapes cannot see. Runs the model once,
+    on zeros at batch 1 (``fixed`` may fix another batch); skipped where that run fails."""
+    score = plan.score_tensor
+    batch = fixed[0] if isinstance(fixed[0], int) and fixed[0] > 0 else 1
+    rows = _score_rows(model, plan.image, [batch, *fixed[1:]], score.tensor, score.batch_axis)
+    if rows is None or rows == batch:
+        return
+    raise ModelError(f"input '{plan.image}' at {format_shape(fixed)} gives '{score.tensor}' {rows / batch:g} rows "
+                     f"per image: the graph folds the larger map into the batch, so its outputs no longer "
+                     f"match the images; give the size the model was built for (its input is declared "
+                     f"{format_shape(declared)}) with {size_fixed_by()}")
+
+
+def _score_rows(model: onnx.ModelProto, image: str, dims: list, tensor: str, batch_axis: int) -> int | None:
+    """The size of ``tensor``'s batch axis on one run of ``model`` on zeros of ``dims``; ``None`` where it
+    does not run."""
+    from onnxcam.runtime import model_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    if tensor not in {o.name for o in probe.graph.output}:
+        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    info = next(i for i in probe.graph.input if i.name == image)
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+        session = model_session(probe, "cpu", threads=None, announce=False)
+        values = session.run([tensor], {image: np.zeros(dims, dtype)})[0]
+    except Exception as exc:  # noqa: BLE001 - a model that does not run on zeros is checked no further here
+        log.debug("rows-per-image probe did not run (%s)", exc)
+        return None
+    return int(values.shape[batch_axis]) if values.ndim > batch_axis else None
 
 
 def _size_contradiction(view: GraphView) -> str | None:

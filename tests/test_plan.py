@@ -110,3 +110,28 @@ def test_an_input_size_the_graph_cannot_take_is_refused_at_export(head, node):
     with pytest.raises(ModelError, match=rf"1x12x12x3 does not fit .*{node}.*declared \?x8x8x3"):
         export(_nhwc_model(head), input_shape="1x12x12x3")  # 576 features where the Dense takes 256
     assert export(_nhwc_model(head), input_shape="1x8x8x3").plan.layer.shape[-2:] in ((8, 8), (8, 4))
+
+
+def _pooled_rows_model() -> onnx.ModelProto:
+    """image (N, 3, 8, 8) → Conv(4) → Relu → AveragePool 8x8 → Reshape to (-1, 4) → MatMul → Softmax, as
+    nsfw.onnx's head: at 16x16 the pool leaves a 2x2 map, which the Reshape folds into four rows per image."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("AveragePool", ["relu"], ["pooled"], kernel_shape=[8, 8], strides=[8, 8]),
+             helper.make_node("Reshape", ["pooled", "rows"], ["flat"], name="to_rows"),
+             helper.make_node("MatMul", ["flat", "fc"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    init = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.array([-1, 4], np.int64), "rows"),
+            numpy_helper.from_array(rng.standard_normal((4, 2)).astype(np.float32), "fc")]
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_size_that_folds_the_map_into_the_batch_is_refused():
+    with pytest.raises(ModelError, match=r"at 1x3x16x16 gives 'logits' 4 rows per image: the graph folds .* declared "
+                                         r"\?x3x8x8\) with --input-shape"):
+        export(_pooled_rows_model(), input_shape="1x3x16x16")
+    assert export(_pooled_rows_model(), input_shape="2x3x8x8").plan.score_tensor.tensor == "logits"
