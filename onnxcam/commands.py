@@ -232,7 +232,7 @@ def _without_spin_waits(command):
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--method", type=click.Choice([AUTO, *method_names()]), default=AUTO, show_default=True,
               help="CAM method; auto = gradcam, or hirescam for detectors; where no gradient reaches the layer, "
-                   "ablationcam (eigencam for detectors).")
+                   "ablationcam (eigencam for detectors, several layers and embeddings).")
 @click.option("--target", type=int, default=None,
               help="The task's index for every image: a class (classification, segmentation), an output unit "
                    "(regression), a time step (sequence). Default: the task's default target.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
 from onnxcam.quantized import Agreement, Predictions, check_first_batch
-from onnxcam.runtime import check_single_runtime, memory_budget, model_session
+from onnxcam.runtime import check_single_runtime, memory_budget, model_session, runtime_message
 from onnxcam.targets import requests
 
 __all__ = ["Explainer", "Explanation", "load_explain_model"]
@@ -172,11 +173,12 @@ class Explainer:
         path = model if isinstance(model, (str, Path)) else None
         export_options = {k: options.pop(k) for k in _EXPORT_OPTIONS if k in options}
         run_options = self._checked_options(passes_batch, options)
-        # "auto" is in-graph, unless gradients reach no layer: the export then falls back to a runtime method
+        # "auto" is in-graph, unless gradients reach no layer: the export then picks a gradient-free method
         chosen = get_method(resolve_method(method, ""))
         self.preprocess = resolve_preprocess(path, preprocess)
         proto = load_model(model)
         self._quantized = None  # an integer-op model exported here: checked against its twin on the first batch
+        self._twin_lock = threading.Lock()  # one first batch takes the quantised model, even from several threads
         if is_explain_model(proto):
             self._check_matches(proto, layer, method)
             self.export_seconds = 0.0
@@ -189,6 +191,7 @@ class Explainer:
                 exported = export(proto, layer=layer, method=method, expose=expose, for_runtime=not chosen.in_graph,
                                   runtime_fallback=True, **export_options)
             proto, self.export_seconds, self._quantized = exported.model, exported.seconds, exported.quantized
+        self._twin_checkable = self._quantized is not None
         self.model = proto
         self.contract = Contract.read(proto)
         self.twin_check: Agreement | None = None  # the quantised model vs its twin on the first batch
@@ -486,8 +489,8 @@ class Explainer:
         except OnnxCamError:
             raise
         except Exception as exc:  # ORT raises its own types for bad feeds
-            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"ONNX Runtime could not run the explain model on this input: {message}") from None
+            raise InputError(f"ONNX Runtime could not run the explain model on this input: {runtime_message(exc)}") \
+                from None
         if self._quantized is not None:
             self.check_twin(feeds[self.input_name], dict(zip(names, values)))
         return values
@@ -496,9 +499,10 @@ class Explainer:
         """Once, on the first batch the explain model ran: the quantised model it was exported from, in a
         plain session, against the twin's outputs the explain model just computed (``twin_check``; a
         warning when they disagree). Then the quantised model is let go."""
-        if self._quantized is None:
+        with self._twin_lock:
+            quantized, self._quantized = self._quantized, None
+        if quantized is None:
             return
-        quantized, self._quantized = self._quantized, None
         wanted = set(self.model_outputs)
         host = {name: value.numpy() if isinstance(value, ort.OrtValue) else value
                 for name, value in outputs.items() if name in wanted}
@@ -530,7 +534,7 @@ class Explainer:
                  "max_difference": float(f"{meta.twin_max_difference:.4g}")}
         if self.twin_check is not None:
             first = self.twin_check.as_record()
-        elif self._quantized is None:
+        elif not self._twin_checkable:
             first = {"top1": "unchecked", "reason": "an explain model holds only the twin; give the quantised model "
                                                     "itself to check them against each other"}
         else:

@@ -496,7 +496,7 @@ def _settle_output_shapes(graph: onnx.GraphProto, declared: dict[str, onnx.Value
     that agrees; where the two contradict each other, the found shape wins, with a warning. Returns
     the outputs whose declarations were contradicted."""
     misdeclared = []
-    input_names = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    input_dim_names = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
     for output in graph.output:
         found, claim = output.type.tensor_type, declared[output.name].type.tensor_type
         if not claim.HasField("shape"):
@@ -515,9 +515,9 @@ def _settle_output_shapes(graph: onnx.GraphProto, declared: dict[str, onnx.Value
             # a dim the graph ties to an input's dim (the batch) keeps its name: a torch export declared a
             # (T, N, C) output's dims as (batch_size, Addoutput_dim_1, C), which put the batch first;
             # a name inference made up (unk__3) is still replaced by the declared one
-            renames = dim.dim_param in input_names and not claimed_dim.HasField("dim_value")
-            if not dim.HasField("dim_value") and not renames and (claimed_dim.HasField("dim_value") or
-                                                                  claimed_dim.dim_param):
+            keeps_name = dim.dim_param in input_dim_names and not claimed_dim.HasField("dim_value")
+            if not dim.HasField("dim_value") and not keeps_name and (claimed_dim.HasField("dim_value") or
+                                                                     claimed_dim.dim_param):
                 dim.CopyFrom(claimed_dim)
     return tuple(misdeclared)
 

@@ -247,7 +247,10 @@ def check_rows_per_image(model: onnx.ModelProto, plan: Plan, declared, fixed) ->
     """Refuse an input size at which the score tensor no longer has one row per image: a Reshape to -1
     rows folds a map larger than the graph was built for into the batch (a classifier fed 256² instead
     of 224² then gives four rows per image), which inferred shapes cannot see. Runs the model once,
-    on zeros at batch 1 (``fixed`` may fix another batch); skipped where that run fails."""
+    on zeros at batch 1 (``fixed`` may fix another batch), where ``fixed`` replaced a static size the
+    model was built for; skipped where that run fails."""
+    if declared is None or None in declared[1:] or tuple(declared[1:]) == tuple(fixed[1:]):
+        return  # a dynamic model is built for sizes; the size it declares is its own
     score = plan.score_tensor
     batch = fixed[0] if isinstance(fixed[0], int) and fixed[0] > 0 else 1
     rows = _score_rows(model, plan.image, [batch, *fixed[1:]], score.tensor, score.batch_axis)
@@ -264,18 +267,21 @@ def _score_rows(model: onnx.ModelProto, image: str, dims: list, tensor: str, bat
     does not run."""
     from onnxcam.runtime import model_session
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    if tensor not in {o.name for o in probe.graph.output}:
-        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    info = next(i for i in probe.graph.input if i.name == image)
+    outputs = model.graph.output
+    added = tensor not in {o.name for o in outputs}
+    if added:  # for the run only (no copy of the weights)
+        outputs.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    info = next(i for i in model.graph.input if i.name == image)
     try:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
-        session = model_session(probe, "cpu", threads=None, announce=False)
+        session = model_session(model, "cpu", threads=None, announce=False)
         values = session.run([tensor], {image: np.zeros(dims, dtype)})[0]
     except Exception as exc:  # noqa: BLE001 - a model that does not run on zeros is checked no further here
         log.debug("rows-per-image probe did not run (%s)", exc)
         return None
+    finally:
+        if added:
+            outputs.pop()
     return int(values.shape[batch_axis]) if values.ndim > batch_axis else None
 
 

@@ -47,7 +47,7 @@ from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.rules.quantize import INTEGER_RANGES
 from onnxcam.errors import ModelError, UnsupportedOpError
 from onnxcam.graph import FLOAT_TYPES, TWIN_PREFIX, GraphView, fed_inputs, node_attribute, size_fixed_by
-from onnxcam.runtime import model_session
+from onnxcam.runtime import model_session, runtime_message
 
 __all__ = ["Twin", "Agreement", "Predictions", "float_twin", "checked_float_twin", "check_agreement", "check_first_batch",
            "TWIN_RULES", "DISAGREEMENT"]
@@ -128,7 +128,8 @@ class Twin:
 
     @property
     def top1(self) -> str:
-        """The contract's word for the agreement: "equal", "differs", "unchecked" ("" for no twin)."""
+        """The contract's word for the agreement: "equal", "differs", "not compared", "unchecked" ("" for no
+        twin)."""
         if not self.modified or self.agreement is None:
             return ""
         return self.agreement.top1
@@ -596,9 +597,12 @@ def _compared_on(quantized: onnx.ModelProto, feeds: dict, names: list[str], twin
     try:
         expected = model_session(quantized, "cpu", threads=threads, announce=False).run(names, feeds)
     except Exception as exc:  # a check must not stop the run: ORT raises its own types
-        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        return Agreement(None, reason=f"ONNX Runtime could not run the quantised model on the batch: {message}")
-    return compare_outputs(dict(zip(names, expected)), twin_outputs, predictions)
+        return Agreement(None, reason=f"ONNX Runtime could not run the quantised model on the batch: "
+                                      f"{runtime_message(exc)}")
+    try:
+        return compare_outputs(dict(zip(names, expected)), twin_outputs, predictions)
+    except Exception as exc:  # noqa: BLE001 - nor must an output the comparison cannot read (an empty batch)
+        return Agreement(None, reason=f"the outputs could not be compared: {type(exc).__name__}: {exc}")
 
 
 def compare_outputs(expected: dict, got: dict, predictions: Predictions) -> Agreement:

@@ -122,6 +122,12 @@ def make_session(model_bytes: bytes | str, provider: str = "auto", threads: int 
         raise ModelError(f"ONNX Runtime cannot load the model: {reason[:400]}") from None
 
 
+def runtime_message(exc: Exception) -> str:
+    """The line of an ONNX Runtime exception that says what went wrong (its last), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
 def model_session(model, provider: str = "auto", threads: int | None = None, announce: bool = True,
                   **binding) -> Session:
     """:func:`make_session` for a ModelProto, which ONNX Runtime reads from a temporary file: from

@@ -134,4 +134,18 @@ def test_a_size_that_folds_the_map_into_the_batch_is_refused():
     with pytest.raises(ModelError, match=r"at 1x3x16x16 gives 'logits' 4 rows per image: the graph folds .* declared "
                                          r"\?x3x8x8\) with --input-shape"):
         export(_pooled_rows_model(), input_shape="1x3x16x16")
-    assert export(_pooled_rows_model(), input_shape="2x3x8x8").plan.score_tensor.tensor == "logits"
+
+
+def test_the_rows_per_image_run_is_only_for_a_replaced_fixed_size(monkeypatch):
+    from onnxcam import plan
+
+    runs = []
+    monkeypatch.setattr(plan, "_score_rows", lambda *args: runs.append(args[2]) or None)
+    export(_pooled_rows_model(), input_shape="2x3x8x8")  # its own size, another batch
+    dynamic = _pooled_rows_model()
+    for d in dynamic.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "side"
+    export(dynamic, input_shape="1x3x8x8")  # a dynamic model is built for any size
+    assert runs == []
+    export(_pooled_rows_model(), input_shape="1x3x24x24")
+    assert len(runs) == 1

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 try:
@@ -25,6 +26,9 @@ __all__ = ["LOCK_FILE", "ScratchFolder", "remove_abandoned_folders"]
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "owner.lock"
+# this process's own folders, never swept: where flock is emulated with POSIX locks (NFS), this process
+# would get its own lock again, and closing that second descriptor would drop the lock it holds
+_OWN: set[str] = set()
 
 
 class ScratchFolder:
@@ -35,16 +39,19 @@ class ScratchFolder:
         remove_abandoned_folders(prefix)
         self._folder = tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True)
         self.path = Path(self._folder.name)
+        _OWN.add(str(self.path))
         try:
             self._lock = _locked(self.path)  # closed (unlocked) with this object, or by the kernel
         except OSError:
-            self._folder.cleanup()
+            self.cleanup()
             raise
+        weakref.finalize(self, _OWN.discard, str(self.path))
 
     def cleanup(self) -> None:
-        if self._lock is not None:
+        if getattr(self, "_lock", None) is not None:
             self._lock.close()
         self._folder.cleanup()
+        _OWN.discard(str(self.path))
 
 
 def remove_abandoned_folders(prefix: str, parent: str | None = None) -> int:
@@ -54,7 +61,8 @@ def remove_abandoned_folders(prefix: str, parent: str | None = None) -> int:
     if fcntl is None:
         return 0
     try:
-        entries = [e.path for e in os.scandir(parent or tempfile.gettempdir()) if e.name.startswith(prefix)]
+        entries = [e.path for e in os.scandir(parent or tempfile.gettempdir())
+                   if e.name.startswith(prefix) and e.path not in _OWN]
     except OSError:
         return 0
     removed = 0

@@ -46,8 +46,8 @@ class ScoreTensor:
 
     @property
     def perm(self) -> list[int]:
-        """S's axes in batch-first order."""
-        axes = list(range(self.rank))
+        """S's axes in batch-first order (S's own axes, the squeezed ones among them)."""
+        axes = list(range(self.rank + len(self.squeezed)))
         return [self.batch_axis, *[a for a in axes if a != self.batch_axis]]
 
     def describe(self) -> str:
