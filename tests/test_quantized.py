@@ -365,7 +365,8 @@ def test_the_first_batch_check_compares_an_n_c_1_1_classifiers_top1_over_its_cla
     explainer = Explainer(models["pooled/dynamic"])
     assert explainer.task == "classification"
     explainer.explain(3 * _probe(3, (2, 3, 16, 16)) - 1)
-    assert explainer.twin_check.checked and explainer.twin_check.top1_compared  # over C, not the 1x1 map's last axis
+    assert explainer.twin_check.top1_compared  # over C, not along the 1x1 map's last axis
+    assert explainer.twin_facts["first_batch"]["top1"] == "equal" and explainer.twin_facts["first_batch"]["agrees"]
 
 
 def _qdq(module: nn.Module, folder: Path, name: str, shape=INPUT) -> tuple[onnx.ModelProto, onnx.ModelProto]:
