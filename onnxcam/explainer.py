@@ -24,7 +24,7 @@ from onnxcam.graph import GraphView, fed_inputs, load_model, size_options
 from onnxcam.io.files import write_atomically
 from onnxcam.io.held_weights import hold_weights
 from onnxcam.io.images import (DEFAULT_MAX_PIXELS, decode_image, model_class_names, model_dictionary, read_labels,
-                               resolve_preprocess, to_bgr8)
+                               resolve_preprocess, to_bgr8, unfit_class_names)
 from onnxcam.io.records import same_greedy_text
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
@@ -236,8 +236,13 @@ class Explainer:
         if self.task == "sequence":
             own = model_dictionary(self.model)
             return own, own is not None
-        found = model_class_names(self.model, self._class_count())
+        classes = self._class_count()
+        found = model_class_names(self.model, classes)
         if found is None:
+            unfit = unfit_class_names(self.model, classes)
+            if unfit:
+                log.warning("the model's metadata names no class: %s; the records number the classes (give their "
+                            "names with --labels FILE)", unfit)
             return None, False
         names, key = found
         log.info("class names from the model's metadata ('%s'): %d classes (--labels FILE replaces them)", key,
