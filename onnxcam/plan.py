@@ -87,11 +87,15 @@ def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout
 
 
 def layer_specs(layer) -> list[str]:
-    """One layer spec or several as a list, ``None``/"" meaning "auto"; an empty list is refused."""
+    """One layer spec or several as a list, ``None``/"" meaning "auto"; an empty list, or one naming a
+    layer twice, is refused."""
     specs = [layer] if layer is None or isinstance(layer, str) else list(layer)
     specs = ["auto" if spec in (None, "") else spec for spec in specs]
     if not specs:
         raise OnnxCamError("no layer given; pass 'auto', a layer name, or a list of layer names")
+    repeated = next((spec for spec in specs if specs.count(spec) > 1), None)
+    if repeated is not None:  # by the caller's own spelling: "auto" twice is not the tensor it picks, twice
+        raise OnnxCamError(f"layer '{repeated}' is given more than once; give each target layer once")
     return specs
 
 

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcam import ModelError, OnnxCamError, export
 from onnxcam.graph import GraphView
-from onnxcam.plan import fix_input_shape
+from onnxcam.plan import fix_input_shape, layer_specs
 
 
 def _fixed_conv_model(reshape_to_old_size: bool = False) -> onnx.ModelProto:
@@ -135,3 +135,10 @@ def test_a_size_that_folds_the_map_into_the_batch_is_refused():
                                          r"\?x3x8x8\) with --input-shape"):
         export(_pooled_rows_model(), input_shape="1x3x16x16")
     assert export(_pooled_rows_model(), input_shape="2x3x8x8").plan.score_tensor.tensor == "logits"
+
+
+def test_a_layer_spec_given_twice_is_named_as_given():
+    """--layer auto --layer auto on a detector named one of the level tensors auto picked, which nobody gave."""
+    with pytest.raises(OnnxCamError, match="layer 'auto' is given more than once"):
+        layer_specs(["auto", "auto"])
+    assert layer_specs(["relu", "conv"]) == ["relu", "conv"]
