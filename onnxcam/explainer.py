@@ -29,6 +29,7 @@ from onnxcam.io.records import same_greedy_text
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
+from onnxcam.plan import MAX_SIDE
 from onnxcam.quantized import Agreement, Predictions, check_first_batch
 from onnxcam.runtime import check_single_runtime, memory_budget, model_session
 from onnxcam.targets import requests
@@ -81,7 +82,6 @@ def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 MAX_FIXED_BATCH = 4096
-MAX_SIDE = 16384
 
 
 def _checked_input_shape(name: str, shape) -> tuple:
@@ -300,7 +300,9 @@ class Explainer:
         if size is None:
             raise InputError("the model's input size is dynamic; give one (sidecar 'size', --size HxW, or Preprocess(size=...))")
         if self.input_size and tuple(size) != tuple(self.input_size):
-            raise InputError(f"pre-processing size {tuple(size)} differs from the model's input size {self.input_size}")
+            raise InputError(f"pre-processing size {'x'.join(map(str, size))} differs from the model's input size "
+                             f"{'x'.join(map(str, self.input_size))}; give the model's size (--size HxW, the sidecar's "
+                             "'size' or Preprocess(size=...)), or fix the model's to yours with --input-shape")
         return tuple(size)
 
     def decode(self, item) -> np.ndarray:

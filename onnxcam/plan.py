@@ -172,6 +172,9 @@ def _layout(view: GraphView, image: str, requested: str) -> str:
     return "NCHW"
 
 
+MAX_SIDE = 16384  # an image input's largest side onnxcam feeds
+
+
 def parse_input_shape(text: str) -> list[int]:
     """'1x3x224x224' → [1, 3, 224, 224]."""
     if not re.fullmatch(r"\s*\d+(\s*[xX,]\s*\d+)*\s*", text or ""):
@@ -179,6 +182,9 @@ def parse_input_shape(text: str) -> list[int]:
     dims = [int(d) for d in re.split(r"[xX,]", text)]
     if 0 in dims:
         raise OnnxCamError(f"input shape '{text}' has a zero dim; every dim must be positive")
+    huge = [d for d in dims[1:] if d > MAX_SIDE]  # the batch stays dynamic
+    if huge:
+        raise OnnxCamError(f"input shape '{text}' has a dim of {huge[0]}; image dims must be 1..{MAX_SIDE}")
     return dims
 
 
