@@ -509,8 +509,12 @@ class Explainer:
         wanted = set(self.model_outputs)
         host = {name: value.numpy() if isinstance(value, ort.OrtValue) else value
                 for name, value in outputs.items() if name in wanted}
-        self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, self._predictions(),
-                                            self._threads)
+        try:
+            self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, self._predictions(),
+                                                self._threads)
+        except BaseException:  # Ctrl-C during the check: the next batch checks, and no record says it cannot be
+            self._quantized = quantized
+            raise
 
     def _predictions(self) -> Predictions:
         """What the twin check compares as this task's predictions."""

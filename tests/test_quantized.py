@@ -375,6 +375,29 @@ def test_the_first_batch_check_runs_once_and_costs_nothing_without_a_twin(models
     assert len(checks) == 1 and explainer.twin_check.checked and not explainer.twin_check.large
 
 
+def test_a_first_batch_check_interrupted_by_ctrl_c_is_done_on_the_next_batch(models, monkeypatch):
+    """Its quantised model was let go before the check: the records then said an explain model holds only the twin."""
+    from onnxcam import Explainer
+
+    real_check = quantized_module.check_first_batch
+    calls = []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr("onnxcam.explainer.check_first_batch", interrupted_once)
+    explainer = Explainer(models["cnn/qoperator"])
+    images = 3 * _probe(3, (2, 3, 16, 16)) - 1
+    with pytest.raises(KeyboardInterrupt):
+        explainer.explain(images)
+    assert explainer.twin_facts["first_batch"]["reason"] == "no batch explained yet"
+    explainer.explain(images)
+    assert len(calls) == 2 and explainer.twin_facts["first_batch"]["agrees"]
+
+
 def test_the_first_batch_check_compares_an_n_c_1_1_classifiers_top1_over_its_classes(models):
     from onnxcam import Explainer
 
