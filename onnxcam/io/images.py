@@ -28,8 +28,8 @@ import numpy as np
 from onnxcam.errors import InputError, OnnxCamError
 
 __all__ = ["Preprocess", "PRESETS", "decode_image", "to_bgr8", "header_size", "find_sidecar", "read_labels",
-           "model_dictionary", "model_class_names", "unfit_class_names", "DICTIONARY_KEY", "NAMES_KEY", "IMAGE_SUFFIXES",
-           "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
+           "model_dictionary", "model_class_names", "unfit_class_names", "DICTIONARY_KEY", "NAMES_KEY",
+           "IMAGE_SUFFIXES", "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ def _names_in(props: dict[str, str], key: str) -> list[str] | str:
         return f"is over {_NAMES_LIMIT >> 20} M characters"
     if key == DICTIONARY_KEY:
         return _labels_from_text(text)
-    return _literal_names(text) or "is not a literal list of names ({0: 'a', 1: 'b'} or ['a', 'b'])"
+    return _literal_names(text) or "is not a literal list of names numbered from 0 ({0: 'a', 1: 'b'} or ['a', 'b'])"
 
 
 def _literal_names(text: str) -> list[str] | None:
