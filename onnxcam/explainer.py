@@ -25,11 +25,12 @@ from onnxcam.graph import GraphView, fed_inputs, load_model, size_options
 from onnxcam.io.files import write_atomically
 from onnxcam.io.held_weights import hold_weights
 from onnxcam.io.images import (DEFAULT_MAX_PIXELS, decode_image, model_class_names, model_dictionary, read_labels,
-                               resolve_preprocess, to_bgr8)
+                               resolve_preprocess, to_bgr8, unfit_class_names)
 from onnxcam.io.records import same_greedy_text
 from onnxcam.layers import native_array, nchw_array
 from onnxcam.methods import AUTO, get_method, resolve_method
 from onnxcam.methods.multipass import RunContext, RunOptions, auto_passes_batch, finish_maps, padded_chunks
+from onnxcam.plan import MAX_SIDE
 from onnxcam.quantized import Agreement, Predictions, check_first_batch
 from onnxcam.runtime import check_single_runtime, memory_budget, model_session, runtime_message
 from onnxcam.targets import requests
@@ -82,7 +83,6 @@ def _checked_maps(cam: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 MAX_FIXED_BATCH = 4096
-MAX_SIDE = 16384
 
 
 def _checked_input_shape(name: str, shape) -> tuple:
@@ -239,8 +239,13 @@ class Explainer:
         if self.task == "sequence":
             own = model_dictionary(self.model)
             return own, own is not None
-        found = model_class_names(self.model, self._class_count())
+        classes = self._class_count()
+        found = model_class_names(self.model, classes)
         if found is None:
+            unfit = unfit_class_names(self.model, classes)
+            if unfit:
+                log.warning("the model's metadata names no class: %s; the records number the classes (give their "
+                            "names with --labels FILE)", unfit)
             return None, False
         names, key = found
         log.info("class names from the model's metadata ('%s'): %d classes (--labels FILE replaces them)", key,
@@ -298,7 +303,9 @@ class Explainer:
         if size is None:
             raise InputError("the model's input size is dynamic; give one (sidecar 'size', --size HxW, or Preprocess(size=...))")
         if self.input_size and tuple(size) != tuple(self.input_size):
-            raise InputError(f"pre-processing size {tuple(size)} differs from the model's input size {self.input_size}")
+            raise InputError(f"pre-processing size {'x'.join(map(str, size))} differs from the model's input size "
+                             f"{'x'.join(map(str, self.input_size))}; give the model's size (--size HxW, the sidecar's "
+                             "'size' or Preprocess(size=...)), or fix the model's to yours with --input-shape")
         return tuple(size)
 
     def decode(self, item) -> np.ndarray:
@@ -506,8 +513,12 @@ class Explainer:
         wanted = set(self.model_outputs)
         host = {name: value.numpy() if isinstance(value, ort.OrtValue) else value
                 for name, value in outputs.items() if name in wanted}
-        self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, self._predictions(),
-                                            self._threads)
+        try:
+            self.twin_check = check_first_batch(quantized, {self.input_name: images}, host, self._predictions(),
+                                                self._threads)
+        except BaseException:  # Ctrl-C during the check: the next batch checks, and no record says it cannot be
+            self._quantized = quantized
+            raise
 
     def _predictions(self) -> Predictions:
         """What the twin check compares as this task's predictions."""

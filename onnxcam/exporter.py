@@ -173,9 +173,9 @@ def _build(model: onnx.ModelProto, request: _Request, twin: Twin, computes_in: s
     expose = request.expose
     _check_method(chosen, request.for_runtime)
     tensors = [p.layer.tensor for p in plans]
+    _check_task(chosen, plan)  # first: a detector's automatic layers are several, but no layer fixes its task
     _check_layers(tensors, chosen, expose)
     _check_names_free(view)
-    _check_task(chosen, plan)
     log.info("task %s (%s): explaining %s with %s at layer %s", plan.task.name, plan.target.reason,
              plan.score_description, chosen.title, "; ".join(p.layer.describe() for p in plans))
 

@@ -81,7 +81,7 @@ def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str | Seque
     unused = [name for name in inputs if name not in seen]
     if unused:
         raise ModelError(f"'{', '.join(outputs)}' does not depend on {', '.join(unused)}; cannot cut the model there")
-    nodes = [new for node in view.nodes if id(node) in kept or id(node) in rebuilt
+    nodes = [_without_outputs(new, stop) for node in view.nodes if id(node) in kept or id(node) in rebuilt
              for new in rebuilt.get(id(node), [node])]
     initializers = [t for t in view.graph.initializer if t.name in seen]
     names = [*inputs, *[i.name for i in view.graph.input if i.name in extra]]
@@ -92,6 +92,19 @@ def cut_model(model: onnx.ModelProto, inputs: Sequence[str], output: str | Seque
     # IR 3 would want the initializers kept here listed as inputs; IR 4 reads the model the same way
     cut = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
     return CutModel(cut, names, outputs)
+
+
+def _without_outputs(node: onnx.NodeProto, fed: set[str]) -> onnx.NodeProto:
+    """The node, or where it also computes a tensor the cut is fed (one output of a Split whose others the
+    cut needs), a copy writing that output under an unused name: a graph may define a name once."""
+    if not fed.intersection(node.output):
+        return node
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    for i, name in enumerate(copy.output):
+        if name in fed:
+            copy.output[i] = f"{name}/onnxcam_cut_fed"
+    return copy
 
 
 def _info(view: GraphView, name: str) -> onnx.ValueInfoProto:

@@ -87,11 +87,15 @@ def make_plan(view: GraphView, layer: str = "auto", score: str = "logit", layout
 
 
 def layer_specs(layer) -> list[str]:
-    """One layer spec or several as a list, ``None``/"" meaning "auto"; an empty list is refused."""
+    """One layer spec or several as a list, ``None``/"" meaning "auto"; an empty list, or one naming a
+    layer twice, is refused."""
     specs = [layer] if layer is None or isinstance(layer, str) else list(layer)
     specs = ["auto" if spec in (None, "") else spec for spec in specs]
     if not specs:
         raise OnnxCamError("no layer given; pass 'auto', a layer name, or a list of layer names")
+    repeated = next((spec for spec in specs if specs.count(spec) > 1), None)
+    if repeated is not None:  # by the caller's own spelling: "auto" twice is not the tensor it picks, twice
+        raise OnnxCamError(f"layer '{repeated}' is given more than once; give each target layer once")
     return specs
 
 
@@ -168,6 +172,9 @@ def _layout(view: GraphView, image: str, requested: str) -> str:
     return "NCHW"
 
 
+MAX_SIDE = 16384  # an image input's largest side onnxcam feeds
+
+
 def parse_input_shape(text: str) -> list[int]:
     """'1x3x224x224' → [1, 3, 224, 224]."""
     if not re.fullmatch(r"\s*\d+(\s*[xX,]\s*\d+)*\s*", text or ""):
@@ -175,6 +182,9 @@ def parse_input_shape(text: str) -> list[int]:
     dims = [int(d) for d in re.split(r"[xX,]", text)]
     if 0 in dims:
         raise OnnxCamError(f"input shape '{text}' has a zero dim; every dim must be positive")
+    huge = [d for d in dims[1:] if d > MAX_SIDE]  # the batch stays dynamic
+    if huge:
+        raise OnnxCamError(f"input shape '{text}' has a dim of {huge[0]}; image dims must be 1..{MAX_SIDE}")
     return dims
 
 

@@ -46,7 +46,8 @@ from onnx.reference import ReferenceEvaluator
 from onnxcam.autodiff.emitter import Emitter
 from onnxcam.autodiff.rules.quantize import INTEGER_RANGES
 from onnxcam.errors import ModelError, UnsupportedOpError
-from onnxcam.graph import FLOAT_TYPES, TWIN_PREFIX, GraphView, fed_inputs, node_attribute, size_fixed_by
+from onnxcam.graph import (FLOAT_TYPES, TWIN_PREFIX, GraphView, fed_inputs, node_attribute, outer_names,
+                           size_fixed_by)
 from onnxcam.runtime import model_session, runtime_message
 
 __all__ = ["Twin", "Agreement", "Predictions", "float_twin", "checked_float_twin", "check_agreement", "check_first_batch",
@@ -530,7 +531,7 @@ def _assemble(model: onnx.ModelProto, emit: Emitter, twinned: set[str]) -> onnx.
     for output in graph.output:
         if output.name in twinned:
             output.type.tensor_type.elem_type = _FLOAT
-    used = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+    used = {i for node in graph.node for i in (*node.input, *outer_names(node))} | {o.name for o in graph.output}
     weights = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(weights)

@@ -93,6 +93,13 @@ def test_presets_are_sane():
     assert PRESETS["caffe"].color == "BGR"
 
 
+def test_a_preprocessing_size_other_than_the_models_names_both_fixes(demo_model, demo_images):
+    explainer = Explainer(demo_model, preprocess={"size": [32, 32]})  # the demo model takes 64x64
+    with pytest.raises(InputError, match=r"size 32x32 differs from the model's input size 64x64; give the model's "
+                                         r"size \(--size HxW.*or fix the model's to yours with --input-shape"):
+        explainer.explain(demo_images[:1])
+
+
 def test_a_dynamic_size_model_is_explained_at_the_preprocessing_size(demo_images):
     """A CNN exported with dynamic height and width: the pre-processing size fixes its input (the Conv
     gradients need static spatial dims); without one the error says how to fix the size."""

@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from onnxcam import LayerError, ModelError, UnsupportedOpError, export
+from onnxcam import LayerError, ModelError, OnnxCamError, UnsupportedOpError, export
 from onnxcam.contract import Contract
 from tests import nets
+from tests.detection import detector_nets
 from tests.exporter_quirk_nets import paddle_loop_classifier, tf2onnx_loop_recogniser
 from tests.methods.reference_methods import cams, raw_eigencam
 from tests.reference import gradcam
@@ -253,3 +254,11 @@ def test_an_op_without_gradient_rule_suggests_what_can_work(between_stages, laye
         export(model, layer=layer, method="gradcam")
     assert hint in str(caught.value)
     assert ("later layer" in str(caught.value)) == between_stages
+
+
+def test_a_runtime_method_on_a_detector_is_refused_for_the_task_not_for_its_level_layers():
+    """The automatic layers of a detector are one per level: the refusal said "give a single layer", and a
+    single layer then met the task's refusal."""
+    model = detector_nets.export(detector_nets.TinyDetector("yolov8"))
+    with pytest.raises(OnnxCamError, match="needs a score linear in the outputs, and task detection's is not"):
+        export(model, method="ablationcam", for_runtime=True)

@@ -120,3 +120,21 @@ def test_a_size_of_a_tensor_before_the_cut_is_read_from_the_cut_input(batch):
     if batch == "N":  # three rows: the count follows the cut input's batch
         t3 = np.concatenate([t, t[:1]])
         np.testing.assert_allclose(_run(cut.model, {"t": t3}, ["y"])[0], t3 / 12, rtol=1e-6)
+
+
+def test_a_cut_at_one_output_of_a_split_whose_others_it_needs_defines_it_once():
+    """nudenet at 32x32 took its DFL Split's second output as the layer; the boxes' cut kept the Split for its
+    other outputs and ONNX Runtime refused the graph: "Duplicate definition of name"."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2),
+             helper.make_node("Relu", ["b"], ["layer"]),
+             helper.make_node("Concat", ["a", "layer"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    cut = cut_model(model, ["b"], "y")  # 'a' still comes from x through the Split
+    x = np.arange(8, dtype=np.float32).reshape(1, 4, 2) - 4
+    fed = np.full((1, 2, 2), 5.0, np.float32)
+    y = ort.InferenceSession(cut.model.SerializeToString()).run(None, {"x": x, "b": fed})[0]
+    np.testing.assert_array_equal(y, np.concatenate([x[:, :2], fed], axis=1))

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcam import ModelError, OnnxCamError, export
 from onnxcam.graph import GraphView
-from onnxcam.plan import fix_input_shape
+from onnxcam.plan import fix_input_shape, layer_specs, parse_input_shape
 
 
 def _fixed_conv_model(reshape_to_old_size: bool = False) -> onnx.ModelProto:
@@ -149,3 +149,17 @@ def test_the_rows_per_image_run_is_only_for_a_replaced_fixed_size(monkeypatch):
     assert runs == []
     export(_pooled_rows_model(), input_shape="1x3x24x24")
     assert len(runs) == 1
+
+
+def test_a_layer_spec_given_twice_is_named_as_given():
+    """--layer auto --layer auto on a detector named one of the level tensors auto picked, which nobody gave."""
+    with pytest.raises(OnnxCamError, match="layer 'auto' is given more than once"):
+        layer_specs(["auto", "auto"])
+    assert layer_specs(["relu", "conv"]) == ["relu", "conv"]
+
+
+def test_an_input_shape_beyond_the_largest_side_is_refused_where_it_is_parsed():
+    """export and layers took 1x3x100000x100000 (only run's explainer refused it)."""
+    with pytest.raises(OnnxCamError, match="has a dim of 100000; image dims must be 1..16384"):
+        parse_input_shape("1x3x100000x100000")
+    assert parse_input_shape("64x3x16384x16") == [64, 3, 16384, 16]

@@ -26,10 +26,12 @@ from torch.nn import functional as F
 from onnxcam import UnsupportedOpError, export
 from onnxcam import quantized as quantized_module
 from onnxcam.cli import cli
+from onnxcam.graph import sort_topologically
 from onnxcam.headmodel import cut_model
 from onnxcam.quantized import TWIN_RULES, float_twin
 from onnxcam.runtime import make_session
 from tests import nets
+from tests.exporter_quirk_nets import tf2onnx_loop_recogniser
 from tests.targets import task_nets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -289,6 +291,20 @@ def test_integer_op_without_a_twin_rule_is_named(models):
         export(model)
 
 
+def test_a_loop_body_keeps_the_weights_it_reads_from_the_outer_graph(tmp_path):
+    """tf2onnx's LSTM steps: a Loop body reads "fc" by name; the twin dropped it as unused (checker error)."""
+    onnx.save(tf2onnx_loop_recogniser(), str(tmp_path / "float.onnx"))
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "int8.onnx"), op_types_to_quantize=["Conv"])
+    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    sort_topologically(quantized.graph)  # the quantiser puts the Loop before the node whose output it reads
+    twin = float_twin(quantized)
+    assert "fc" in {t.name for t in twin.model.graph.initializer}
+    image = _probe(0, (1, 3, 8, 16))
+    expected = make_session(quantized.SerializeToString(), "cpu").run(None, {"image": image})[0]
+    got = make_session(twin.model.SerializeToString(), "cpu").run(None, {"image": image})[0]
+    np.testing.assert_allclose(got, expected, atol=0.05)
+
+
 def _run_cli(model: onnx.ModelProto, folder: Path, images) -> tuple[dict, list[dict], str]:
     """``onnxcam run --json`` on ``images``: (the summary, the records, stderr)."""
     path = folder / "model.onnx"
@@ -357,6 +373,29 @@ def test_the_first_batch_check_runs_once_and_costs_nothing_without_a_twin(models
     explainer.explain(images)
     explainer.explain(images)
     assert len(checks) == 1 and explainer.twin_check.checked and not explainer.twin_check.large
+
+
+def test_a_first_batch_check_interrupted_by_ctrl_c_is_done_on_the_next_batch(models, monkeypatch):
+    """Its quantised model was let go before the check: the records then said an explain model holds only the twin."""
+    from onnxcam import Explainer
+
+    real_check = quantized_module.check_first_batch
+    calls = []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr("onnxcam.explainer.check_first_batch", interrupted_once)
+    explainer = Explainer(models["cnn/qoperator"])
+    images = 3 * _probe(3, (2, 3, 16, 16)) - 1
+    with pytest.raises(KeyboardInterrupt):
+        explainer.explain(images)
+    assert explainer.twin_facts["first_batch"]["reason"] == "no batch explained yet"
+    explainer.explain(images)
+    assert len(calls) == 2 and explainer.twin_facts["first_batch"]["agrees"]
 
 
 def test_the_first_batch_check_compares_an_n_c_1_1_classifiers_top1_over_its_classes(models):

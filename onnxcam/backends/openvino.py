@@ -30,6 +30,15 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:400] if text else type(exc).__name__
 
 
+def _compile_failure(exc: Exception) -> str:
+    """What an OpenVINO compile report says went wrong: its lines past the source locations it starts
+    with ("Exception from src/inference/src/cpp/core.cpp:132:", "Check 'false' failed at ..."), the
+    ops it has no conversion rule for where it names them."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return next((line for line in said if line.startswith("No conversion rule")), said[-1] if said else _first_line(exc))[:400]
+
+
 def openvino_problem() -> str | None:
     """Why OpenVINO cannot be used here, or ``None``."""
     try:
@@ -115,7 +124,8 @@ class OpenVinoSession:
             self._model = core.read_model(required_form(model_bytes), b"")
             compiled = core.compile_model(self._model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
-            raise ModelError(f"OpenVINO cannot compile the model: {_first_line(exc)}") from None
+            raise ModelError(f"OpenVINO cannot compile the model: {_compile_failure(exc)}; run it on ONNX Runtime "
+                             "(--provider cpu or cuda)") from None
         self._config, self._dynamic = config, compiled
         self._static: dict[tuple, object] = {}  # feed shapes -> the model compiled for them
         self._static_lock = threading.Lock()

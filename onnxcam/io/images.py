@@ -28,8 +28,8 @@ import numpy as np
 from onnxcam.errors import InputError, OnnxCamError
 
 __all__ = ["Preprocess", "PRESETS", "decode_image", "to_bgr8", "header_size", "find_sidecar", "read_labels",
-           "model_dictionary", "model_class_names", "DICTIONARY_KEY", "NAMES_KEY", "IMAGE_SUFFIXES",
-           "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
+           "model_dictionary", "model_class_names", "unfit_class_names", "DICTIONARY_KEY", "NAMES_KEY",
+           "IMAGE_SUFFIXES", "collect_images", "DEFAULT_MAX_PIXELS", "ALPHA_BACKGROUND"]
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def model_dictionary(model) -> list[str] | None:
 
 
 NAMES_KEY = "names"  # ultralytics' metadata entry: a Python literal {0: 'person', 1: 'bicycle', ...}
-_NAMES_LIMIT = 1 << 20  # characters of a names literal read at most
+_NAMES_LIMIT = 1 << 20  # characters of a metadata entry of class names read at most
 
 
 def model_class_names(model, classes: int | None) -> tuple[list[str], str] | None:
@@ -359,17 +359,41 @@ def model_class_names(model, classes: int | None) -> tuple[list[str], str] | Non
     if not classes:
         return None
     props = {p.key: p.value for p in model.metadata_props}
-    names = _literal_names(props.get(NAMES_KEY, ""))
-    if names and len(names) == classes:
-        return names, NAMES_KEY
-    listed = _labels_from_text(props.get(DICTIONARY_KEY, ""))
-    return (listed, DICTIONARY_KEY) if len(listed) == classes else None
+    for key in (NAMES_KEY, DICTIONARY_KEY):
+        names = _names_in(props, key)
+        if isinstance(names, list) and len(names) == classes:
+            return names, key
+    return None
+
+
+def unfit_class_names(model, classes: int | None) -> str:
+    """Why the model's metadata entries of class names give none for its ``classes`` classes ("'names'
+    holds 2 names for the model's 3 classes"); "" where it has no such entry, or one fits."""
+    if not classes or model_class_names(model, classes) is not None:
+        return ""
+    props = {p.key: p.value for p in model.metadata_props}
+    reasons = []
+    for key in (k for k in (NAMES_KEY, DICTIONARY_KEY) if props.get(k)):
+        names = _names_in(props, key)
+        reasons.append(f"'{key}' holds {len(names)} names for the model's {classes} classes"
+                       if isinstance(names, list) else f"'{key}' {names}")
+    return "; ".join(reasons)
+
+
+def _names_in(props: dict[str, str], key: str) -> list[str] | str:
+    """The names the metadata entry ``key`` lists, or why it lists none."""
+    text = props.get(key, "")
+    if len(text) > _NAMES_LIMIT:
+        return f"is over {_NAMES_LIMIT >> 20} M characters"
+    if key == DICTIONARY_KEY:
+        return _labels_from_text(text)
+    return _literal_names(text) or "is not a literal list of names numbered from 0 ({0: 'a', 1: 'b'} or ['a', 'b'])"
 
 
 def _literal_names(text: str) -> list[str] | None:
     """{0: 'a', 1: 'b'} or ['a', 'b'] as a list of names; ``None`` for anything else. Read as a literal:
     no code in the metadata runs."""
-    if not text or len(text) > _NAMES_LIMIT:
+    if not text:
         return None
     try:
         value = ast.literal_eval(text)

@@ -57,12 +57,13 @@ class ScratchFolder:
 def remove_abandoned_folders(prefix: str, parent: str | None = None) -> int:
     """Remove the folders named ``prefix…`` in ``parent`` (the temporary folder) whose process has
     died, that is whose lock file can be locked; the number removed. Folders without a lock file (being
-    made, or left by versions before the locks) are left alone."""
+    made, or left by versions before the locks) and links are left alone."""
     if fcntl is None:
         return 0
     try:
         entries = [e.path for e in os.scandir(parent or tempfile.gettempdir())
-                   if e.name.startswith(prefix) and e.path not in _OWN]
+                   if e.name.startswith(prefix) and e.path not in _OWN
+                   and e.is_dir(follow_symlinks=False)]  # a link is nobody's folder
     except OSError:
         return 0
     removed = 0
@@ -73,7 +74,7 @@ def remove_abandoned_folders(prefix: str, parent: str | None = None) -> int:
         except OSError:  # no lock file, not ours to open, or its process holds it
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        removed += 1
+        removed += not os.path.lexists(folder)  # another user's, in a shared temporary folder, stays
     if removed:
         log.debug("removed %d temporary folder(s) left by processes that died", removed)
     return removed

@@ -61,6 +61,26 @@ def test_missing_openvino_is_one_clear_error(demo_model, monkeypatch):
         Explainer(demo_model, provider="openvino")
 
 
+def test_a_model_openvino_cannot_convert_names_the_ops_and_onnx_runtime(tmp_path):
+    """OpenVINO's report starts with source locations ("Exception from src/inference/src/cpp/core.cpp:132:"),
+    which the error used to show alone."""
+    from onnx import TensorProto, helper
+
+    from onnxcam.backends.openvino import OpenVinoSession
+
+    node = helper.make_node("QLinearGlobalAveragePool", ["x", "s", "z", "s", "z"], ["y"], domain="com.microsoft",
+                            channels_last=0)
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2, 1, 1])],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+                               helper.make_tensor("z", TensorProto.UINT8, [], [0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(OnnxCamError, match=r"cannot compile the model: No conversion rule found for operations: "
+                                           r"com\.microsoft\.QLinearGlobalAveragePool; run it on ONNX Runtime "
+                                           r"\(--provider cpu or cuda\)"):
+        OpenVinoSession(model.SerializeToString())
+
+
 def test_cli_run_on_openvino_writes_the_same_results(demo_model, demo_images, tmp_path):
     from tests.test_cli import invoke
 

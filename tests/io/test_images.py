@@ -7,7 +7,7 @@ from onnx import helper
 
 import pytest
 
-from onnxcam.io.images import Preprocess, model_class_names, model_dictionary, read_labels
+from onnxcam.io.images import Preprocess, model_class_names, model_dictionary, read_labels, unfit_class_names
 
 
 def test_a_one_channel_model_gets_grey_images_normalised_with_the_average_mean_and_std():
@@ -63,4 +63,17 @@ def _with_props(props: dict) -> onnx.ModelProto:
 ])
 def test_class_names_from_a_models_metadata_are_one_per_class(props, expected):
     assert model_class_names(_with_props(props), 2) == expected
+
+
+@pytest.mark.parametrize("props, expected", [
+    ({"names": "{0: 'a', 1: 'b', 2: 'c'}"}, "'names' holds 3 names for the model's 2 classes"),
+    ({"names": "{0: 'a', 1: 'b'"}, "'names' is not a literal list of names"),
+    ({"names": "{0: 'a'}", "character": "x"}, "'names' holds 1 names for the model's 2 classes; 'character' holds 1"),
+    ({"character": "x\n" + "y" * (1 << 20)}, "'character' is over 1 M characters"),  # as names: not read at all
+    ({"names": "{0: 'a', 1: 'b'}"}, ""),  # they fit
+    ({"other": "x\ny"}, ""),
+])
+def test_metadata_names_that_fit_no_class_say_why(props, expected):
+    reason = unfit_class_names(_with_props(props), 2)
+    assert reason.startswith(expected) if expected else reason == ""
 

@@ -62,6 +62,16 @@ def test_folders_of_processes_that_died_are_removed_and_those_of_live_ones_kept(
     assert not mine.path.exists()
 
 
+def test_a_link_named_like_a_folder_is_not_followed_nor_counted(parent, tmp_path_factory):
+    """A link in a shared temporary folder to an abandoned folder elsewhere: its lock was taken, the removal
+    failed on the link, and the folder was counted as removed, on every explainer made."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / scratch.LOCK_FILE).touch()
+    (parent / f"{PREFIX}link").symlink_to(elsewhere, target_is_directory=True)
+    assert remove_abandoned_folders(PREFIX) == 0
+    assert (elsewhere / scratch.LOCK_FILE).is_file() and (parent / f"{PREFIX}link").is_symlink()
+
+
 def test_a_folder_goes_with_its_object(parent):
     folder = ScratchFolder(PREFIX)
     path = folder.path

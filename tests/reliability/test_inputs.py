@@ -39,6 +39,18 @@ def test_1_labels_must_be_text_of_sane_size(model_path, images, tmp_path):
     assert_one_line_error(invoke("run", model_path, images, "-o", tmp_path / "o2", "--labels", nul), "binary")
 
 
+def test_1_metadata_class_names_that_fit_no_class_are_warned_about(model_path, images, tmp_path):
+    model = onnx.load(str(model_path))
+    onnx.helper.set_model_props(model, {"names": "{0: 'cat', 1: 'dog'}"})  # the classifier has 3 classes
+    onnx.save(model, str(model_path))
+    result = invoke("run", model_path, images, "-o", tmp_path / "out")
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    warned = [line for line in result.output.splitlines() if "metadata names no class" in line]
+    assert len(warned) == 1 and "'names' holds 2 names for the model's 3 classes" in warned[0], result.output
+    assert "--labels FILE" in warned[0]
+    assert {r["target_label"] for r in records(tmp_path / "out")} <= {"0", "1", "2"}
+
+
 # --- 4. nothing silently wrong ----------------------------------------------------------------------
 def test_4_nan_scores_are_flagged_not_drawn(tmp_path, images):
     path = tmp_path / "nan.onnx"
