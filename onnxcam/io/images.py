@@ -375,7 +375,7 @@ def unfit_class_names(model, classes: int | None) -> str:
     reasons = []
     for key in (k for k in (NAMES_KEY, DICTIONARY_KEY) if props.get(k)):
         names = _names_in(props, key)
-        reasons.append(f"'{key}' holds {len(names)} names for the model's {classes} classes"
+        reasons.append(f"'{key}' holds {len(names)} name{'s' * (len(names) != 1)} for the model's {classes} classes"
                        if isinstance(names, list) else f"'{key}' {names}")
     return "; ".join(reasons)
 

@@ -68,7 +68,7 @@ def test_class_names_from_a_models_metadata_are_one_per_class(props, expected):
 @pytest.mark.parametrize("props, expected", [
     ({"names": "{0: 'a', 1: 'b', 2: 'c'}"}, "'names' holds 3 names for the model's 2 classes"),
     ({"names": "{0: 'a', 1: 'b'"}, "'names' is not a literal list of names"),
-    ({"names": "{0: 'a'}", "character": "x"}, "'names' holds 1 names for the model's 2 classes; 'character' holds 1"),
+    ({"names": "{0: 'a'}", "character": "x"}, "'names' holds 1 name for the model's 2 classes; 'character' holds 1"),
     ({"character": "x\n" + "y" * (1 << 20)}, "'character' is over 1 M characters"),  # as names: not read at all
     ({"names": "{0: 'a', 1: 'b'}"}, ""),  # they fit
     ({"other": "x\ny"}, ""),
