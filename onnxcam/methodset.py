@@ -8,19 +8,21 @@ import click
 from onnxcam.commands import PassesBatch, _export_options, _model_options, preprocess_options, run_interruptibly
 from onnxcam.errors import OnnxCamError
 from onnxcam.io.annotations import read_truth
-from onnxcam.methods import get_method, method_names
+from onnxcam.methods import AUTO, get_method, method_names
 from onnxcam.runtime import PROVIDER_CHOICES
 
 __all__ = ["parse_methods", "shared_options", "build_explainers", "read_truth_option"]
 
 
 def parse_methods(text: str) -> list[str]:
-    """Method names from "a,b,c" ("all": every method), each known, none twice."""
+    """Method names from "a,b,c" ("all": every method), each known (or "auto", run's default, resolved per
+    model), none twice."""
     names = method_names() if text.strip() == "all" else [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise OnnxCamError("--methods is empty; give method names separated by commas (or 'all')")
     for name in names:
-        get_method(name)
+        if name != AUTO:
+            get_method(name)
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise OnnxCamError(f"--methods names {', '.join(repeated)} twice; give each method once")
@@ -34,7 +36,8 @@ def shared_options(default_methods: str):
             click.argument("model", type=click.Path(dir_okay=False)),
             click.argument("inputs", nargs=-1, required=True, type=click.Path()),
             click.option("--methods", default=default_methods, show_default=True, metavar="A,B,...|all",
-                         help=f"CAM methods, separated by commas: {', '.join(method_names())}."),
+                         help=f"CAM methods, separated by commas: {', '.join(method_names())}, or auto "
+                              "(run's default)."),
             click.option("--labels-file", type=click.Path(dir_okay=False), default=None, metavar="TRUTH.csv",
                          help="True labels, one image,label line per image (label: a class name or index)."),
             click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),

@@ -68,6 +68,15 @@ def test_compare_writes_each_methods_maps_and_one_page(demo_model, demo_images, 
     assert "circle_1.layercam.overlay.png" in page and page.count('"name":"circle_1.png"') == 1  # one grid per image
 
 
+def test_compare_takes_auto_as_run_does(demo_model, demo_images, tmp_path):
+    out = tmp_path / "cmp"
+    result = invoke("compare", demo_model, demo_images[0], "--methods", "auto,layercam", "-o", out)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in records) == ["gradcam", "layercam"]  # auto is Grad-CAM on a classifier
+    assert (out / records[0]["overlay"]).is_file() and (out / records[1]["overlay"]).is_file()
+
+
 @pytest.mark.parametrize("methods, fragment", [("gradcam,nope", "unknown method 'nope'"),
                                                ("gradcam,gradcam", "twice"), (",", "empty")])
 def test_compare_refuses_bad_methods_and_writes_nothing(demo_model, demo_images, tmp_path, methods, fragment):
