@@ -254,9 +254,13 @@ class Explainer:
 
     def _class_count(self) -> int | None:
         if self.task == "detection":
-            head = Head.from_json(self.contract.detection)
-            return head.classes if head is not None else None
+            return self.detection_head.classes if self.detection_head is not None else None
         return self.num_classes if self.task in ("classification", "segmentation") else None
+
+    @functools.cached_property
+    def detection_head(self) -> Head | None:
+        """A detector's head, as its explain model describes it (``None`` for other tasks)."""
+        return Head.from_json(self.contract.detection)
 
     @staticmethod
     def _checked_options(passes_batch, options: dict) -> RunOptions:
@@ -529,7 +533,7 @@ class Explainer:
         if self.task == "sequence":
             return Predictions(frozenset({self.contract.output}), functools.partial(
                 same_greedy_text, batch_axis=self.contract.score_batch_axis, blank=self.contract.blank))
-        head = Head.from_json(self.contract.detection) if self.task == "detection" else None
+        head = self.detection_head
         if head is not None and head.layout in ("yolov8", "yolov5"):
             return Predictions(parts=functools.partial(score_and_box_columns, head))
         return Predictions()

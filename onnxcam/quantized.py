@@ -613,8 +613,8 @@ def compare_outputs(expected: dict, got: dict, predictions: Predictions) -> Agre
     if not pairs:
         return Agreement(None, reason="the model has no float output to compare")
     if predictions.parts:
-        pairs = {label: (part, predictions.parts(name, b)[label]) for name, (a, b) in pairs.items()
-                 for label, part in predictions.parts(name, a).items()}
+        pairs = {label: pair for name, (a, b) in pairs.items()
+                 for label, pair in _paired(predictions.parts(name, a), predictions.parts(name, b)).items()}
     ranked = [pair for name, pair in pairs.items()
               if name in predictions.class_outputs and pair[0].ndim and pair[0].shape[-1] > 1]
     top1 = all((predictions.same or _same_clear_top1)(a, b) for a, b in ranked)
@@ -622,6 +622,11 @@ def compare_outputs(expected: dict, got: dict, predictions: Predictions) -> Agre
     largest = max(float(np.abs(a).max(initial=0.0)) for a, _ in pairs.values())
     relative = max(_relative_difference(a, b) for a, b in pairs.values())
     return Agreement(top1, difference, largest, relative, top1_compared=bool(ranked))
+
+
+def _paired(expected: dict, got: dict) -> dict:
+    """The parts of an output split alike, model's and twin's, by label."""
+    return {label: (part, got[label]) for label, part in expected.items()}
 
 
 def _relative_difference(expected: np.ndarray, got: np.ndarray) -> float:

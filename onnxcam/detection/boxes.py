@@ -76,7 +76,7 @@ def _decode(head: Head, outputs, input_hw: tuple[int, int]) -> list[tuple[np.nda
         boxes = sample[:, :4]
         if head.boxes == "yolox":
             boxes = _decode_yolox(boxes, input_hw)
-        first = 5 if head.objectness >= 0 else 4
+        first = head.output_first_class
         confidence = _probability(sample[:, first:first + head.classes], head)
         if head.objectness >= 0:
             confidence = confidence * _probability(sample[:, head.objectness:head.objectness + 1], head)

@@ -59,7 +59,7 @@ class Detections:
 
 
 def explain_boxes(explainer, inputs, options: BoxOptions) -> Detections:
-    head = Head.from_json(explainer.contract.detection)
+    head = explainer.detection_head
     if head is None:
         raise ModelError("this explain model carries no detector head description; export it again with this onnxcam")
     batch, decoded = explainer._as_batch(inputs)

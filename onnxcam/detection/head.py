@@ -101,6 +101,11 @@ class Head:
         return mask.reshape(shape)
 
     @property
+    def output_first_class(self) -> int:
+        """Column of class 0 in a yolov8/yolov5 output: after the 4 box columns and the objectness."""
+        return 5 if self.objectness >= 0 else 4
+
+    @property
     def columns(self) -> int:
         """S's width along ``class_axis``: the box columns, the objectness, the classes (, the box bins)."""
         return self.width or self.first_class + self.classes
@@ -535,7 +540,7 @@ def score_and_box_columns(head: Head, name: str, values: np.ndarray) -> dict[str
     (the objectness and the classes) and any columns after them (masks, keypoints), labelled; any other
     output whole."""
     axis = {"yolov8": 1, "yolov5": 2}.get(head.layout)
-    scores_end = (5 if head.objectness >= 0 else 4) + head.classes  # as boxes.decode reads the output
+    scores_end = head.output_first_class + head.classes
     if name != head.output or axis is None or values.ndim != 3 or values.shape[axis] < scores_end:
         return {name: values}
     parts = np.split(values, [4, scores_end], axis=axis)
